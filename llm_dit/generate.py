@@ -1,0 +1,302 @@
+"""txt2img and img2img: request -> embeddings -> diffusers pipeline -> image + metadata.
+
+The pipeline call is stock diffusers (`ZImagePipeline` / `ZImageImg2ImgPipeline`) with our
+embeddings; two things differ on purpose:
+- `shift` is applied through a per-call scheduler, so the knob really moves the sigmas;
+- img2img strength follows BRIEF §6: int(N·s) forwards from schedule index N − int(N·s), passed
+  to the stock pipeline as the tail of the sigma schedule (stock diffusers would start from pure
+  noise for s > (N−1)/N and ignore the reference).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from . import __version__
+from .encode import caption_limit, encode_text
+from .images import A1111_KEY, JSON_KEY, image_sha256, load_image, read_png_text, save_png
+from .models import ModelManager
+from .prompt import format_chat
+from .request import GenerationRequest, parse_loras, strength_forwards, validate
+
+
+def base_sigmas(num_inference_steps: int) -> list[float]:
+    """Z-Image's unshifted schedule, linspace(1, 1/N, N) (as diffusers builds it)."""
+    return torch.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps).tolist()
+
+
+def make_scheduler(config, shift: float):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler.from_config(config, shift=shift, use_dynamic_shifting=False)
+
+
+def shifted_sigmas(num_inference_steps: int, shift: float, config=None) -> list[float]:
+    """The N sigmas a txt2img run visits, as the scheduler computes them for this shift."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = make_scheduler(config or FlowMatchEulerDiscreteScheduler().config, shift)
+    scheduler.set_timesteps(sigmas=base_sigmas(num_inference_steps))
+    return scheduler.sigmas[:-1].tolist()
+
+
+def img2img_plan(num_inference_steps: int, strength: float, shift: float = 3.0) -> dict:
+    """Forwards, start index and start sigma of an img2img run (BRIEF §6)."""
+    forwards = strength_forwards(num_inference_steps, strength)
+    start = num_inference_steps - forwards
+    sigmas = shifted_sigmas(num_inference_steps, shift)
+    return {
+        "forwards": forwards,
+        "start_index": start,
+        "start_sigma": sigmas[start] if forwards else None,
+        "reference_weight": 1.0 - sigmas[start] if forwards else None,
+    }
+
+
+@dataclass
+class GenerationResult:
+    image: Image.Image
+    seed: int
+    metadata: dict = field(default_factory=dict)
+
+    def a1111_parameters(self) -> str:
+        r = self.metadata["request"]
+        line = (
+            f"Steps: {r['num_inference_steps']}, Sampler: Euler (flow match), "
+            f"Schedule shift: {r['shift']}, CFG scale: {r['guidance_scale']}, Seed: {self.seed}, "
+            f"Size: {r['width']}x{r['height']}, Model: {self.metadata['model']}"
+        )
+        if self.metadata["mode"] == "img2img":
+            line += f", Denoising strength: {r['strength']}"
+        for lora in self.metadata["loras"]:
+            line += f", Lora: {Path(lora['path']).stem}:{lora['scale']}"
+        return f"{r['prompt']}\nNegative prompt: {r['negative_prompt']}\n{line}"
+
+    def save(self, folder: str | Path) -> Path:
+        """Save as PNG with both metadata chunks; the name carries time, mode and seed."""
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.metadata['mode']}-{self.seed}.png"
+        return save_png(self.image, Path(folder) / name, self.a1111_parameters(), self.metadata)
+
+
+def _versions() -> dict:
+    import diffusers
+    import transformers
+
+    return {"llm_dit": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__}
+
+
+def _adapter_name(path: str) -> str:
+    return "lora_" + hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:12]
+
+
+def _apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
+    """Load new LoRA files once (diffusers' loader), then activate exactly the requested ones."""
+    loaded = set(pipe.get_list_adapters().get("transformer", []))
+    if not loras:
+        if loaded:
+            pipe.disable_lora()
+        return
+    for path, _ in loras:
+        name = _adapter_name(path)
+        if name not in loaded:
+            try:
+                pipe.load_lora_weights(path, adapter_name=name)
+            except Exception as err:  # noqa: BLE001
+                raise ValueError(f"loras: {path!r} could not be loaded as a Z-Image LoRA: {err}") from err
+    pipe.enable_lora()
+    pipe.set_adapters([_adapter_name(p) for p, _ in loras], [s for _, s in loras])
+
+
+def _apply_attention(pipe, backend: str) -> None:
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    names = [b.value for b in AttentionBackendName]
+    if backend not in names:
+        raise ValueError(f"attention_backend={backend!r} is unknown: use one of {', '.join(names)}.")
+    if getattr(pipe.transformer, "_llm_dit_backend", "native") == backend:
+        return
+    try:
+        pipe.transformer.set_attention_backend(backend)
+    except Exception as err:  # noqa: BLE001 - missing kernels, wrong device...
+        pipe.transformer.set_attention_backend("native")
+        pipe.transformer._llm_dit_backend = "native"
+        raise ValueError(
+            f"attention_backend={backend!r} is not available here ({err}): use 'native'."
+        ) from err
+    pipe.transformer._llm_dit_backend = backend
+
+
+def _check_size(request: GenerationRequest, transformer) -> None:
+    patch = 16  # VAE factor 8 × patch 2
+    for name, axis in (("height", 1), ("width", 2)):
+        tokens = getattr(request, name) // patch
+        if tokens > transformer.config.axes_lens[axis]:
+            most = transformer.config.axes_lens[axis] * patch
+            raise ValueError(f"{name}={getattr(request, name)} is larger than this DiT supports: use at most {most}.")
+
+
+def _prepare_init_latents(pipe, image: Image.Image, height: int, width: int) -> torch.Tensor:
+    """The reference as scaled VAE latents (`latent_dist.mode()`), encoded on the VAE's device."""
+    from PIL import ImageOps
+
+    fitted = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess(fitted, height=height, width=width)
+    param = next(vae.parameters())
+    with torch.no_grad():
+        latents = vae.encode(pixels.to(param.device, param.dtype)).latent_dist.mode()
+    return (latents - vae.config.shift_factor) * vae.config.scaling_factor
+
+
+def _decode(pipe, latents: torch.Tensor) -> Image.Image:
+    vae = pipe.vae
+    param = next(vae.parameters())
+    latents = latents.to(param.device, param.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+    with torch.no_grad():
+        pixels = vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
+
+
+def run(manager: ModelManager, request: GenerationRequest, image=None) -> GenerationResult:
+    """Generate one image: txt2img when `image` is None, img2img from `image` otherwise."""
+    img2img = image is not None
+    validate(request, img2img=img2img)
+    init = load_image(image, field="image") if img2img else None
+    loras = parse_loras(request.loras)
+    seed = random.randrange(2**32) if int(request.seed) == -1 else int(request.seed)
+    request = replace(request, seed=seed)
+    timings, warnings = {}, []
+    t0 = time.perf_counter()
+    was_loaded = manager.is_loaded
+    pipe = manager.pipeline()
+    if not was_loaded:
+        timings["load"] = time.perf_counter() - t0
+    with manager.generation_lock:
+        transformer = pipe.transformer
+        _check_size(request, transformer)
+        _apply_attention(pipe, request.attention_backend)
+        _apply_loras(pipe, loras)
+
+        t = time.perf_counter()
+        limit = caption_limit(transformer)
+        lm = manager.language_model()
+        chat = format_chat(request.prompt, request.system_prompt, request.thinking_content,
+                           request.assistant_content, request.force_think_block, request.strip_quotes)
+        encoded = encode_text(lm.model, pipe.tokenizer, chat, limit, request.hidden_layer,
+                              request.long_prompt_mode)
+        param = next(transformer.parameters())
+        call = {"prompt_embeds": [encoded.embeds.to(param.device, param.dtype)]}
+        if request.guidance_scale > 0:
+            negative = encode_text(lm.model, pipe.tokenizer, format_chat(request.negative_prompt), limit,
+                                   request.hidden_layer, request.long_prompt_mode)
+            call["negative_prompt_embeds"] = [negative.embeds.to(param.device, param.dtype)]
+        if encoded.long_prompt_applied:
+            warnings.append(encoded.describe())
+        timings["encode"] = time.perf_counter() - t
+
+        scheduler = make_scheduler(pipe.scheduler.config, request.shift)
+        sigmas = base_sigmas(request.num_inference_steps)
+        extra = {}
+        if img2img:
+            t = time.perf_counter()
+            forwards = strength_forwards(request.num_inference_steps, request.strength)
+            sigmas = sigmas[request.num_inference_steps - forwards:]
+            view = manager.img2img_view(scheduler)
+            extra = {"image": _prepare_init_latents(pipe, init, request.height, request.width),
+                     "strength": 1.0}
+            timings["vae_encode"] = time.perf_counter() - t
+            if forwards == request.num_inference_steps:
+                warnings.append("strength runs every step from sigma 1.0: the reference image is ignored.")
+        else:
+            view = manager.txt2img_view(scheduler)
+
+        steps_run = []
+        t = time.perf_counter()
+        latents = view(
+            **call, **extra, height=request.height, width=request.width,
+            num_inference_steps=len(sigmas), sigmas=sigmas, guidance_scale=request.guidance_scale,
+            generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
+            callback_on_step_end=lambda p, i, ts, kw: steps_run.append(float(ts)) or {},
+        ).images
+        timings["denoise"] = time.perf_counter() - t
+        t = time.perf_counter()
+        result_image = _decode(pipe, latents)
+        timings["decode"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+
+    run_sigmas = scheduler.sigmas[: len(steps_run)].tolist()
+    metadata = {
+        "mode": "img2img" if img2img else "txt2img",
+        "request": request.to_dict(),
+        "seed": seed,
+        "model": manager.zimage_model_id,
+        "versions": _versions(),
+        "chat_text": chat,
+        "sigmas": [round(s, 6) for s in run_sigmas],
+        "start_sigma": round(run_sigmas[0], 6),
+        "forwards": len(steps_run),
+        "tokens": {"count": encoded.token_count, "caption_limit": limit,
+                   "used": int(encoded.embeds.shape[0]),
+                   "long_prompt": encoded.describe() if encoded.long_prompt_applied else None},
+        "loras": [{"path": p, "scale": s} for p, s in loras],
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "warnings": warnings,
+    }
+    if img2img:
+        metadata["init_image"] = {"sha256": image_sha256(init), "size": list(init.size)}
+    return GenerationResult(result_image, seed, metadata)
+
+
+def txt2img(manager: ModelManager, request: GenerationRequest) -> GenerationResult:
+    return run(manager, request)
+
+
+def img2img(manager: ModelManager, request: GenerationRequest, image) -> GenerationResult:
+    if image is None:
+        raise ValueError("image: img2img needs an init image: upload one, or use txt2img.")
+    return run(manager, request, image)
+
+
+_A1111_FIELDS = {"Steps": ("num_inference_steps", int), "CFG scale": ("guidance_scale", float),
+                 "Seed": ("seed", int), "Denoising strength": ("strength", float),
+                 "Schedule shift": ("shift", float)}
+
+
+def request_from_png(source) -> GenerationRequest:
+    """The request that made a PNG: from our JSON chunk, else from an A1111 `parameters` chunk."""
+    text = read_png_text(source)
+    if JSON_KEY in text:
+        request, _ = GenerationRequest.from_dict(json.loads(text[JSON_KEY])["request"])
+        return request
+    if A1111_KEY in text:
+        return _parse_a1111(text[A1111_KEY])
+    raise ValueError("image has no generation metadata (no 'llm_dit' or 'parameters' PNG text chunk).")
+
+
+def _parse_a1111(parameters: str) -> GenerationRequest:
+    lines = parameters.strip().split("\n")
+    settings_line = lines.pop() if lines and re.match(r"^\s*Steps:", lines[-1]) else ""
+    negative = ""
+    for i, line in enumerate(lines):
+        if line.startswith("Negative prompt:"):
+            negative = "\n".join(lines[i:])[len("Negative prompt:"):].strip()
+            lines = lines[:i]
+            break
+    values = {"prompt": "\n".join(lines).strip(), "negative_prompt": negative}
+    for key, value in re.findall(r"\s*([^:,]+):\s*([^,]+)", settings_line):
+        if key.strip() == "Size" and "x" in value:
+            values["width"], values["height"] = (int(v) for v in value.strip().split("x"))
+        elif key.strip() in _A1111_FIELDS:
+            name, kind = _A1111_FIELDS[key.strip()]
+            values[name] = kind(value.strip())
+    return GenerationRequest(**values)

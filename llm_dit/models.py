@@ -1,0 +1,197 @@
+"""The model manager: loads each model lazily on first use, once, under a lock.
+
+The page is served before anything loads. The Qwen3 text encoder is loaded once as
+`Qwen3ForCausalLM` (its tied head restores the LM head the Z-Image repo leaves out), so the same
+weights serve embedding extraction (`lm.model`, passed to the pipeline) and text generation.
+Per-call pipeline views (`txt2img_view` / `img2img_view`) are made with diffusers' `from_pipe`
+and share every module with the one loaded pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+
+import torch
+
+from .settings import Settings
+
+HUB_HELP = "huggingface-cli download {repo}  (then pass the folder, or keep the hub id)"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says which, where we looked and how to fix it."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for, but torch sees no CUDA GPU: use --*-device cpu or auto.")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("device 'mps' was asked for, but this torch has no MPS backend: use cpu or auto.")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes held by a module's parameters and buffers, counting shared (tied) storage once."""
+    seen, total = set(), 0
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        key = tensor.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += tensor.untyped_storage().nbytes()
+    return total
+
+
+def _is_local(source: str) -> bool:
+    return os.path.isdir(source) or source.startswith(("/", ".", "~")) or os.path.isabs(source)
+
+
+def _load_error(what: str, source: str, err: Exception, repo_hint: str) -> ModelLoadError:
+    if _is_local(source):
+        where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
+    else:
+        cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+            os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+        )
+        where = f"the Hugging Face hub id {source!r} (local cache {cache})"
+    return ModelLoadError(
+        f"Could not load the {what} from {where}: {type(err).__name__}: {err}\n"
+        f"To fix: download it once ({HUB_HELP.format(repo=repo_hint)}) or point the setting at a "
+        f"folder laid out like the hub repo; or run with --tiny for offline random-weight models."
+    )
+
+
+class ModelManager:
+    """Owns every model of the app. Thread-safe; nothing is loaded until asked for."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._lock = threading.RLock()
+        # The DiT's LoRA adapters and attention backend are module state: one generation at a time.
+        self.generation_lock = threading.Lock()
+        self._pipe = None
+        self._lm = None
+        self.load_counts: Counter = Counter()
+
+    # ---- sources -----------------------------------------------------------------------------
+    @property
+    def zimage_source(self) -> str:
+        if self.settings.tiny:
+            from .tiny import ensure_tiny_zimage
+
+            return str(ensure_tiny_zimage(cache_dir=self.settings.tiny_cache_dir))
+        return self.settings.model_path
+
+    @property
+    def zimage_model_id(self) -> str:
+        return "tiny-random-zimage" if self.settings.tiny else self.settings.model_path
+
+    # ---- loading -----------------------------------------------------------------------------
+    @property
+    def is_loaded(self) -> bool:
+        return self._pipe is not None
+
+    def pipeline(self):
+        """The loaded `ZImagePipeline` (text encoder, tokenizer, DiT, VAE, scheduler)."""
+        if self._pipe is None:
+            with self._lock:
+                if self._pipe is None:
+                    self._load_zimage()
+        return self._pipe
+
+    def language_model(self):
+        """The Qwen3 text encoder as `Qwen3ForCausalLM`: the same weights the pipeline encodes with."""
+        self.pipeline()
+        return self._lm
+
+    def _load_zimage(self) -> None:
+        from diffusers import ZImagePipeline
+        from transformers import Qwen3ForCausalLM
+
+        source = self.zimage_source
+        if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
+            raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
+                              "Tongyi-MAI/Z-Image-Turbo")
+        source = os.path.expanduser(source)
+        te_device = resolve_device(self.settings.text_encoder_device)
+        dit_device = resolve_device(self.settings.transformer_device)
+        vae_device = resolve_device(self.settings.vae_device)
+        dtypes = {
+            "transformer": resolve_dtype(self.settings.dtype, dit_device),
+            "vae": resolve_dtype(self.settings.dtype, vae_device),
+            "default": torch.float32,
+        }
+        try:
+            lm = Qwen3ForCausalLM.from_pretrained(
+                source, subfolder="text_encoder", dtype=resolve_dtype(self.settings.dtype, te_device),
+                use_safetensors=True,
+            )
+            pipe = ZImagePipeline.from_pretrained(
+                source, text_encoder=lm.model, dtype=dtypes, use_safetensors=True
+            )
+        except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
+            raise _load_error("Z-Image checkpoint", source, err, "Tongyi-MAI/Z-Image-Turbo") from err
+        lm.to(te_device).eval()
+        pipe.transformer.to(dit_device).eval()
+        pipe.vae.to(vae_device).eval()
+        pipe.set_progress_bar_config(desc="denoise")
+        self._lm = lm
+        self._pipe = pipe
+        self.load_counts["zimage"] += 1
+
+    # ---- per-call views ----------------------------------------------------------------------
+    def txt2img_view(self, scheduler):
+        """A `ZImagePipeline` sharing the loaded DiT, with its own scheduler, and no text encoder
+        or VAE: we pass embeddings and decode ourselves, so each part may live on its own device."""
+        from diffusers import ZImagePipeline
+
+        return self._view(ZImagePipeline, scheduler)
+
+    def img2img_view(self, scheduler):
+        from diffusers import ZImageImg2ImgPipeline
+
+        return self._view(ZImageImg2ImgPipeline, scheduler)
+
+    def _view(self, cls, scheduler):
+        from diffusers.image_processor import VaeImageProcessor
+
+        pipe = self.pipeline()
+        view = cls.from_pipe(pipe, scheduler=scheduler, vae=None, text_encoder=None, tokenizer=None)
+        view.vae_scale_factor = pipe.vae_scale_factor
+        # Our img2img passes VAE latents as `image`; tell the processor their channel count.
+        view.image_processor = VaeImageProcessor(
+            vae_scale_factor=pipe.vae_scale_factor * 2,
+            vae_latent_channels=pipe.transformer.config.in_channels,
+        )
+        return view
+
+    # ---- report ------------------------------------------------------------------------------
+    def memory_report(self) -> list[dict]:
+        """What is loaded, on which device, in which dtype, and how many bytes each part holds."""
+        if self._pipe is None:
+            return []
+        parts = {"text_encoder": self._lm, "transformer": self._pipe.transformer, "vae": self._pipe.vae}
+        report = []
+        for name, module in parts.items():
+            param = next(module.parameters())
+            report.append({
+                "component": name,
+                "class": type(module).__name__,
+                "device": str(param.device),
+                "dtype": str(param.dtype).replace("torch.", ""),
+                "bytes": module_bytes(module),
+            })
+        return report

@@ -1,0 +1,118 @@
+"""The one settings object of the app, filled from CLI flags and environment variables.
+
+Every option has one flag and one environment variable (`LLM_DIT_` + the flag's name in upper
+case, dashes as underscores); a flag given on the command line wins over the environment, which
+wins over the default. Nothing else in the code reads the environment for these values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: str = "Tongyi-MAI/Z-Image-Turbo"
+    vl_model_path: str = "Qwen/Qwen3-VL-4B-Instruct"
+    tiny: bool = False
+    text_encoder_device: str = "auto"
+    transformer_device: str = "auto"
+    vae_device: str = "auto"
+    vl_device: str = "cpu"
+    dtype: str = "auto"
+    attention_backend: str = "native"
+    cache_dir: str = ""  # where the tiny checkpoints are built; "" = ~/.cache/llm_dit
+    output_dir: str = "outputs"  # every generated PNG is kept here
+    host: str = "127.0.0.1"
+    port: int = 7860
+
+    def __post_init__(self):
+        for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
+            value = getattr(self, name)
+            if value not in DEVICES:
+                raise ValueError(f"{name}={value!r} is not a device: use one of {', '.join(DEVICES)}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} is not supported: use one of {', '.join(DTYPES)}.")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port={self.port} is out of range: use 1-65535.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def tiny_cache_dir(self) -> Path | None:
+        return Path(self.cache_dir) if self.cache_dir else None
+
+
+_HELP = {
+    "model_path": "Z-Image checkpoint: a hub id or a local folder in that repo's layout",
+    "vl_model_path": "Qwen3-VL checkpoint: a hub id or a local folder",
+    "tiny": "use offline tiny random-weight models (images are noise; for demos and tests)",
+    "text_encoder_device": "device of the Qwen3 text encoder",
+    "transformer_device": "device of the DiT",
+    "vae_device": "device of the VAE",
+    "vl_device": "device of the Qwen3-VL model",
+    "dtype": "weights dtype; auto = bfloat16 on cuda, float32 elsewhere",
+    "attention_backend": "default attention backend of the DiT (diffusers set_attention_backend)",
+    "cache_dir": "folder for the tiny checkpoints (default ~/.cache/llm_dit)",
+    "output_dir": "folder where every generated PNG (with its metadata) is saved",
+    "host": "address the web server listens on",
+    "port": "port the web server listens on",
+}
+
+
+def env_name(field_name: str) -> str:
+    return "LLM_DIT_" + field_name.upper()
+
+
+def _parse_bool(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{env_name(name)}={text!r} is not a boolean: use 1/0, true/false, yes/no.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Z-Image VL Studio")
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{_HELP[f.name]} (env {env_name(f.name)}; default {f.default!r})"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            choices = DTYPES if f.name == "dtype" else None
+            if f.name.endswith("_device"):
+                choices = DEVICES
+            kind = int if f.type in ("int", int) else str
+            parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
+    return parser
+
+
+def load_settings(argv: list[str] | None = None, environ: dict | None = None) -> Settings:
+    """Settings from flags (highest), then environment variables, then defaults."""
+    environ = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(argv if argv is not None else []))
+    values = {}
+    for f in fields(Settings):
+        if args[f.name] is not None:
+            values[f.name] = args[f.name]
+        elif env_name(f.name) in environ:
+            raw = environ[env_name(f.name)]
+            if f.type in ("bool", bool):
+                values[f.name] = _parse_bool(f.name, raw)
+            elif f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{env_name(f.name)}={raw!r} is not an integer.") from None
+            else:
+                values[f.name] = raw
+    return Settings(**values)

@@ -1,0 +1,249 @@
+"""Tiny random-weight checkpoints built from the real classes, in the real hub layouts.
+
+Tests and the offline demo (`app.py --tiny`) use these instead of downloads. Each checkpoint is
+built once per (builder version, seed) into a cache folder and then loaded through exactly the
+same `from_pretrained` path as real weights. The layouts copy the hub repos on purpose:
+
+* Z-Image (`Tongyi-MAI/Z-Image-Turbo`): `model_index.json` naming `Qwen3Model` as the text
+  encoder; `transformer/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`; the transformer and
+  text encoder saved as sharded safetensors with an index; `vocab.json` + `merges.txt` beside
+  `tokenizer.json`.
+* Qwen3-VL (`Qwen/Qwen3-VL-4B-Instruct`): one folder with the model, tokenizer,
+  `preprocessor_config.json`, `video_preprocessor_config.json` and `chat_template.json`.
+
+Images made with these models are noise; only the mechanics are real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+BUILDER_VERSION = 1
+HIDDEN = 64  # text hidden size == DiT caption width (cap_feat_dim), as 2560 is for the real pair
+TEXT_LAYERS = 8  # enough that hidden_states[-6] (the VL default layer) exists
+
+# Qwen's special tokens, in the order (and so with the relative ids) of the real vocabulary.
+SPECIAL_TOKENS = [
+    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
+    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True), ("<|box_start|>", True),
+    ("<|box_end|>", True), ("<|quad_start|>", True), ("<|quad_end|>", True),
+    ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
+    ("<|image_pad|>", True), ("<|video_pad|>", True), ("<tool_call>", False),
+    ("</tool_call>", False), ("<|fim_prefix|>", True), ("<|fim_middle|>", True),
+    ("<|fim_suffix|>", True), ("<|fim_pad|>", True), ("<|repo_name|>", True),
+    ("<|file_sep|>", True), ("<tool_response>", False), ("</tool_response>", False),
+    ("<think>", False), ("</think>", False),
+]
+
+# A Qwen3-style chat template: system/user/assistant turns, and `enable_thinking=False` adds an
+# empty think block after the generation prompt (as the real template does).
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}"
+)
+
+# Qwen3-VL-style template: content may be a string or a list of {"type": "image"|"text"} parts.
+VL_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' %}{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'text' %}{{- part['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+_CORPUS_WORDS = (
+    "a the of and in on with at by from photo painting portrait landscape city street night "
+    "morning light shadow colour color red blue green yellow orange purple black white grey "
+    "gold silver cat dog bird horse fox owl tree forest river lake mountain sea ocean sky cloud "
+    "sun moon star rain snow fog woman man child old young smiling standing sitting walking "
+    "wearing dress coat hat glasses detailed cinematic soft warm cold bright dark vivid style "
+    "oil watercolor ink sketch pencil anime illustration poster typography neon vintage film "
+    "camera lens bokeh close-up wide angle studio render 3d isometric minimal flat texture "
+    "wooden stone glass metal paper fabric a1 2 3 4 5 6 7 8 9 0 , . : ; ! ? \" ' ( ) - _ / "
+    "<think> </think> user assistant system"
+).split()
+
+
+def _train_tokenizer(seed: int):
+    """A byte-level BPE trained in milliseconds, wrapped as the real `Qwen2Tokenizer`."""
+    import random
+
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import AddedToken, Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    rng = random.Random(seed)
+    lines = [" ".join(rng.choices(_CORPUS_WORDS, k=24)) for _ in range(400)]
+    lines += ["\n\n".join(lines[i : i + 3]) for i in range(0, 60, 3)]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    bpe.train_from_iterator(lines, trainer=trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=merges)
+    tokenizer.add_tokens([AddedToken(t, special=s, normalized=False) for t, s in SPECIAL_TOKENS])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer, model["vocab"], merges
+
+
+def _save_tokenizer(tokenizer, vocab: dict, merges: list[tuple], folder: Path) -> None:
+    tokenizer.save_pretrained(folder)
+    # The hub repos ship the slow files beside tokenizer.json; keep that layout.
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+
+
+def _build_zimage(folder: Path, seed: int) -> None:
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer, vocab, merges = _train_tokenizer(seed)
+    torch.manual_seed(seed)
+    text_encoder = Qwen3Model(
+        Qwen3Config(
+            vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=128,
+            num_hidden_layers=TEXT_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, max_position_embeddings=8192, tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+            bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    transformer = ZImageTransformer2DModel(
+        dim=64, n_layers=2, n_refiner_layers=2, n_heads=2, n_kv_heads=2, cap_feat_dim=HIDDEN,
+        axes_dims=[8, 12, 12], axes_lens=[320, 128, 128],  # caption limit 288 (real: 1504)
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=[8, 16, 16, 16], norm_num_groups=8,
+        scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False
+    )
+    transformer.save_pretrained(folder / "transformer", max_shard_size="200KB")
+    text_encoder.save_pretrained(folder / "text_encoder", max_shard_size="200KB")
+    vae.save_pretrained(folder / "vae")
+    scheduler.save_pretrained(folder / "scheduler")
+    _save_tokenizer(tokenizer, vocab, merges, folder / "tokenizer")
+    model_index = {
+        "_class_name": "ZImagePipeline",
+        "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "Qwen3Model"],
+        "tokenizer": ["transformers", "Qwen2Tokenizer"],
+        "transformer": ["diffusers", "ZImageTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
+
+
+def _build_qwen3_vl(folder: Path, seed: int) -> None:
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer, vocab, merges = _train_tokenizer(seed)
+    ids = tokenizer.convert_tokens_to_ids
+    torch.manual_seed(seed + 1)
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=128,
+            num_hidden_layers=TEXT_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, max_position_embeddings=8192,
+            rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
+                             "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
+            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=HIDDEN,
+            num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
+        ),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+    model = Qwen3VLForConditionalGeneration(config)
+    model.save_pretrained(folder, max_shard_size="200KB")
+    tokenizer.chat_template = None  # the VL repo keeps its template in chat_template.json
+    _save_tokenizer(tokenizer, vocab, merges, folder)
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=16, temporal_patch_size=2, merge_size=2,
+        size={"shortest_edge": 64 * 64, "longest_edge": 512 * 512},
+    )
+    image_processor.save_pretrained(folder)
+    config_path = folder / "preprocessor_config.json"
+    pre = json.loads(config_path.read_text())
+    pre["image_processor_type"] = "Qwen2VLImageProcessor"
+    pre["processor_class"] = "Qwen3VLProcessor"
+    config_path.write_text(json.dumps(pre, indent=2))
+    video = {
+        "video_processor_type": "Qwen3VLVideoProcessor", "patch_size": 16,
+        "temporal_patch_size": 2, "merge_size": 2,
+        "size": {"shortest_edge": 64 * 64, "longest_edge": 512 * 512},
+        "processor_class": "Qwen3VLProcessor",
+    }
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": VL_CHAT_TEMPLATE}))
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("LLM_DIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "llm_dit"
+    )
+    return Path(root)
+
+
+def _ensure(name: str, builder, seed: int, cache_dir: Path | None) -> Path:
+    target = Path(cache_dir or default_cache_dir()) / f"tiny-{name}-v{BUILDER_VERSION}-seed{seed}"
+    if (target / ".complete").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        builder(staging, seed)
+        (staging / ".complete").write_text("ok\n")
+        try:
+            staging.rename(target)  # atomic: a parallel builder either wins or finds it done
+        except OSError:
+            if not (target / ".complete").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def ensure_tiny_zimage(seed: int = 0, cache_dir: Path | None = None) -> Path:
+    """Folder of a tiny Z-Image checkpoint in the hub repo's layout (built on first use)."""
+    return _ensure("zimage", _build_zimage, seed, cache_dir)
+
+
+def ensure_tiny_qwen3_vl(seed: int = 0, cache_dir: Path | None = None) -> Path:
+    """Folder of a tiny Qwen3-VL checkpoint in the hub repo's layout (built on first use)."""
+    return _ensure("qwen3vl", _build_qwen3_vl, seed, cache_dir)
