@@ -118,9 +118,7 @@ def _apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
 
 
 def _apply_attention(pipe, backend: str) -> None:
-    from diffusers.models.attention_dispatch import AttentionBackendName
-
-    names = [b.value for b in AttentionBackendName]
+    names = attention_backends()
     if backend not in names:
         raise ValueError(f"attention_backend={backend!r} is unknown: use one of {', '.join(names)}.")
     if getattr(pipe.transformer, "_llm_dit_backend", "native") == backend:
@@ -300,3 +298,10 @@ def _parse_a1111(parameters: str) -> GenerationRequest:
             name, kind = _A1111_FIELDS[key.strip()]
             values[name] = kind(value.strip())
     return GenerationRequest(**values)
+
+
+def attention_backends() -> list[str]:
+    """Backend names diffusers' `set_attention_backend` knows (availability depends on the machine)."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    return [b.value for b in AttentionBackendName]

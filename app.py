@@ -1,0 +1,16 @@
+"""Z-Image VL Studio: settings from flags/env -> Blocks -> launch.  `python app.py --help`"""
+
+import sys
+
+from llm_dit.settings import load_settings
+from ui import build_demo
+
+
+def main(argv=None) -> None:
+    settings = load_settings(sys.argv[1:] if argv is None else argv)
+    demo = build_demo(settings)
+    demo.launch(server_name=settings.host, server_port=settings.port)
+
+
+if __name__ == "__main__":
+    main()
