@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny real checkpoints (built once per test session) and one model manager."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+
+from llm_dit.models import ModelManager  # noqa: E402
+from llm_dit.request import GenerationRequest  # noqa: E402
+from llm_dit.settings import Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def settings(tiny_cache, tmp_path_factory):
+    return Settings(tiny=True, cache_dir=str(tiny_cache), output_dir=str(tmp_path_factory.mktemp("outputs")))
+
+
+@pytest.fixture(scope="session")
+def manager(settings):
+    return ModelManager(settings)
+
+
+@pytest.fixture(scope="session")
+def zimage_dir(manager):
+    from pathlib import Path
+
+    return Path(manager.zimage_source)
+
+
+def small(**overrides) -> GenerationRequest:
+    """A request small enough for the tiny models on a CPU (64x64, fixed seed)."""
+    values = {"prompt": "a red fox in the snow", "height": 64, "width": 64, "seed": 7}
+    values.update(overrides)
+    return GenerationRequest(**values)
