@@ -209,14 +209,14 @@ def run(manager: ModelManager, request: GenerationRequest, image=None) -> Genera
             t = time.perf_counter()
             forwards = strength_forwards(request.num_inference_steps, request.strength)
             sigmas = sigmas[request.num_inference_steps - forwards:]
-            view = manager.img2img_view(scheduler)
+            view = manager.view("img2img", scheduler)
             extra = {"image": _prepare_init_latents(pipe, init, request.height, request.width),
                      "strength": 1.0}
             timings["vae_encode"] = time.perf_counter() - t
             if forwards == request.num_inference_steps:
                 warnings.append("strength runs every step from sigma 1.0: the reference image is ignored.")
         else:
-            view = manager.txt2img_view(scheduler)
+            view = manager.view("txt2img", scheduler)
 
         steps_run = []
         t = time.perf_counter()

@@ -3,8 +3,8 @@
 The page is served before anything loads. The Qwen3 text encoder is loaded once as
 `Qwen3ForCausalLM` (its tied head restores the LM head the Z-Image repo leaves out), so the same
 weights serve embedding extraction (`lm.model`, passed to the pipeline) and text generation.
-Per-call pipeline views (`txt2img_view` / `img2img_view`) are made with diffusers' `from_pipe`
-and share every module with the one loaded pipeline.
+The txt2img and img2img pipelines that run are views made with diffusers' `from_pipe`: they share
+the one loaded DiT.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from collections import Counter
 
 import torch
 
-from .settings import Settings
+from .settings import ZIMAGE_REPO, Settings
 
-HUB_HELP = "huggingface-cli download {repo}  (then pass the folder, or keep the hub id)"
 
 
 class ModelLoadError(RuntimeError):
@@ -59,7 +58,7 @@ def _is_local(source: str) -> bool:
     return os.path.isdir(source) or source.startswith(("/", ".", "~")) or os.path.isabs(source)
 
 
-def _load_error(what: str, source: str, err: Exception, repo_hint: str) -> ModelLoadError:
+def _load_error(what: str, source: str, err: Exception, repo: str, flag: str) -> ModelLoadError:
     if _is_local(source):
         where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
     else:
@@ -69,8 +68,9 @@ def _load_error(what: str, source: str, err: Exception, repo_hint: str) -> Model
         where = f"the Hugging Face hub id {source!r} (local cache {cache})"
     return ModelLoadError(
         f"Could not load the {what} from {where}: {type(err).__name__}: {err}\n"
-        f"To fix: download it once ({HUB_HELP.format(repo=repo_hint)}) or point the setting at a "
-        f"folder laid out like the hub repo; or run with --tiny for offline random-weight models."
+        f"To fix: download it where the hub is reachable (`hf download {repo} --local-dir DIR`) and "
+        f"pass {flag} DIR (env LLM_DIT_{flag[2:].replace('-', '_').upper()}); or run with --tiny "
+        f"for offline random-weight models."
     )
 
 
@@ -84,6 +84,7 @@ class ModelManager:
         self.generation_lock = threading.Lock()
         self._pipe = None
         self._lm = None
+        self._views = {}
         self.load_counts: Counter = Counter()
 
     # ---- sources -----------------------------------------------------------------------------
@@ -124,7 +125,7 @@ class ModelManager:
         source = self.zimage_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
-                              "Tongyi-MAI/Z-Image-Turbo")
+                              ZIMAGE_REPO, "--model-path")
         source = os.path.expanduser(source)
         te_device = resolve_device(self.settings.text_encoder_device)
         dit_device = resolve_device(self.settings.transformer_device)
@@ -143,40 +144,46 @@ class ModelManager:
                 source, text_encoder=lm.model, dtype=dtypes, use_safetensors=True
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            raise _load_error("Z-Image checkpoint", source, err, "Tongyi-MAI/Z-Image-Turbo") from err
+            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
         lm.to(te_device).eval()
         pipe.transformer.to(dit_device).eval()
         pipe.vae.to(vae_device).eval()
-        pipe.set_progress_bar_config(desc="denoise")
+        self._views = self._make_views(pipe)
         self._lm = lm
         self._pipe = pipe
         self.load_counts["zimage"] += 1
 
-    # ---- per-call views ----------------------------------------------------------------------
-    def txt2img_view(self, scheduler):
-        """A `ZImagePipeline` sharing the loaded DiT, with its own scheduler, and no text encoder
-        or VAE: we pass embeddings and decode ourselves, so each part may live on its own device."""
-        from diffusers import ZImagePipeline
+    # ---- pipeline views ----------------------------------------------------------------------
+    def view(self, mode: str, scheduler):
+        """The txt2img or img2img pipeline with `scheduler` installed, for one call.
 
-        return self._view(ZImagePipeline, scheduler)
+        Both views are made once with diffusers' `from_pipe` and share the loaded DiT; they have
+        no text encoder or VAE (we pass embeddings and encode/decode ourselves, so each part may
+        live on its own device). Call it under `generation_lock`: the scheduler is per call.
+        """
+        self.pipeline()
+        view = self._views[mode]
+        view.scheduler = scheduler
+        return view
 
-    def img2img_view(self, scheduler):
-        from diffusers import ZImageImg2ImgPipeline
-
-        return self._view(ZImageImg2ImgPipeline, scheduler)
-
-    def _view(self, cls, scheduler):
+    def _make_views(self, pipe) -> dict:
+        from diffusers import ZImageImg2ImgPipeline, ZImagePipeline
         from diffusers.image_processor import VaeImageProcessor
 
-        pipe = self.pipeline()
-        view = cls.from_pipe(pipe, scheduler=scheduler, vae=None, text_encoder=None, tokenizer=None)
-        view.vae_scale_factor = pipe.vae_scale_factor
-        # Our img2img passes VAE latents as `image`; tell the processor their channel count.
-        view.image_processor = VaeImageProcessor(
-            vae_scale_factor=pipe.vae_scale_factor * 2,
-            vae_latent_channels=pipe.transformer.config.in_channels,
-        )
-        return view
+        views = {}
+        for mode, cls in (("txt2img", ZImagePipeline), ("img2img", ZImageImg2ImgPipeline)):
+            # from_pipe casts to `dtype` (float32 unless told): pass the DiT's own dtype.
+            view = cls.from_pipe(pipe, vae=None, text_encoder=None, tokenizer=None,
+                                 dtype=pipe.transformer.dtype)
+            view.vae_scale_factor = pipe.vae_scale_factor
+            # img2img gets VAE latents as `image`; the processor must know their channel count.
+            view.image_processor = VaeImageProcessor(
+                vae_scale_factor=pipe.vae_scale_factor * 2,
+                vae_latent_channels=pipe.transformer.config.in_channels,
+            )
+            view.set_progress_bar_config(desc=mode)
+            views[mode] = view
+        return views
 
     # ---- report ------------------------------------------------------------------------------
     def memory_report(self) -> list[dict]:

@@ -87,6 +87,13 @@ def _check_float(name: str, value, extra: str = "") -> float:
     return float(value)
 
 
+def check_number(name: str, value):
+    """Range-check one numeric field with the same message `validate` gives."""
+    if isinstance(field_meta(name)["default"], int):
+        return _check_int(name, value)
+    return _check_float(name, value)
+
+
 def parse_loras(text: str) -> list[tuple[str, float]]:
     """`path` or `path:scale` entries, one per line (or comma-separated) -> [(path, scale)]."""
     entries = []

@@ -12,14 +12,16 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+ZIMAGE_REPO = "Tongyi-MAI/Z-Image-Turbo"
+VL_REPO = "Qwen/Qwen3-VL-4B-Instruct"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 @dataclass(frozen=True)
 class Settings:
-    model_path: str = "Tongyi-MAI/Z-Image-Turbo"
-    vl_model_path: str = "Qwen/Qwen3-VL-4B-Instruct"
+    model_path: str = ZIMAGE_REPO
+    vl_model_path: str = VL_REPO
     tiny: bool = False
     text_encoder_device: str = "auto"
     transformer_device: str = "auto"

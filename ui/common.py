@@ -8,7 +8,7 @@ import gradio as gr
 
 from llm_dit.generate import attention_backends, run
 from llm_dit.models import ModelLoadError
-from llm_dit.request import GenerationRequest, field_meta
+from llm_dit.request import GenerationRequest, check_number, field_meta
 
 LONG_TEXT = {"prompt": 3, "negative_prompt": 2, "system_prompt": 2, "thinking_content": 2,
              "assistant_content": 2, "loras": 2}
@@ -27,8 +27,29 @@ def control(name: str):
     if isinstance(meta["default"], str):
         return gr.Textbox(lines=LONG_TEXT.get(name, 1), **common)
     if "step" not in meta:  # seed: free integer entry
-        return gr.Number(precision=0, minimum=meta["minimum"], maximum=meta["maximum"], **common)
-    return gr.Slider(minimum=meta["minimum"], maximum=meta["maximum"], step=meta["step"], **common)
+        number = gr.Number(precision=0, minimum=meta["minimum"], maximum=meta["maximum"], **common)
+    else:
+        number = gr.Slider(minimum=meta["minimum"], maximum=meta["maximum"], step=meta["step"], **common)
+    return _name_range_errors(number, name)
+
+
+def _name_range_errors(component, name: str):
+    """Gradio checks slider/number bounds itself ("Value 101 is greater than maximum value 100.")
+    before our code runs; give API users our message instead, which names the field and the fix."""
+    gradio_preprocess = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return gradio_preprocess(payload)
+        except gr.Error:
+            try:
+                check_number(name, payload)
+            except ValueError as err:
+                raise gr.Error(str(err)) from None
+            raise
+
+    component.preprocess = preprocess
+    return component
 
 
 def make_handler(name: str, fields: list[str], manager, output_dir: str, with_image: bool = False):

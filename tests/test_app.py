@@ -1,0 +1,80 @@
+"""The app in-process, driven through gradio_client like a script user would."""
+
+from dataclasses import fields
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from llm_dit.models import ModelManager
+from llm_dit.request import GenerationRequest
+from ui import build_demo
+from ui.img2img import strength_readout
+
+
+@pytest.fixture(scope="module")
+def served(settings, manager):
+    demo = build_demo(settings, manager)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    yield url, Client(url, verbose=False)
+    demo.close()
+
+
+def test_api_parameters_are_the_request_fields(served):
+    api = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [f.name for f in fields(GenerationRequest)]
+    assert [p["parameter_name"] for p in api["/txt2img"]["parameters"]] == [n for n in names if n != "strength"]
+    assert [p["parameter_name"] for p in api["/img2img"]["parameters"]] == ["image"] + names
+    assert not any("strength_readout" in name for name in api)  # helpers are private
+
+
+def test_txt2img_over_the_api(served):
+    path, seed, metadata = served[1].predict(prompt="a lighthouse", height=64, width=64, seed=21,
+                                             api_name="/txt2img")
+    assert seed == 21 and metadata["forwards"] == 8
+    image = Image.open(path)
+    assert image.size == (64, 64) and {"parameters", "llm_dit"} <= set(image.text)
+
+
+def test_img2img_over_the_api(served, tmp_path):
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "init.png")
+    _, seed, metadata = served[1].predict(image=handle_file(str(tmp_path / "init.png")), prompt="a boat",
+                                          height=64, width=64, seed=3, strength=0.5, api_name="/img2img")
+    assert metadata["mode"] == "img2img" and metadata["forwards"] == 4 and seed == 3
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"height": 65}, "height=65 is not a multiple of 16"),
+    ({"prompt": ""}, "prompt is empty"),
+    ({"num_inference_steps": 101}, "num_inference_steps=101 is out of range"),
+])
+def test_errors_reach_the_client_and_the_app_keeps_serving(served, kwargs, message):
+    request = {"prompt": "a cat", "height": 64, "width": 64, **kwargs}
+    with pytest.raises(Exception, match=message):
+        served[1].predict(**request, api_name="/txt2img")
+    assert served[1].predict(prompt="a cat", height=64, width=64, api_name="/txt2img")[2]["forwards"] == 8
+
+
+def test_img2img_without_image_is_explained(served):
+    with pytest.raises(Exception, match="img2img needs an init image"):
+        served[1].predict(image=None, prompt="a cat", height=64, width=64, api_name="/img2img")
+
+
+def test_page_is_served_before_any_model_loads(settings):
+    fresh = ModelManager(settings)
+    demo = build_demo(settings, fresh)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        page = httpx.get(url, timeout=30)
+        assert page.status_code == 200
+        assert "Offline tiny models in use" in httpx.get(url + "config", timeout=30).text
+        assert not fresh.is_loaded
+    finally:
+        demo.close()
+
+
+def test_strength_readout():
+    assert strength_readout(8, 0.9, 3.0).startswith("7 of 8 forwards, from sigma 0.955")
+    assert "ignored" in strength_readout(8, 1.0, 3.0)
+    assert "0 forwards" in strength_readout(8, 0.1, 3.0)
