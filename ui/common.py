@@ -116,6 +116,6 @@ def generation_form(fields: list[str]) -> dict:
 
 def result_panel():
     image = gr.Image(label="Result", type="filepath", format="png", interactive=False)
-    seed = gr.Number(label="Seed used", precision=0, interactive=False)
+    seed = gr.Number(label="Seed used", value=None, precision=0, interactive=False)
     metadata = gr.JSON(label="Metadata")
     return image, seed, metadata

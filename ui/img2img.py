@@ -30,7 +30,7 @@ def strength_readout(num_inference_steps, strength, shift) -> str:
 
 
 def build(manager, output_dir: str) -> None:
-    with gr.Tab("img2img", id="img2img"):
+    with gr.Tab("img2img", id="img2img", elem_id="img2img"):
         with gr.Row():
             with gr.Column():
                 image = gr.Image(label="Init image", type="filepath", sources=["upload", "clipboard"])

@@ -14,7 +14,7 @@ FIELDS = [f.name for f in fields(GenerationRequest) if f.name != "strength"]
 
 
 def build(manager, output_dir: str) -> None:
-    with gr.Tab("txt2img", id="txt2img"):
+    with gr.Tab("txt2img", id="txt2img", elem_id="txt2img"):
         with gr.Row():
             with gr.Column():
                 controls = generation_form(FIELDS)
