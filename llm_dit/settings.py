@@ -28,11 +28,10 @@ class Settings:
     vae_device: str = "auto"
     vl_device: str = "cpu"
     dtype: str = "auto"
-    attention_backend: str = "native"
     cache_dir: str = ""  # where the tiny checkpoints are built; "" = ~/.cache/llm_dit
     output_dir: str = "outputs"  # every generated PNG is kept here
-    host: str = "127.0.0.1"
-    port: int = 7860
+    host: str = ""  # "" = gradio's default (GRADIO_SERVER_NAME, else 127.0.0.1; Spaces set 0.0.0.0)
+    port: int = 0  # 0 = gradio's default (GRADIO_SERVER_PORT, else the first free port from 7860)
 
     def __post_init__(self):
         for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
@@ -41,8 +40,8 @@ class Settings:
                 raise ValueError(f"{name}={value!r} is not a device: use one of {', '.join(DEVICES)}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is not supported: use one of {', '.join(DTYPES)}.")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port={self.port} is out of range: use 1-65535.")
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port={self.port} is out of range: use 1-65535 (0 = gradio's default).")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,11 +60,10 @@ _HELP = {
     "vae_device": "device of the VAE",
     "vl_device": "device of the Qwen3-VL model",
     "dtype": "weights dtype; auto = bfloat16 on cuda, float32 elsewhere",
-    "attention_backend": "default attention backend of the DiT (diffusers set_attention_backend)",
     "cache_dir": "folder for the tiny checkpoints (default ~/.cache/llm_dit)",
     "output_dir": "folder where every generated PNG (with its metadata) is saved",
-    "host": "address the web server listens on",
-    "port": "port the web server listens on",
+    "host": "address the web server listens on ('' = gradio's default)",
+    "port": "port the web server listens on (0 = gradio's default)",
 }
 
 

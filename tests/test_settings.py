@@ -9,7 +9,7 @@ def test_defaults():
     s = load_settings([], environ={})
     assert s == Settings()
     assert (s.model_path, s.vl_model_path, s.tiny, s.port) == (
-        "Tongyi-MAI/Z-Image-Turbo", "Qwen/Qwen3-VL-4B-Instruct", False, 7860)
+        "Tongyi-MAI/Z-Image-Turbo", "Qwen/Qwen3-VL-4B-Instruct", False, 0)
 
 
 def test_environment_then_flags():

@@ -8,6 +8,7 @@ import gradio as gr
 
 from llm_dit.generate import attention_backends, run
 from llm_dit.models import ModelLoadError
+from llm_dit.presets import load_presets
 from llm_dit.request import GenerationRequest, check_number, field_meta
 
 LONG_TEXT = {"prompt": 3, "negative_prompt": 2, "system_prompt": 2, "thinking_content": 2,
@@ -86,6 +87,11 @@ def make_handler(name: str, fields: list[str], manager, output_dir: str, with_im
 
 def generation_form(fields: list[str]) -> dict:
     """The controls of a generation tab, laid out in groups; returns {field: component}."""
+    presets = {name: p for name, p in load_presets().items() if set(p["values"]) <= set(fields)}
+    with gr.Row():
+        picker = gr.Dropdown(choices=list(presets), value=None, label="Preset", scale=1,
+                             info="sets steps, shift, guidance… (presets/generation.toml)")
+        note = gr.Markdown()
     c = {}
     c["prompt"] = control("prompt")
     with gr.Row():
@@ -111,6 +117,16 @@ def generation_form(fields: list[str]) -> dict:
                 c[f] = control(f)
         for f in ("negative_prompt", "loras", "attention_backend"):
             c[f] = control(f)
+    names = list(c)
+
+    def apply_preset(name):
+        if name not in presets:
+            return [gr.skip()] * (len(names) + 1)
+        values = presets[name]["values"]
+        return [presets[name]["description"]] + [values.get(f, gr.skip()) for f in names]
+
+    picker.change(apply_preset, picker, [note] + [c[f] for f in names], api_visibility="private",
+                  queue=False)
     return c
 
 

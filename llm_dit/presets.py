@@ -1,0 +1,34 @@
+"""Parameter presets as data (TOML in `presets/`), checked against the request's fields."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+from .request import GenerationRequest, check_number
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+def load_presets(path: Path = PRESETS_DIR / "generation.toml") -> dict[str, dict]:
+    """{name: {"description": str, "values": {field: value}}}; a bad file names the fault."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"presets file {path}: {err}") from None
+    names = {f.name for f in fields(GenerationRequest)}
+    presets = {}
+    for name, table in data.items():
+        values = {k: v for k, v in table.items() if k != "description"}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"preset {name!r} in {path}: unknown field(s) {unknown}: use request fields.")
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                try:
+                    check_number(key, value)
+                except ValueError as err:
+                    raise ValueError(f"preset {name!r} in {path}: {err}") from None
+        presets[name] = {"description": table.get("description", ""), "values": values}
+    return presets
