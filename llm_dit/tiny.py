@@ -214,10 +214,8 @@ def _build_qwen3_vl(folder: Path, seed: int) -> None:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("LLM_DIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "llm_dit"
-    )
-    return Path(root)
+    """~/.cache/llm_dit (or under $XDG_CACHE_HOME); `--cache-dir` overrides it."""
+    return Path(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))) / "llm_dit"
 
 
 def _ensure(name: str, builder, seed: int, cache_dir: Path | None) -> Path:
