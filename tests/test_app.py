@@ -78,3 +78,24 @@ def test_strength_readout():
     assert strength_readout(8, 0.9, 3.0).startswith("7 of 8 forwards, from sigma 0.955")
     assert "ignored" in strength_readout(8, 1.0, 3.0)
     assert "0 forwards" in strength_readout(8, 0.1, 3.0)
+
+
+def test_corrupt_upload_is_explained_over_the_api(served, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    with pytest.raises(Exception, match="is not a readable image"):
+        served[1].predict(image=handle_file(str(broken)), prompt="a cat", height=64, width=64, api_name="/img2img")
+
+
+def test_16_bit_upload_is_not_saturated_by_gradio(served, tmp_path):
+    """gr.Image(type="filepath") hands us the file; our loader converts 16-bit properly."""
+    import numpy as np
+
+    Image.fromarray(np.full((64, 64), 16384, dtype=np.uint16)).save(tmp_path / "deep.png")
+    _, _, metadata = served[1].predict(image=handle_file(str(tmp_path / "deep.png")), prompt="a cat",
+                                       height=64, width=64, seed=1, api_name="/img2img")
+    from llm_dit.images import image_sha256, load_image
+
+    ours = load_image(str(tmp_path / "deep.png"))
+    assert ours.getpixel((0, 0)) == (64, 64, 64)  # 16384 / 65535 of full scale, not saturated white
+    assert metadata["init_image"]["sha256"] == image_sha256(ours)

@@ -7,6 +7,7 @@ import inspect
 import gradio as gr
 
 from llm_dit.generate import attention_backends, run
+from llm_dit.images import load_image
 from llm_dit.models import ModelLoadError
 from llm_dit.presets import load_presets
 from llm_dit.request import GenerationRequest, check_number, field_meta
@@ -31,26 +32,34 @@ def control(name: str):
         number = gr.Number(precision=0, minimum=meta["minimum"], maximum=meta["maximum"], **common)
     else:
         number = gr.Slider(minimum=meta["minimum"], maximum=meta["maximum"], step=meta["step"], **common)
-    return _name_range_errors(number, name)
+    return explain_rejections(number, lambda payload: check_number(name, payload))
 
 
-def _name_range_errors(component, name: str):
-    """Gradio checks slider/number bounds itself ("Value 101 is greater than maximum value 100.")
-    before our code runs; give API users our message instead, which names the field and the fix."""
+def explain_rejections(component, check):
+    """Gradio checks some inputs itself before our code runs (number bounds, image decoding), with
+    messages that name neither the field nor the fix ("Value 101 is greater than maximum value
+    100."). When it rejects a payload, run `check(payload)`, which raises our ValueError, instead."""
     gradio_preprocess = component.preprocess
 
     def preprocess(payload):
         try:
             return gradio_preprocess(payload)
-        except gr.Error:
+        except Exception:
             try:
-                check_number(name, payload)
+                check(payload)
             except ValueError as err:
                 raise gr.Error(str(err)) from None
             raise
 
     component.preprocess = preprocess
     return component
+
+
+def image_input(label: str, field: str = "image"):
+    """An upload that hands us the original file (no gradio conversion: 16-bit, alpha and CMYK
+    are converted by `llm_dit.images.load_image`), with our message for unreadable files."""
+    image = gr.Image(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"])
+    return explain_rejections(image, lambda payload: load_image(getattr(payload, "path", None), field=field))
 
 
 def make_handler(name: str, fields: list[str], manager, output_dir: str, with_image: bool = False):

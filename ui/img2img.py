@@ -9,7 +9,7 @@ import gradio as gr
 from llm_dit.generate import img2img_plan
 from llm_dit.request import GenerationRequest
 
-from .common import generation_form, make_handler, result_panel
+from .common import generation_form, image_input, make_handler, result_panel
 
 FIELDS = [f.name for f in fields(GenerationRequest)]
 
@@ -33,7 +33,7 @@ def build(manager, output_dir: str) -> None:
     with gr.Tab("img2img", id="img2img", elem_id="img2img"):
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="Init image", type="filepath", sources=["upload", "clipboard"])
+                image = image_input("Init image")
                 controls = generation_form(FIELDS)
                 readout = gr.Markdown(strength_readout(8, 0.9, 3.0))
                 button = gr.Button("Generate", variant="primary", elem_id="img2img-generate")
