@@ -235,7 +235,7 @@ def run(manager: ModelManager, request: GenerationRequest, image=None) -> Genera
     run_sigmas = scheduler.sigmas[: len(steps_run)].tolist()
     metadata = {
         "mode": "img2img" if img2img else "txt2img",
-        "request": request.to_dict(),
+        "request": {k: v for k, v in request.to_dict().items() if img2img or k != "strength"},
         "seed": seed,
         "model": manager.zimage_model_id,
         "versions": _versions(),
