@@ -47,13 +47,14 @@ class Encoded:
         )
 
 
-def check_hidden_layer(hidden_layer: int, num_layers: int) -> None:
+def check_hidden_layer(hidden_layer: int, num_layers: int, name: str = "hidden_layer",
+                       model: str = "the text encoder") -> None:
     """`hidden_states` has num_layers + 1 entries (embeddings + each layer)."""
     count = num_layers + 1
     if not -count <= hidden_layer < count:
         raise ValueError(
-            f"hidden_layer={hidden_layer} is outside the text encoder's {count} hidden states: "
-            f"use -1 (after the final norm) to -{count} (the token embeddings); Z-Image uses -2."
+            f"{name}={hidden_layer} is outside {model}'s {count} hidden states: "
+            f"use -1 (after the final norm) to -{count} (the token embeddings)."
         )
 
 

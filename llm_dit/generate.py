@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from . import __version__
-from .encode import caption_limit, encode_text
+from .encode import Encoded, caption_limit, encode_text
 from .images import A1111_KEY, JSON_KEY, image_sha256, load_image, read_png_text, save_png
 from .models import ModelManager
 from .prompt import format_chat
@@ -165,42 +165,74 @@ def _decode(pipe, latents: torch.Tensor) -> Image.Image:
     return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
 
 
-def run(manager: ModelManager, request: GenerationRequest, image=None) -> GenerationResult:
-    """Generate one image: txt2img when `image` is None, img2img from `image` otherwise."""
+@dataclass
+class PromptEncoding:
+    """What the DiT is conditioned on: the text side, and the sequence actually passed (the text
+    embeddings, or a VL blend made from them), plus anything that made it worth recording."""
+
+    chat: str
+    encoded: Encoded
+    negative: Encoded | None
+    prompt_embeds: torch.Tensor
+    seconds: float
+    mode: str | None = None  # overrides txt2img/img2img in the metadata (e.g. "vl")
+    metadata: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+
+def encode_prompt(manager: ModelManager, request: GenerationRequest) -> PromptEncoding:
+    """The request's chat text through the text encoder (and the negative prompt under CFG)."""
+    t = time.perf_counter()
+    pipe, lm = manager.pipeline(), manager.language_model()
+    limit = caption_limit(pipe.transformer)
+    chat = format_chat(request.prompt, request.system_prompt, request.thinking_content,
+                       request.assistant_content, request.force_think_block, request.strip_quotes)
+    encoded = encode_text(lm.model, pipe.tokenizer, chat, limit, request.hidden_layer, request.long_prompt_mode)
+    negative = None
+    if request.guidance_scale > 0:
+        negative = encode_text(lm.model, pipe.tokenizer, format_chat(request.negative_prompt), limit,
+                               request.hidden_layer, request.long_prompt_mode)
+    return PromptEncoding(chat, encoded, negative, encoded.embeds, time.perf_counter() - t)
+
+
+def resolve_seed(request: GenerationRequest) -> GenerationRequest:
+    """The request with `seed = -1` replaced by a drawn seed (in [0, 2**32))."""
+    if int(request.seed) != -1:
+        return replace(request, seed=int(request.seed))
+    return replace(request, seed=random.randrange(2**32))
+
+
+def run(manager: ModelManager, request: GenerationRequest, image=None,
+        encoding: PromptEncoding | None = None) -> GenerationResult:
+    """Generate one image: txt2img when `image` is None, img2img from `image` otherwise.
+    `encoding` supplies the caption embeddings (e.g. a VL blend); by default the prompt's."""
     img2img = image is not None
     validate(request, img2img=img2img)
     init = load_image(image, field="image") if img2img else None
     loras = parse_loras(request.loras)
-    seed = random.randrange(2**32) if int(request.seed) == -1 else int(request.seed)
-    request = replace(request, seed=seed)
+    request = resolve_seed(request)
+    seed = request.seed
     timings, warnings = {}, []
     t0 = time.perf_counter()
     was_loaded = manager.is_loaded
     pipe = manager.pipeline()
     if not was_loaded:
         timings["load"] = time.perf_counter() - t0
+    encoding = encoding or encode_prompt(manager, request)
+    encoded = encoding.encoded
+    timings["encode"] = encoding.seconds
+    warnings += encoding.warnings
+    if encoded.long_prompt_applied:
+        warnings.append(encoded.describe())
     with manager.generation_lock:
         transformer = pipe.transformer
         _check_size(request, transformer)
         _apply_attention(pipe, request.attention_backend)
         _apply_loras(pipe, loras)
-
-        t = time.perf_counter()
-        limit = caption_limit(transformer)
-        lm = manager.language_model()
-        chat = format_chat(request.prompt, request.system_prompt, request.thinking_content,
-                           request.assistant_content, request.force_think_block, request.strip_quotes)
-        encoded = encode_text(lm.model, pipe.tokenizer, chat, limit, request.hidden_layer,
-                              request.long_prompt_mode)
         param = next(transformer.parameters())
-        call = {"prompt_embeds": [encoded.embeds.to(param.device, param.dtype)]}
-        if request.guidance_scale > 0:
-            negative = encode_text(lm.model, pipe.tokenizer, format_chat(request.negative_prompt), limit,
-                                   request.hidden_layer, request.long_prompt_mode)
-            call["negative_prompt_embeds"] = [negative.embeds.to(param.device, param.dtype)]
-        if encoded.long_prompt_applied:
-            warnings.append(encoded.describe())
-        timings["encode"] = time.perf_counter() - t
+        call = {"prompt_embeds": [encoding.prompt_embeds.to(param.device, param.dtype)]}
+        if encoding.negative is not None:
+            call["negative_prompt_embeds"] = [encoding.negative.embeds.to(param.device, param.dtype)]
 
         scheduler = make_scheduler(pipe.scheduler.config, request.shift)
         sigmas = base_sigmas(request.num_inference_steps)
@@ -234,17 +266,17 @@ def run(manager: ModelManager, request: GenerationRequest, image=None) -> Genera
 
     run_sigmas = scheduler.sigmas[: len(steps_run)].tolist()
     metadata = {
-        "mode": "img2img" if img2img else "txt2img",
+        "mode": encoding.mode or ("img2img" if img2img else "txt2img"),
         "request": {k: v for k, v in request.to_dict().items() if img2img or k != "strength"},
         "seed": seed,
         "model": manager.zimage_model_id,
         "versions": _versions(),
-        "chat_text": chat,
+        "chat_text": encoding.chat,
         "sigmas": [round(s, 6) for s in run_sigmas],
         "start_sigma": round(run_sigmas[0], 6),
         "forwards": len(steps_run),
-        "tokens": {"count": encoded.token_count, "caption_limit": limit,
-                   "used": int(encoded.embeds.shape[0]),
+        "tokens": {"count": encoded.token_count, "caption_limit": encoded.caption_limit,
+                   "used": int(encoding.prompt_embeds.shape[0]),
                    "long_prompt": encoded.describe() if encoded.long_prompt_applied else None},
         "loras": [{"path": p, "scale": s} for p, s in loras],
         "timings": {k: round(v, 4) for k, v in timings.items()},
@@ -252,6 +284,7 @@ def run(manager: ModelManager, request: GenerationRequest, image=None) -> Genera
     }
     if img2img:
         metadata["init_image"] = {"sha256": image_sha256(init), "size": list(init.size)}
+    metadata.update(encoding.metadata)
     return GenerationResult(result_image, seed, metadata)
 
 

@@ -9,13 +9,15 @@ the one loaded DiT.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections import Counter
+from contextlib import contextmanager
 
 import torch
 
-from .settings import ZIMAGE_REPO, Settings
+from .settings import VL_REPO, ZIMAGE_REPO, Settings
 
 
 
@@ -86,6 +88,12 @@ class ModelManager:
         self._lm = None
         self._views = {}
         self.load_counts: Counter = Counter()
+        self._vl_lock = threading.RLock()
+        self._vl = None  # (Qwen3VLForConditionalGeneration, processor) while loaded
+        self._reference_stats: dict = {}
+        from .vl import LRUCache
+
+        self.vl_cache = LRUCache(settings.vl_cache_size)
 
     # ---- sources -----------------------------------------------------------------------------
     @property
@@ -99,6 +107,18 @@ class ModelManager:
     @property
     def zimage_model_id(self) -> str:
         return "tiny-random-zimage" if self.settings.tiny else self.settings.model_path
+
+    @property
+    def vl_source(self) -> str:
+        if self.settings.tiny:
+            from .tiny import ensure_tiny_qwen3_vl
+
+            return str(ensure_tiny_qwen3_vl(cache_dir=self.settings.tiny_cache_dir))
+        return self.settings.vl_model_path
+
+    @property
+    def vl_model_id(self) -> str:
+        return "tiny-random-qwen3-vl" if self.settings.tiny else self.settings.vl_model_path
 
     # ---- loading -----------------------------------------------------------------------------
     @property
@@ -153,6 +173,63 @@ class ModelManager:
         self._pipe = pipe
         self.load_counts["zimage"] += 1
 
+    @contextmanager
+    def vl_model(self):
+        """(Qwen3-VL model, processor), loaded if needed; with `vl_auto_unload` it is released
+        when the block ends. One user at a time, so an unload never hits a running extraction."""
+        with self._vl_lock:
+            if self._vl is None:
+                self._load_vl()
+            try:
+                yield self._vl
+            finally:
+                if self.settings.vl_auto_unload:
+                    self.unload_vl()
+
+    @property
+    def vl_loaded(self) -> bool:
+        return self._vl is not None
+
+    def unload_vl(self) -> None:
+        """Drop the VL model and return its memory (CPU and GPU)."""
+        with self._vl_lock:
+            if self._vl is None:
+                return
+            self._vl = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _load_vl(self) -> None:
+        from transformers import Qwen3VLForConditionalGeneration
+
+        from .vl import ImageOnlyProcessor
+
+        source = self.vl_source
+        if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
+            raise _load_error("Qwen3-VL model", source, FileNotFoundError("no such folder"), VL_REPO,
+                              "--vl-model-path")
+        source = os.path.expanduser(source)
+        device = resolve_device(self.settings.vl_device)
+        try:
+            processor = ImageOnlyProcessor.from_pretrained(source)
+            model = Qwen3VLForConditionalGeneration.from_pretrained(
+                source, dtype=resolve_dtype(self.settings.dtype, device), use_safetensors=True)
+        except Exception as err:  # noqa: BLE001
+            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path") from err
+        self._vl = (model.to(device).eval(), processor)
+        self.load_counts["vl"] += 1
+
+    def reference_stats(self, layer: int):
+        """The text encoder's per-dim statistics at `layer`, computed once per model and layer."""
+        key = (self.zimage_model_id, layer)
+        if key not in self._reference_stats:
+            from .vl import reference_stats
+
+            pipe = self.pipeline()
+            self._reference_stats[key] = reference_stats(self.language_model().model, pipe.tokenizer, layer)
+        return self._reference_stats[key]
+
     # ---- pipeline views ----------------------------------------------------------------------
     def view(self, mode: str, scheduler):
         """The txt2img or img2img pipeline with `scheduler` installed, for one call.
@@ -188,9 +265,12 @@ class ModelManager:
     # ---- report ------------------------------------------------------------------------------
     def memory_report(self) -> list[dict]:
         """What is loaded, on which device, in which dtype, and how many bytes each part holds."""
-        if self._pipe is None:
-            return []
-        parts = {"text_encoder": self._lm, "transformer": self._pipe.transformer, "vae": self._pipe.vae}
+        parts = {}
+        if self._pipe is not None:
+            parts = {"text_encoder": self._lm, "transformer": self._pipe.transformer, "vae": self._pipe.vae}
+        vl = self._vl
+        if vl is not None:
+            parts["vl"] = vl[0]
         report = []
         for name, module in parts.items():
             param = next(module.parameters())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, fields
 
+from .blend import BLEND_MODES, LENGTH_MODES, NORMALIZATIONS, OUTLIER_MODES
 from .sequence import RESAMPLE_MODES
 
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
@@ -55,10 +56,64 @@ class GenerationRequest:
         return cls(**known), {k: v for k, v in data.items() if k not in names}
 
 
+TOKEN_MODES = ("full", "image_only", "image_no_markers", "text_only")
+COMPOSITIONS = ("extraction", "intra_vl", "dual")
+
+
+@dataclass
+class VLRequest(GenerationRequest):
+    """A generation conditioned on reference image(s) through Qwen3-VL (BRIEF §4-§6)."""
+
+    vl_use_prompt: bool = _f(True, "Give VL the prompt", "else the VL text below (may be empty)")
+    vl_text: str = _f("", "VL text", "what Qwen3-VL reads beside the image when not the prompt")
+    vl_system_prompt: str = _f("", "VL system prompt")
+    vl_think_block: bool = _f(False, "VL think block", "inject an empty <think></think> after the prompt")
+    vl_hidden_layer: int = _f(-6, "VL hidden layer", "hidden_states index for image tokens (and all, by default)",
+                              minimum=-37, maximum=-1, step=1)
+    vl_text_hidden_layer: int = _f(0, "VL text-token layer", "0 = same as the VL hidden layer",
+                                   minimum=-37, maximum=0, step=1)
+    token_mode: str = _f("full", "Token selection", "which VL tokens condition the DiT", choices=TOKEN_MODES)
+    vl_composition: str = _f("extraction", "VL composition",
+                             "extraction: the selected tokens; intra_vl: image part vs text part of one "
+                             "extraction; dual: image-only extraction vs text-only extraction",
+                             choices=COMPOSITIONS)
+    image_text_ratio: float = _f(0.5, "Image/text ratio", "intra_vl and dual: weight of the image part",
+                                 minimum=0.0, maximum=1.0, step=0.05)
+    reference_weights: str = _f("", "Reference weights", "comma-separated, one per reference (default equal)")
+    alpha: float = _f(0.3, "Alpha", "0 = pure text, 1 = pure VL", minimum=0.0, maximum=1.0, step=0.05)
+    blend_mode: str = _f("linear", "Blend mode", "how VL mixes into the text embeddings", choices=BLEND_MODES)
+    length_mode: str = _f("interpolate", "Length alignment", "VL sequence to the text's length",
+                          choices=LENGTH_MODES)
+    scale_to_text: bool = _f(True, "Scale VL to text", "match the text embeddings' spread before mixing")
+    target_std: float = _f(0.0, "Target std", "0 = the text embeddings' std", minimum=0.0, maximum=1000.0,
+                           step=0.5)
+    normalization: str = _f("global", "Normalisation", "global, per_dim (text encoder profile) or both",
+                            choices=NORMALIZATIONS)
+    outlier_mode: str = _f("none", "Outlier dims", "tame dims far more spread than the text encoder's",
+                           choices=OUTLIER_MODES)
+    outlier_threshold: float = _f(10.0, "Outlier threshold", "relative per-dim std ratio", minimum=1.0,
+                                  maximum=1000.0, step=0.5)
+
+
 def field_meta(name: str) -> dict:
     """Default, label, info and range of a request field (for building UI controls)."""
-    f = next(f for f in fields(GenerationRequest) if f.name == name)
+    f = next(f for f in fields(VLRequest) if f.name == name)
     return {"default": f.default, **f.metadata}
+
+
+def parse_weights(text: str, count: int) -> list[float]:
+    """`reference_weights` -> one non-negative weight per reference (equal when empty)."""
+    if not str(text).strip():
+        return [1.0] * count
+    try:
+        weights = [float(w) for w in str(text).replace(";", ",").split(",") if w.strip()]
+    except ValueError:
+        raise ValueError(f"reference_weights={text!r} is not a list of numbers: e.g. '1, 0.5'.") from None
+    if len(weights) != count:
+        raise ValueError(f"reference_weights={text!r} has {len(weights)} values for {count} reference(s): give one each.")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"reference_weights={text!r}: weights must be ≥ 0 and not all 0.")
+    return weights
 
 
 def _range_error(name, value, meta, extra=""):
@@ -158,4 +213,20 @@ def validate(request: GenerationRequest, img2img: bool = False) -> GenerationReq
                 f"use strength ≥ {need:.3f} or more steps."
             )
     parse_loras(request.loras)
+    if isinstance(request, VLRequest):
+        _validate_vl(request)
     return request
+
+
+def _validate_vl(request: VLRequest) -> None:
+    for name in ("token_mode", "vl_composition", "blend_mode", "length_mode", "normalization", "outlier_mode"):
+        choices = field_meta(name)["choices"]
+        if getattr(request, name) not in choices:
+            raise ValueError(f"{name}={getattr(request, name)!r} is unknown: use one of {', '.join(choices)}.")
+    _check_int("vl_hidden_layer", request.vl_hidden_layer)
+    _check_int("vl_text_hidden_layer", request.vl_text_hidden_layer)
+    for name in ("image_text_ratio", "alpha", "target_std", "outlier_threshold"):
+        _check_float(name, getattr(request, name))
+    if not request.vl_use_prompt and not request.vl_text.strip() and request.token_mode == "text_only":
+        raise ValueError("token_mode='text_only' with no VL text leaves nothing to extract: "
+                         "give vl_text, or let VL read the prompt.")

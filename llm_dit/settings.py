@@ -28,6 +28,10 @@ class Settings:
     vae_device: str = "auto"
     vl_device: str = "cpu"
     dtype: str = "auto"
+    vl_auto_unload: bool = True  # release the VL model after each extraction
+    vl_cache_size: int = 32  # extractions kept (LRU)
+    vl_min_pixels: int = 64 * 64  # the reference's pixel budget: fixes the image token count
+    vl_max_pixels: int = 1024 * 1024
     cache_dir: str = ""  # where the tiny checkpoints are built; "" = ~/.cache/llm_dit
     output_dir: str = "outputs"  # every generated PNG is kept here
     host: str = ""  # "" = gradio's default (GRADIO_SERVER_NAME, else 127.0.0.1; Spaces set 0.0.0.0)
@@ -40,6 +44,13 @@ class Settings:
                 raise ValueError(f"{name}={value!r} is not a device: use one of {', '.join(DEVICES)}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is not supported: use one of {', '.join(DTYPES)}.")
+        if self.vl_cache_size < 0:
+            raise ValueError(f"vl_cache_size={self.vl_cache_size} must be 0 or more.")
+        if not 0 < self.vl_min_pixels <= self.vl_max_pixels:
+            raise ValueError(
+                f"vl_min_pixels={self.vl_min_pixels} / vl_max_pixels={self.vl_max_pixels}: "
+                f"need 0 < min <= max (e.g. 4096 and 1048576)."
+            )
         if not 0 <= self.port < 65536:
             raise ValueError(f"port={self.port} is out of range: use 1-65535 (0 = gradio's default).")
 
@@ -60,6 +71,10 @@ _HELP = {
     "vae_device": "device of the VAE",
     "vl_device": "device of the Qwen3-VL model",
     "dtype": "weights dtype; auto = bfloat16 on cuda, float32 elsewhere",
+    "vl_auto_unload": "release the Qwen3-VL model after each extraction (frees its memory)",
+    "vl_cache_size": "how many VL extractions to keep in the LRU cache",
+    "vl_min_pixels": "smallest pixel count a reference is resized to for Qwen3-VL",
+    "vl_max_pixels": "largest pixel count a reference is resized to (~1 token per 32x32 px)",
     "cache_dir": "folder for the tiny checkpoints (default ~/.cache/llm_dit)",
     "output_dir": "folder where every generated PNG (with its metadata) is saved",
     "host": "address the web server listens on ('' = gradio's default)",

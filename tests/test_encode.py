@@ -42,7 +42,7 @@ def test_hidden_layer_selects_that_hidden_state(manager):
 
 
 def test_hidden_layer_out_of_range_is_explained(manager):
-    with pytest.raises(ValueError, match=r"hidden_layer=-40 is outside the text encoder's 9 hidden states"):
+    with pytest.raises(ValueError, match=r"hidden_layer=-40 is outside the text encoder.s 9 hidden states: use -1"):
         _encode(manager, format_chat("x"), hidden_layer=-40)
 
 

@@ -1,0 +1,244 @@
+"""Qwen3-VL extraction: a reference image + text -> hidden states the DiT can take (BRIEF §4).
+
+The VL model sees the image and text in the Qwen3 chat format (optionally a system prompt and an
+injected empty think block), and we read `hidden_states[layer]`. Which tokens are kept is decided
+from the input ids (image pads, vision start/end markers), never from guessed offsets. Results are
+cached by content, so a repeated extraction neither loads nor runs the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import Qwen3VLProcessor
+
+from .blend import ReferenceStats
+from .encode import check_hidden_layer
+from .images import image_sha256
+from .images import load_image
+from .prompt import format_chat
+from .request import TOKEN_MODES
+
+
+# Fixed calibration prompts for the text encoder's reference statistics (BRIEF §5).
+CALIBRATION_PROMPTS = (
+    "A photograph of a red fox standing in fresh snow at sunrise, shallow depth of field.",
+    "An oil painting of a harbour town at dusk, warm lamps reflected in the water.",
+    "A minimalist poster with the word SUMMER in bold sans-serif letters on a yellow background.",
+    "Close-up portrait of an elderly fisherman with a weathered face, natural window light.",
+    "Isometric 3D render of a tiny cozy library with wooden shelves and a reading cat.",
+    "Watercolor illustration of a mountain lake surrounded by pine trees in morning mist.",
+    "A busy night market in the rain, neon signs, reflections on wet asphalt, cinematic.",
+    "Flat vector icon set of kitchen tools, pastel colours, clean outlines.",
+    "Macro shot of dew drops on a spider web, backlit, bokeh background.",
+    "Anime style girl with short silver hair looking at the stars from a rooftop.",
+    "An astronaut riding a horse across a desert under a purple sky, surreal art.",
+    "Architectural photo of a brutalist concrete building against a clear blue sky.",
+)
+
+
+class ImageOnlyProcessor(Qwen3VLProcessor):
+    """Qwen3VLProcessor without the video processor, which needs torchvision (FACTS.md). We never
+    pass videos, so this loads from the hub layout with and without torchvision installed."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class LRUCache:
+    """A small thread-safe LRU map with hit/miss counters."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+            self.misses += 1
+            return None
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True)
+class ExtractionParams:
+    text: str = ""
+    hidden_layer: int = -6
+    text_hidden_layer: int = 0  # 0 = same layer as the image tokens
+    token_mode: str = "full"
+    think_block: bool = False
+    system_prompt: str = ""
+
+
+@dataclass
+class Extraction:
+    embeds: torch.Tensor  # [selected tokens, hidden], float32 on the CPU
+    is_image: torch.Tensor  # [selected tokens] bool: image pad or vision marker
+    counts: dict  # tokens by type in the whole input, and how many were selected
+    params: ExtractionParams
+    image_sha256: str | None
+    model_id: str
+    key: str
+    cached: bool = False  # True when this came from the cache (no model ran)
+    stats: dict = field(default_factory=dict)
+
+    def part(self, image: bool) -> torch.Tensor:
+        """The image-token (or text-token) part of the selected sequence."""
+        mask = self.is_image if image else ~self.is_image
+        if not bool(mask.any()):
+            kind = "image" if image else "text"
+            raise ValueError(f"the extraction has no {kind} tokens (token_mode={self.params.token_mode!r}).")
+        return self.embeds[mask]
+
+    def to_safetensors(self, path: str | Path) -> Path:
+        """Embeddings, token types, statistics and parameters in one `.safetensors` file."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {"params": json.dumps(asdict(self.params)), "stats": json.dumps(self.stats),
+                    "counts": json.dumps(self.counts), "image_sha256": self.image_sha256 or "",
+                    "model_id": self.model_id, "key": self.key}
+        save_file({"embeds": self.embeds.contiguous(), "is_image": self.is_image.to(torch.uint8)},
+                  str(path), metadata=metadata)
+        return path
+
+
+def check_params(params: ExtractionParams, num_layers: int) -> None:
+    if params.token_mode not in TOKEN_MODES:
+        raise ValueError(f"token_mode={params.token_mode!r} is unknown: use one of {', '.join(TOKEN_MODES)}.")
+    check_hidden_layer(params.hidden_layer, num_layers, "vl_hidden_layer", "the VL model")
+    if params.text_hidden_layer:
+        check_hidden_layer(params.text_hidden_layer, num_layers, "vl_text_hidden_layer", "the VL model")
+
+
+def cache_key(image_hash: str | None, params: ExtractionParams, model_id: str, min_pixels: int,
+              max_pixels: int) -> str:
+    payload = json.dumps([image_hash, asdict(params), model_id, min_pixels, max_pixels], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def build_inputs(processor, image: Image.Image | None, params: ExtractionParams, min_pixels: int,
+                 max_pixels: int) -> dict:
+    """Processor inputs for the chat [system] user(image, text) assistant, with the think block
+    injected as tokens after tokenization (Qwen3-VL's template has no enable_thinking)."""
+    content = ([{"type": "image"}] if image is not None else []) + (
+        [{"type": "text", "text": params.text}] if params.text else [])
+    if not content:
+        raise ValueError("a VL extraction needs an image or some text: both are empty.")
+    messages = ([{"role": "system", "content": params.system_prompt}] if params.system_prompt else []) + [
+        {"role": "user", "content": content}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    kwargs = {"images": [image], "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}} if image else {}
+    inputs = dict(processor(text=[text], return_tensors="pt", **kwargs))
+    if params.think_block:
+        tok = processor.tokenizer
+        think = tok.convert_tokens_to_ids(["<think>"]) + tok.encode("\n\n", add_special_tokens=False)
+        think += tok.convert_tokens_to_ids(["</think>"]) + tok.encode("\n\n", add_special_tokens=False)
+        extra = torch.tensor([think], dtype=inputs["input_ids"].dtype)
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
+        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
+        if "mm_token_type_ids" in inputs:
+            inputs["mm_token_type_ids"] = torch.cat(
+                [inputs["mm_token_type_ids"], torch.zeros_like(extra)], dim=1)
+    return inputs
+
+
+def token_masks(input_ids: torch.Tensor, config) -> dict:
+    """Boolean masks over one sequence of input ids, from the model's own token ids."""
+    ids = input_ids.flatten()
+    image = ids == config.image_token_id
+    marker = (ids == config.vision_start_token_id) | (ids == config.vision_end_token_id)
+    return {"image": image, "marker": marker, "text": ~(image | marker)}
+
+
+def select(masks: dict, mode: str) -> torch.Tensor:
+    return {"full": torch.ones_like(masks["image"]), "image_only": masks["image"] | masks["marker"],
+            "image_no_markers": masks["image"], "text_only": masks["text"]}[mode]
+
+
+def _template_count(processor, params: ExtractionParams, has_image: bool) -> int:
+    """Chat-scaffold tokens: the same chat with an empty user text, less the image placeholders."""
+    content = [{"type": "image"}] if has_image else []
+    messages = ([{"role": "system", "content": params.system_prompt}] if params.system_prompt else []) + [
+        {"role": "user", "content": content or ""}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    count = len(processor.tokenizer(text, add_special_tokens=False).input_ids) - (3 if has_image else 0)
+    return count + (4 if params.think_block else 0)
+
+
+@torch.no_grad()
+def run_extraction(model, processor, image, params: ExtractionParams, min_pixels: int, max_pixels: int):
+    """One forward pass; returns (embeds, is_image, counts) for the selected tokens."""
+    inputs = build_inputs(processor, image, params, min_pixels, max_pixels)
+    device = next(model.parameters()).device
+    out = model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True)
+    masks = token_masks(inputs["input_ids"], model.config)
+    states = out.hidden_states[params.hidden_layer][0]
+    if params.text_hidden_layer and params.text_hidden_layer != params.hidden_layer:
+        text_states = out.hidden_states[params.text_hidden_layer][0]
+        states = torch.where(masks["text"].to(device)[:, None], text_states, states)
+    keep = select(masks, params.token_mode)
+    is_image = (masks["image"] | masks["marker"])[keep]
+    template = _template_count(processor, params, image is not None)
+    counts = {
+        "total": int(keep.numel()), "selected": int(keep.sum()), "image": int(masks["image"].sum()),
+        "marker": int(masks["marker"].sum()), "template": template,
+        "text": int(masks["text"].sum()) - template,
+    }
+    return states[keep.to(device)].float().cpu(), is_image.cpu(), counts
+
+
+@torch.no_grad()
+def reference_stats(text_encoder, tokenizer, layer: int) -> ReferenceStats:
+    """Per-dimension mean/std of the text encoder at `layer` over the calibration prompts."""
+    device = next(text_encoder.parameters()).device
+    chunks = []
+    for prompt in CALIBRATION_PROMPTS:
+        ids = tokenizer(format_chat(prompt), return_tensors="pt", add_special_tokens=False).input_ids
+        chunks.append(text_encoder(input_ids=ids.to(device), output_hidden_states=True).hidden_states[layer][0].float().cpu())
+    tokens = torch.cat(chunks)
+    return ReferenceStats(tokens.mean(dim=0), tokens.std(dim=0, correction=0))
+
+
+def extract(manager, image, params: ExtractionParams) -> Extraction:
+    """Extract (or fetch from the cache) the VL hidden states for `image` (None: text only)."""
+    image = load_image(image, field="reference") if image is not None else None
+    image_hash = image_sha256(image) if image is not None else None
+    settings = manager.settings
+    key = cache_key(image_hash, params, manager.vl_model_id, settings.vl_min_pixels, settings.vl_max_pixels)
+    hit = manager.vl_cache.get(key)
+    if hit is not None:
+        return replace(hit, embeds=hit.embeds.clone(), cached=True)
+    with manager.vl_model() as (model, processor):
+        check_params(params, model.config.text_config.num_hidden_layers)
+        embeds, is_image, counts = run_extraction(model, processor, image, params, settings.vl_min_pixels,
+                                                  settings.vl_max_pixels)
+    extraction = Extraction(embeds, is_image, counts, params, image_hash, manager.vl_model_id, key)
+    manager.vl_cache.put(key, extraction)
+    return replace(extraction, embeds=embeds.clone())
