@@ -26,7 +26,7 @@ from .encode import Encoded, caption_limit, encode_text
 from .images import A1111_KEY, JSON_KEY, image_sha256, load_image, read_png_text, save_png
 from .models import ModelManager
 from .prompt import format_chat
-from .request import GenerationRequest, parse_loras, strength_forwards, validate
+from .request import GenerationRequest, VLRequest, parse_loras, strength_forwards, validate
 
 
 def base_sigmas(num_inference_steps: int) -> list[float]:
@@ -307,7 +307,9 @@ def request_from_png(source) -> GenerationRequest:
     """The request that made a PNG: from our JSON chunk, else from an A1111 `parameters` chunk."""
     text = read_png_text(source)
     if JSON_KEY in text:
-        request, _ = GenerationRequest.from_dict(json.loads(text[JSON_KEY])["request"])
+        metadata = json.loads(text[JSON_KEY])
+        cls = VLRequest if metadata.get("mode") == "vl" else GenerationRequest
+        request, _ = cls.from_dict(metadata["request"])
         return request
     if A1111_KEY in text:
         return _parse_a1111(text[A1111_KEY])

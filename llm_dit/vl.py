@@ -115,19 +115,6 @@ class Extraction:
             raise ValueError(f"the extraction has no {kind} tokens (token_mode={self.params.token_mode!r}).")
         return self.embeds[mask]
 
-    def to_safetensors(self, path: str | Path) -> Path:
-        """Embeddings, token types, statistics and parameters in one `.safetensors` file."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        metadata = {"params": json.dumps(asdict(self.params)), "stats": json.dumps(self.stats),
-                    "counts": json.dumps(self.counts), "image_sha256": self.image_sha256 or "",
-                    "model_id": self.model_id, "key": self.key}
-        save_file({"embeds": self.embeds.contiguous(), "is_image": self.is_image.to(torch.uint8)},
-                  str(path), metadata=metadata)
-        return path
-
 
 def check_params(params: ExtractionParams, num_layers: int) -> None:
     if params.token_mode not in TOKEN_MODES:
