@@ -22,7 +22,8 @@ from .generate import GenerationResult, PromptEncoding, encode_prompt, run
 from .images import image_sha256, load_image
 from .models import ModelManager
 from .request import VLRequest, parse_weights, validate
-from .vl import Extraction, ExtractionParams, extract
+from .vl import Extraction, ExtractionParams
+from .vl import extract as vl_extract
 
 NEUTRAL_GREY = (128, 128, 128)
 
@@ -46,23 +47,29 @@ def extraction_params(request: VLRequest, **overrides) -> ExtractionParams:
     return replace(params, **overrides)
 
 
-def _vl_parts(manager, request: VLRequest, reference) -> tuple[list, list[Extraction]]:
+def _vl_parts(manager, request: VLRequest, reference, cache_only: bool) -> tuple[list, list[Extraction]]:
     """One reference's VL sequence(s) and their weights, per `vl_composition` (not yet aligned)."""
     ratio = request.image_text_ratio
+
+    def extract(image, params):
+        return vl_extract(manager, image, params, cache_only=cache_only)
+
     if request.vl_composition == "extraction":
-        ex = extract(manager, reference, extraction_params(request))
+        ex = extract(reference, extraction_params(request))
         return [(ex.embeds, 1.0)], [ex]
     if request.vl_composition == "intra_vl":
-        ex = extract(manager, reference, extraction_params(request, token_mode="full"))
+        ex = extract(reference, extraction_params(request, token_mode="full"))
         return [(ex.part(image=True), ratio), (ex.part(image=False), 1.0 - ratio)], [ex]
     # dual: the image alone (style) and the text alone (content), each its own extraction
-    style = extract(manager, reference, extraction_params(request, token_mode="image_only", text=""))
-    content = extract(manager, None, extraction_params(request, token_mode="text_only"))
+    style = extract(reference, extraction_params(request, token_mode="image_only", text=""))
+    content = extract(None, extraction_params(request, token_mode="text_only"))
     return [(style.embeds, ratio), (content.embeds, 1.0 - ratio)], [style, content]
 
 
-def condition(manager: ModelManager, request: VLRequest, references: list) -> Conditioning:
-    """Extract, align, scale and mix: the caption embeddings for a VL generation."""
+def condition(manager: ModelManager, request: VLRequest, references: list,
+              cache_only: bool = False) -> Conditioning:
+    """Extract, align, scale and mix: the caption embeddings for a VL generation.
+    With `cache_only` (live previews), a missing extraction raises LookupError, loading nothing."""
     validate(request, img2img=request.strength < 1.0)
     if not references:
         raise ValueError("references: no reference image: give at least one image to condition on.")
@@ -76,12 +83,13 @@ def condition(manager: ModelManager, request: VLRequest, references: list) -> Co
     t = time.perf_counter()
     per_reference, extractions = [], []
     for image in images:
-        parts, exs = _vl_parts(manager, request, image)
+        parts, exs = _vl_parts(manager, request, image, cache_only)
         per_reference.append(parts)
         extractions += exs
     neutral_parts = None
     if request.blend_mode == "style_delta":
-        neutral_parts, exs = _vl_parts(manager, request, Image.new("RGB", images[0].size, NEUTRAL_GREY))
+        neutral_parts, exs = _vl_parts(manager, request, Image.new("RGB", images[0].size, NEUTRAL_GREY),
+                                       cache_only)
         extractions += exs
     vl_seconds = time.perf_counter() - t
 

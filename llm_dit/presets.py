@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import fields
 from pathlib import Path
 
-from .request import GenerationRequest, check_number
+from .request import VLRequest, check_number
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
@@ -17,7 +17,7 @@ def load_presets(path: Path = PRESETS_DIR / "generation.toml") -> dict[str, dict
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"presets file {path}: {err}") from None
-    names = {f.name for f in fields(GenerationRequest)}
+    names = {f.name for f in fields(VLRequest)}
     presets = {}
     for name, table in data.items():
         values = {k: v for k, v in table.items() if k != "description"}

@@ -213,8 +213,9 @@ def reference_stats(text_encoder, tokenizer, layer: int) -> ReferenceStats:
     return ReferenceStats(tokens.mean(dim=0), tokens.std(dim=0, correction=0))
 
 
-def extract(manager, image, params: ExtractionParams) -> Extraction:
-    """Extract (or fetch from the cache) the VL hidden states for `image` (None: text only)."""
+def extract(manager, image, params: ExtractionParams, cache_only: bool = False) -> Extraction:
+    """Extract (or fetch from the cache) the VL hidden states for `image` (None: text only).
+    With `cache_only`, a miss raises LookupError instead of loading the model."""
     image = load_image(image, field="reference") if image is not None else None
     image_hash = image_sha256(image) if image is not None else None
     settings = manager.settings
@@ -222,6 +223,8 @@ def extract(manager, image, params: ExtractionParams) -> Extraction:
     hit = manager.vl_cache.get(key)
     if hit is not None:
         return replace(hit, embeds=hit.embeds.clone(), cached=True)
+    if cache_only:
+        raise LookupError("this extraction is not cached yet")
     with manager.vl_model() as (model, processor):
         check_params(params, model.config.text_config.num_hidden_layers)
         embeds, is_image, counts = run_extraction(model, processor, image, params, settings.vl_min_pixels,

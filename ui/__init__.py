@@ -7,7 +7,7 @@ import gradio as gr
 from llm_dit.models import ModelManager
 from llm_dit.settings import Settings
 
-from . import img2img, txt2img
+from . import img2img, txt2img, vl
 
 TINY_BANNER = (
     "**Offline tiny models in use** (`--tiny`): random weights, so every image is noise. "
@@ -18,11 +18,12 @@ TINY_BANNER = (
 def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Blocks:
     manager = manager or ModelManager(settings)
     with gr.Blocks(title="Z-Image VL Studio") as demo:
-        gr.Markdown("# Z-Image VL Studio\nZ-Image-Turbo with full prompt control. Models load on first use.")
+        gr.Markdown("# Z-Image VL Studio\nZ-Image-Turbo with full prompt control and zero-shot style transfer from reference images through Qwen3-VL. Models load on first use.")
         if settings.tiny:
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
         with gr.Tabs():
             txt2img.build(manager, settings.output_dir)
             img2img.build(manager, settings.output_dir)
+            vl.build(manager, settings.output_dir)
     demo.queue(default_concurrency_limit=1, max_size=32)
     return demo

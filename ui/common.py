@@ -6,10 +6,10 @@ import inspect
 
 import gradio as gr
 
-from llm_dit.generate import attention_backends, run
+from llm_dit.generate import attention_backends
 from llm_dit.images import load_image
 from llm_dit.models import ModelLoadError
-from llm_dit.presets import load_presets
+from llm_dit.presets import PRESETS_DIR, load_presets
 from llm_dit.request import GenerationRequest, check_number, field_meta
 
 LONG_TEXT = {"prompt": 3, "negative_prompt": 2, "system_prompt": 2, "thinking_content": 2,
@@ -62,13 +62,13 @@ def image_input(label: str, field: str = "image"):
     return explain_rejections(image, lambda payload: load_image(getattr(payload, "path", None), field=field))
 
 
-def make_handler(name: str, fields: list[str], manager, output_dir: str, with_image: bool = False):
-    """A handler whose API parameters are exactly `fields` (plus `image` first for img2img).
+def make_handler(name: str, fields: list[str], action, leading: tuple = (), request_cls=GenerationRequest):
+    """A handler whose API parameters are `leading` (e.g. images) then exactly `fields`.
 
-    It builds one GenerationRequest, runs it, saves the PNG (with metadata) to `output_dir` and
-    returns (png path, seed used, metadata). Bad input becomes a gr.Error naming the field.
+    It builds one request of `request_cls` and returns `action(request, **leading values)`.
+    Bad input becomes a gr.Error naming the field, the value and the fix.
     """
-    params = [inspect.Parameter("image", inspect.Parameter.POSITIONAL_OR_KEYWORD)] if with_image else []
+    params = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for p in leading]
     params += [inspect.Parameter(f, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=field_meta(f)["default"])
                for f in fields]
     params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -78,28 +78,30 @@ def make_handler(name: str, fields: list[str], manager, output_dir: str, with_im
     def handler(*args, **kwargs):
         values = signature.bind(*args, **kwargs).arguments
         values.pop("progress", None)
-        image = values.pop("image", None)
-        if with_image and image is None:
-            raise gr.Error("image: img2img needs an init image: upload one first.")
+        extra = {p: values.pop(p, None) for p in leading}
         try:
-            request = GenerationRequest(**values)
-            result = run(manager, request, image) if with_image else run(manager, request)
+            return action(request_cls(**values), **extra)
         except (ValueError, ModelLoadError) as err:
             raise gr.Error(str(err)) from err
-        path = result.save(output_dir)
-        return str(path), result.seed, result.metadata
 
     handler.__name__ = handler.__qualname__ = name
     handler.__signature__ = signature
     return handler
 
 
-def generation_form(fields: list[str]) -> dict:
-    """The controls of a generation tab, laid out in groups; returns {field: component}."""
-    presets = {name: p for name, p in load_presets().items() if set(p["values"]) <= set(fields)}
+def saved(result, output_dir: str):
+    """Handler outputs for a generation: PNG path (saved with metadata), seed used, metadata."""
+    return str(result.save(output_dir)), result.seed, result.metadata
+
+
+def generation_form(fields: list[str], preset_file: str = "generation.toml", extra=None) -> dict:
+    """The controls of a generation tab, laid out in groups; returns {field: component}.
+    `extra(c)` may add more controls (into the same dict) before the sampling group."""
+    presets = {name: p for name, p in load_presets(PRESETS_DIR / preset_file).items()
+               if set(p["values"]) <= set(fields)}
     with gr.Row():
         picker = gr.Dropdown(choices=list(presets), value=None, label="Preset", scale=1,
-                             info="sets steps, shift, guidance… (presets/generation.toml)")
+                             info=f"sets several controls at once (presets/{preset_file})")
         note = gr.Markdown()
     c = {}
     c["prompt"] = control("prompt")
@@ -120,6 +122,8 @@ def generation_form(fields: list[str]) -> dict:
         with gr.Row():
             for f in ("hidden_layer", "long_prompt_mode"):
                 c[f] = control(f)
+    if extra is not None:
+        extra(c)
     with gr.Accordion("Sampling, LoRA, attention", open=False):
         with gr.Row():
             for f in ("shift", "guidance_scale"):

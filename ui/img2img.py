@@ -6,10 +6,10 @@ from dataclasses import fields
 
 import gradio as gr
 
-from llm_dit.generate import img2img_plan
+from llm_dit.generate import img2img_plan, run
 from llm_dit.request import GenerationRequest
 
-from .common import generation_form, image_input, make_handler, result_panel
+from .common import generation_form, image_input, make_handler, result_panel, saved
 
 FIELDS = [f.name for f in fields(GenerationRequest)]
 
@@ -43,6 +43,11 @@ def build(manager, output_dir: str) -> None:
         for component in plan_inputs:
             component.change(strength_readout, plan_inputs, readout, api_visibility="private",
                              queue=False)
-        handler = make_handler("img2img", FIELDS, manager, output_dir, with_image=True)
+        def action(request, image):
+            if image is None:
+                raise ValueError("image: img2img needs an init image: upload one first.")
+            return saved(run(manager, request, image), output_dir)
+
+        handler = make_handler("img2img", FIELDS, action, leading=("image",))
         button.click(handler, inputs=[image] + [controls[f] for f in FIELDS], outputs=list(outputs),
                      api_name="img2img", concurrency_id="gpu")
