@@ -165,7 +165,7 @@ def _build_zimage(folder: Path, seed: int) -> None:
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
 
 
-def _build_qwen3_vl(folder: Path, seed: int) -> None:
+def _build_qwen3_vl(folder: Path, seed: int, hidden: int = HIDDEN) -> None:
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -174,7 +174,7 @@ def _build_qwen3_vl(folder: Path, seed: int) -> None:
     torch.manual_seed(seed + 1)
     config = Qwen3VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=128,
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=128,
             num_hidden_layers=TEXT_LAYERS, num_attention_heads=4, num_key_value_heads=2,
             head_dim=16, max_position_embeddings=8192,
             rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
@@ -182,7 +182,7 @@ def _build_qwen3_vl(folder: Path, seed: int) -> None:
         ),
         vision_config=dict(
             depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
-            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=HIDDEN,
+            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden,
             num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
         ),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),

@@ -99,3 +99,34 @@ def test_16_bit_upload_is_not_saturated_by_gradio(served, tmp_path):
     ours = load_image(str(tmp_path / "deep.png"))
     assert ours.getpixel((0, 0)) == (64, 64, 64)  # 16384 / 65535 of full scale, not saturated white
     assert metadata["init_image"]["sha256"] == image_sha256(ours)
+
+
+def test_vl_generate_and_vl_extract_over_the_api(served, tmp_path):
+    from dataclasses import fields as dc_fields
+
+    from llm_dit.request import VLRequest
+
+    Image.new("RGB", (128, 128), (30, 160, 60)).save(tmp_path / "ref.png")
+    api = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [f.name for f in dc_fields(VLRequest)]
+    assert [p["parameter_name"] for p in api["/vl_generate"]["parameters"]] == ["references", "structure_image"] + names
+    assert [p["parameter_name"] for p in api["/vl_extract"]["parameters"]] == ["references"] + names
+    refs = [handle_file(str(tmp_path / "ref.png"))]
+    path, seed, metadata, report, token_map, readout = served[1].predict(
+        references=refs, prompt="a meadow", height=64, width=64, seed=9, alpha=0.5, blend_mode="linear_rms",
+        api_name="/vl_generate")
+    assert metadata["mode"] == "vl" and metadata["request"]["blend_mode"] == "linear_rms"
+    assert report["effective_alpha"] == metadata["vl"]["effective_alpha"]
+    assert "effective alpha" in readout and "| 0 | full |" in token_map
+    assert {"parameters", "llm_dit"} <= set(Image.open(path).text)
+    stats, export, _, _ = served[1].predict(references=refs, prompt="a meadow", api_name="/vl_extract")
+    assert export.endswith(".safetensors") and "vl_after_scaling" in stats["stats"]
+
+
+def test_vl_errors_over_the_api(served, tmp_path):
+    with pytest.raises(Exception, match="references: no reference image"):
+        served[1].predict(references=[], prompt="a meadow", api_name="/vl_generate")
+    with pytest.raises(Exception, match=r"alpha=2.0 is out of range"):
+        Image.new("RGB", (64, 64)).save(tmp_path / "r.png")
+        served[1].predict(references=[handle_file(str(tmp_path / "r.png"))], prompt="a meadow", alpha=2.0,
+                          api_name="/vl_generate")

@@ -5,6 +5,7 @@ chromium is missing, except in CI (CI=true), where `.ci/run` installs it and a s
 """
 
 import os
+import re
 import shutil
 
 import pytest
@@ -57,3 +58,18 @@ def test_txt2img_in_the_browser(page, tmp_path):
     if artifacts:
         os.makedirs(artifacts, exist_ok=True)
         shutil.copy(tmp_path / "txt2img.png", os.path.join(artifacts, "browser-txt2img.png"))
+
+
+def test_vl_tab_in_the_browser(page, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (128, 128), (200, 40, 40)).save(tmp_path / "ref.png")
+    page.get_by_role("tab", name="VL conditioning").click()
+    page.locator("#vl-references input[type=file]").set_input_files(str(tmp_path / "ref.png"))
+    expect(page.locator("#vl-references")).to_contain_text("ref.png")
+    _set_size(page, "vl", 64)
+    page.locator("#vl textarea").first.fill("a cat in the style of the reference")
+    page.locator("#vl-generate").click()
+    expect(page.locator("#vl-effective-alpha")).to_contain_text("effective alpha 0.", timeout=60_000)
+    expect(page.locator("#vl-token-map")).to_contain_text("full")
+    expect(page.locator("#vl img").first).to_have_attribute("src", re.compile(r"-vl-\d+\.png$"))

@@ -1,0 +1,110 @@
+"""Blend functions (BRIEF §5): exact endpoints, whole-sequence statistics, effective alpha."""
+
+import pytest
+import torch
+
+from llm_dit import blend
+from llm_dit.blend import ReferenceStats
+
+g = torch.Generator().manual_seed(0)
+TEXT = torch.randn(12, 16, generator=g) * 60
+VL = torch.randn(12, 16, generator=g) * 12 + 3
+REF = ReferenceStats(torch.zeros(16), torch.full((16,), 60.0))
+
+
+@pytest.mark.parametrize("mode", ["linear", "linear_rms"])
+def test_alpha_endpoints_are_exact(mode):
+    assert torch.equal(blend.mix(TEXT, VL, 0.0, mode), TEXT)
+    assert torch.equal(blend.mix(TEXT, VL, 1.0, mode), VL)
+
+
+@pytest.mark.parametrize("mode", blend.BLEND_MODES)
+def test_alpha_zero_is_text_for_every_mode(mode):
+    assert torch.equal(blend.mix(TEXT, VL, 0.0, mode, neutral=VL * 0.5), TEXT)
+
+
+def test_adain_uses_all_tokens():
+    """The styled text takes the VL's mean/std over the WHOLE sequence (not a prefix)."""
+    vl = torch.cat([torch.zeros(4, 16), torch.randn(40, 16, generator=g) * 5 + 7])  # prefix differs
+    text = torch.randn(44, 16, generator=g)
+    styled = blend.mix(text, vl, 1.0, "adain")
+    assert styled.mean().item() == pytest.approx(vl.mean().item(), abs=1e-4)
+    assert styled.std(correction=0).item() == pytest.approx(vl.std(correction=0).item(), rel=1e-4)
+    per_dim = blend.mix(text, vl, 1.0, "adain_per_dim")
+    torch.testing.assert_close(per_dim.mean(0), vl.mean(0), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(per_dim.std(0, correction=0), vl.std(0, correction=0), atol=1e-3, rtol=1e-3)
+
+
+def test_style_delta_adds_the_mean_difference():
+    neutral = torch.randn(12, 16, generator=g)
+    out = blend.mix(TEXT, VL, 0.5, "style_delta", neutral)
+    torch.testing.assert_close(out, TEXT + 0.5 * (VL.mean(0) - neutral.mean(0)))
+    with pytest.raises(ValueError, match="needs a neutral extraction"):
+        blend.mix(TEXT, VL, 0.5, "style_delta")
+
+
+def test_effective_alpha_definition():
+    t, v = blend.rms_normalize(TEXT), blend.rms_normalize(VL)
+    mixed = blend.mix(TEXT, VL, 0.5, "linear")
+    b = blend.rms_normalize(mixed)
+    expected = float(((b - t) * (v - t)).sum() / ((v - t) ** 2).sum())
+    assert blend.effective_alpha(TEXT, VL, mixed) == pytest.approx(expected, rel=1e-5)
+    assert blend.effective_alpha(TEXT, VL, TEXT) == pytest.approx(0.0, abs=1e-6)
+    assert blend.effective_alpha(TEXT, VL, VL) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_unscaled_vl_is_drowned_by_text_after_rmsnorm():
+    """The reason for scale_to_text and linear_rms: VL ~5x smaller reads far below alpha."""
+    small_vl = torch.randn(12, 16, generator=g) * 12
+    raw = blend.effective_alpha(TEXT, small_vl, blend.mix(TEXT, small_vl, 0.5, "linear"))
+    scaled, _ = blend.align_statistics(small_vl, TEXT, REF)
+    aligned = blend.effective_alpha(TEXT, scaled, blend.mix(TEXT, scaled, 0.5, "linear"))
+    rms = blend.effective_alpha(TEXT, small_vl, blend.mix(TEXT, small_vl, 0.5, "linear_rms"))
+    assert raw < 0.2 < 0.4 < aligned < 0.6 and 0.4 < rms < 0.6
+
+
+def test_scaling_modes():
+    scaled, _ = blend.align_statistics(VL, TEXT, REF, normalization="global")
+    assert scaled.std().item() == pytest.approx(TEXT.std().item(), rel=1e-4)
+    target, _ = blend.align_statistics(VL, TEXT, REF, target_std=5.0)
+    assert target.std().item() == pytest.approx(5.0, rel=1e-4)
+    per_dim, _ = blend.align_statistics(VL, TEXT, REF, normalization="per_dim")
+    torch.testing.assert_close(per_dim.std(0, correction=0), REF.std, rtol=1e-3, atol=1e-3)
+    raw, _ = blend.align_statistics(VL, TEXT, REF, scale_to_text=False)
+    assert torch.equal(raw, VL)
+
+
+@pytest.mark.parametrize("mode", ["zero", "clamp", "scale"])
+def test_outlier_masking_tames_only_the_outlier_dims(mode):
+    vl = torch.randn(50, 16, generator=g)
+    vl[:, 3] *= 400  # one dimension far more spread than the rest
+    out, dims = blend.mask_outliers(vl, ReferenceStats(torch.zeros(16), torch.ones(16)), mode, 10.0)
+    assert dims == [3]
+    keep = [d for d in range(16) if d != 3]
+    assert torch.equal(out[:, keep], vl[:, keep])
+    assert out[:, 3].std() < vl[:, 3].std() / 10
+    if mode == "scale":
+        assert blend.dim_std_ratio(out, ReferenceStats(torch.zeros(16), torch.ones(16)))[3] == pytest.approx(10, rel=0.05)
+
+
+def test_length_alignment_and_weighted_sum():
+    long = torch.randn(300, 16, generator=g)
+    for mode in blend.LENGTH_MODES:
+        assert blend.align_length(long, 12, mode).shape == (12, 16)
+    torch.testing.assert_close(blend.align_length(long, 12, "truncate"), long[:12])
+    a, b = torch.ones(5, 16), torch.zeros(9, 16)
+    torch.testing.assert_close(blend.weighted_sum([(a, 3.0), (b, 1.0)], 7), torch.full((7, 16), 0.75))
+    with pytest.raises(ValueError, match="not all zero"):
+        blend.weighted_sum([(a, 0.0)], 7)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: blend.mix(TEXT, VL, 1.5), r"alpha=1.5 is out of range"),
+    (lambda: blend.mix(TEXT, VL, 0.5, "overlay"), r"blend_mode='overlay' is unknown"),
+    (lambda: blend.align_length(VL, 4, "stretch"), r"length_mode='stretch' is unknown"),
+    (lambda: blend.align_statistics(VL, TEXT, REF, normalization="l2"), r"normalization='l2' is unknown"),
+    (lambda: blend.mask_outliers(VL, REF, "drop"), r"outlier_mode='drop' is unknown"),
+])
+def test_bad_options_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
