@@ -187,11 +187,17 @@ def encode_prompt(manager: ModelManager, request: GenerationRequest) -> PromptEn
     limit = caption_limit(pipe.transformer)
     chat = format_chat(request.prompt, request.system_prompt, request.thinking_content,
                        request.assistant_content, request.force_think_block, request.strip_quotes)
-    encoded = encode_text(lm.model, pipe.tokenizer, chat, limit, request.hidden_layer, request.long_prompt_mode)
-    negative = None
-    if request.guidance_scale > 0:
-        negative = encode_text(lm.model, pipe.tokenizer, format_chat(request.negative_prompt), limit,
-                               request.hidden_layer, request.long_prompt_mode)
+
+    def encode(text: str) -> Encoded:
+        key = (manager.zimage_model_id, text, request.hidden_layer, request.long_prompt_mode, limit)
+        hit = manager.text_cache.get(key)
+        if hit is None:
+            hit = encode_text(lm.model, pipe.tokenizer, text, limit, request.hidden_layer, request.long_prompt_mode)
+            manager.text_cache.put(key, hit)
+        return replace(hit, embeds=hit.embeds.clone())
+
+    encoded = encode(chat)
+    negative = encode(format_chat(request.negative_prompt)) if request.guidance_scale > 0 else None
     return PromptEncoding(chat, encoded, negative, encoded.embeds, time.perf_counter() - t)
 
 

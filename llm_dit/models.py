@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import torch
 
+from .cache import LRUCache
 from .settings import VL_REPO, ZIMAGE_REPO, Settings
 
 
@@ -91,9 +92,8 @@ class ModelManager:
         self._vl_lock = threading.RLock()
         self._vl = None  # (Qwen3VLForConditionalGeneration, processor) while loaded
         self._reference_stats: dict = {}
-        from .vl import LRUCache
-
         self.vl_cache = LRUCache(settings.vl_cache_size)
+        self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
 
     # ---- sources -----------------------------------------------------------------------------
     @property

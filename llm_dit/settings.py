@@ -30,6 +30,7 @@ class Settings:
     dtype: str = "auto"
     vl_auto_unload: bool = True  # release the VL model after each extraction
     vl_cache_size: int = 32  # extractions kept (LRU)
+    text_cache_size: int = 64  # prompt encodings kept (LRU): a repeated prompt is not re-encoded
     vl_min_pixels: int = 64 * 64  # the reference's pixel budget: fixes the image token count
     vl_max_pixels: int = 1024 * 1024
     cache_dir: str = ""  # where the tiny checkpoints are built; "" = ~/.cache/llm_dit
@@ -44,8 +45,9 @@ class Settings:
                 raise ValueError(f"{name}={value!r} is not a device: use one of {', '.join(DEVICES)}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is not supported: use one of {', '.join(DTYPES)}.")
-        if self.vl_cache_size < 0:
-            raise ValueError(f"vl_cache_size={self.vl_cache_size} must be 0 or more.")
+        for name in ("vl_cache_size", "text_cache_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be 0 or more (0 turns the cache off).")
         if not 0 < self.vl_min_pixels <= self.vl_max_pixels:
             raise ValueError(
                 f"vl_min_pixels={self.vl_min_pixels} / vl_max_pixels={self.vl_max_pixels}: "
@@ -73,6 +75,7 @@ _HELP = {
     "dtype": "weights dtype; auto = bfloat16 on cuda, float32 elsewhere",
     "vl_auto_unload": "release the Qwen3-VL model after each extraction (frees its memory)",
     "vl_cache_size": "how many VL extractions to keep in the LRU cache",
+    "text_cache_size": "how many prompt encodings to keep (a repeated prompt is not re-encoded)",
     "vl_min_pixels": "smallest pixel count a reference is resized to for Qwen3-VL",
     "vl_max_pixels": "largest pixel count a reference is resized to (~1 token per 32x32 px)",
     "cache_dir": "folder for the tiny checkpoints (default ~/.cache/llm_dit)",

@@ -180,3 +180,16 @@ def test_request_round_trips_through_a_dict():
 
 def test_run_without_image_is_txt2img(manager):
     assert run(manager, small()).metadata["mode"] == "txt2img"
+
+
+def test_a_repeated_prompt_is_not_re_encoded(settings):
+    from llm_dit.models import ModelManager
+
+    fresh = ModelManager(settings)
+    first = txt2img(fresh, small(seed=1))
+    encodes = fresh.text_cache.misses
+    second = txt2img(fresh, small(seed=2))
+    assert fresh.text_cache.misses == encodes and fresh.text_cache.hits >= 1
+    assert second.metadata["tokens"] == first.metadata["tokens"]
+    txt2img(fresh, small(prompt="something else"))
+    assert fresh.text_cache.misses == encodes + 1
