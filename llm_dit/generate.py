@@ -26,6 +26,7 @@ from .encode import Encoded, caption_limit, encode_text
 from .images import A1111_KEY, JSON_KEY, image_sha256, load_image, read_png_text, save_png
 from .models import ModelManager
 from .prompt import format_chat
+from .templates import get_template
 from .request import GenerationRequest, VLRequest, parse_loras, strength_forwards, validate
 
 
@@ -180,13 +181,26 @@ class PromptEncoding:
     warnings: list = field(default_factory=list)
 
 
+def prompt_parts(request: GenerationRequest) -> dict:
+    """System prompt, thinking, assistant content and think flag: the request's own, with a style
+    template (if named) filling the parts the request leaves empty."""
+    parts = {"system_prompt": request.system_prompt, "thinking_content": request.thinking_content,
+             "assistant_content": request.assistant_content, "force_think_block": request.force_think_block}
+    if request.template:
+        t = get_template(request.template, "style")
+        parts = {"system_prompt": request.system_prompt or t.system_prompt,
+                 "thinking_content": request.thinking_content or t.thinking_content,
+                 "assistant_content": request.assistant_content or t.assistant_content,
+                 "force_think_block": request.force_think_block or t.add_think_block}
+    return parts
+
+
 def encode_prompt(manager: ModelManager, request: GenerationRequest) -> PromptEncoding:
     """The request's chat text through the text encoder (and the negative prompt under CFG)."""
     t = time.perf_counter()
     pipe, lm = manager.pipeline(), manager.language_model()
     limit = caption_limit(pipe.transformer)
-    chat = format_chat(request.prompt, request.system_prompt, request.thinking_content,
-                       request.assistant_content, request.force_think_block, request.strip_quotes)
+    chat = format_chat(request.prompt, strip_quotes=request.strip_quotes, **prompt_parts(request))
 
     def encode(text: str) -> Encoded:
         key = (manager.zimage_model_id, text, request.hidden_layer, request.long_prompt_mode, limit)
@@ -278,6 +292,7 @@ def run(manager: ModelManager, request: GenerationRequest, image=None,
         "model": manager.zimage_model_id,
         "versions": _versions(),
         "chat_text": encoding.chat,
+        "template": request.template or None,
         "sigmas": [round(s, 6) for s in run_sigmas],
         "start_sigma": round(run_sigmas[0], 6),
         "forwards": len(steps_run),

@@ -85,6 +85,7 @@ class ModelManager:
         self._lock = threading.RLock()
         # The DiT's LoRA adapters and attention backend are module state: one generation at a time.
         self.generation_lock = threading.Lock()
+        self.rewrite_lock = threading.Lock()  # local text generation seeds torch's global RNG
         self._pipe = None
         self._lm = None
         self._views = {}

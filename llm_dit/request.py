@@ -7,7 +7,7 @@ from them and `validate` enforces them, so the two cannot drift apart.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .blend import BLEND_MODES, LENGTH_MODES, NORMALIZATIONS, OUTLIER_MODES
 from .sequence import RESAMPLE_MODES
@@ -28,6 +28,7 @@ class GenerationRequest:
     assistant_content: str = _f("", "Assistant content", "text after the think block")
     force_think_block: bool = _f(False, "Force think block", "add an empty <think></think> block")
     strip_quotes: bool = _f(False, "Strip quotes", 'remove " from the prompt (Z-Image draws them)')
+    template: str = _f("", "Style template", "a system prompt from templates/ (your own parts win)")
     hidden_layer: int = _f(-2, "Text encoder hidden layer", "hidden_states index; Z-Image uses -2",
                            minimum=-37, maximum=-1, step=1)
     long_prompt_mode: str = _f("interpolate", "Long prompt mode", "past the caption limit",
@@ -95,9 +96,44 @@ class VLRequest(GenerationRequest):
                                   maximum=1000.0, step=0.5)
 
 
+REWRITE_BACKENDS = ("qwen3", "qwen3_vl", "openai")
+# BRIEF §7: Qwen3 sampling presets; never greedy (it loops).
+SAMPLING_PRESETS = {
+    "thinking": {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0},
+    "instruct": {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0},
+}
+
+
+@dataclass
+class RewriteRequest:
+    """A prompt rewrite: a rewriter template, a backend and its sampling settings."""
+
+    prompt: str = _f("", "Prompt to rewrite")
+    template: str = _f("Concise expander", "Rewriter template")
+    backend: str = _f("qwen3", "Backend", "qwen3: the loaded text encoder; qwen3_vl: the VL model (can see "
+                      "an image); openai: any OpenAI-compatible server", choices=REWRITE_BACKENDS)
+    thinking: bool = _f(False, "Thinking mode", "let Qwen3 think first (its <think> part is removed)")
+    temperature: float = _f(0.7, "Temperature", "0.6 thinking / 0.7 instruct; never greedy",
+                            minimum=0.05, maximum=2.0, step=0.05)
+    top_p: float = _f(0.8, "top_p", "0.95 thinking / 0.8 instruct", minimum=0.05, maximum=1.0, step=0.05)
+    top_k: int = _f(20, "top_k", "0 = off", minimum=0, maximum=200, step=1)
+    min_p: float = _f(0.0, "min_p", minimum=0.0, maximum=1.0, step=0.01)
+    max_new_tokens: int = _f(512, "Max new tokens", minimum=16, maximum=4096, step=16)
+    seed: int = _f(-1, "Seed", "-1 draws a random seed", minimum=-1, maximum=SEED_MAX)
+    base_url: str = _f("http://127.0.0.1:8000/v1", "Server base URL", "OpenAI-compatible: vLLM, Ollama "
+                       "(…:11434/v1), llama.cpp server, DashScope")
+    model: str = _f("", "Server model", "the model name the server expects")
+    api_key_env: str = _f("OPENAI_API_KEY", "API key variable", "environment variable holding the key (if any)")
+    timeout: float = _f(60.0, "Timeout (s)", minimum=1.0, maximum=600.0, step=1.0)
+
+    def with_preset(self, name: str) -> "RewriteRequest":
+        """The same request with the thinking or instruct sampling preset applied."""
+        return replace(self, thinking=name == "thinking", **SAMPLING_PRESETS[name])
+
+
 def field_meta(name: str) -> dict:
     """Default, label, info and range of a request field (for building UI controls)."""
-    f = next(f for f in fields(VLRequest) if f.name == name)
+    f = next(f for cls in (VLRequest, RewriteRequest) for f in fields(cls) if f.name == name)
     return {"default": f.default, **f.metadata}
 
 
@@ -213,6 +249,10 @@ def validate(request: GenerationRequest, img2img: bool = False) -> GenerationReq
                 f"use strength ≥ {need:.3f} or more steps."
             )
     parse_loras(request.loras)
+    if request.template:
+        from .templates import get_template
+
+        get_template(request.template, "style")
     if isinstance(request, VLRequest):
         _validate_vl(request)
     return request
@@ -230,3 +270,29 @@ def _validate_vl(request: VLRequest) -> None:
     if not request.vl_use_prompt and not request.vl_text.strip() and request.token_mode == "text_only":
         raise ValueError("token_mode='text_only' with no VL text leaves nothing to extract: "
                          "give vl_text, or let VL read the prompt.")
+
+
+def validate_rewrite(request: RewriteRequest, has_image: bool) -> RewriteRequest:
+    from .templates import get_template
+
+    if not str(request.prompt).strip() and not (has_image and request.backend != "qwen3"):
+        raise ValueError("prompt is empty: give a short idea to expand (or an image, with qwen3_vl/openai).")
+    if request.backend not in REWRITE_BACKENDS:
+        raise ValueError(f"backend={request.backend!r} is unknown: use one of {', '.join(REWRITE_BACKENDS)}.")
+    get_template(request.template, "rewriter")
+    if has_image and request.backend == "qwen3":
+        raise ValueError("image: the qwen3 backend reads text only: use qwen3_vl, or an OpenAI-compatible "
+                         "server with a vision model, or remove the image.")
+    for name in ("temperature", "top_p", "min_p", "timeout"):
+        _check_float(name, getattr(request, name))
+    for name in ("top_k", "max_new_tokens"):
+        _check_int(name, getattr(request, name))
+    seed = request.seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not -1 <= seed <= SEED_MAX:
+        raise ValueError(f"seed={seed!r} is out of range: use -1 (random) or 0 to 2**64-1.")
+    if request.backend == "openai":
+        if not str(request.base_url).startswith(("http://", "https://")):
+            raise ValueError(f"base_url={request.base_url!r} is not an http(s) URL: e.g. http://127.0.0.1:8000/v1.")
+        if not str(request.model).strip():
+            raise ValueError("model is empty: name the model the server serves (e.g. qwen3:8b for Ollama).")
+    return request

@@ -10,6 +10,7 @@ from llm_dit.generate import attention_backends
 from llm_dit.images import load_image
 from llm_dit.models import ModelLoadError
 from llm_dit.presets import PRESETS_DIR, load_presets
+from llm_dit.templates import names as template_names
 from llm_dit.request import GenerationRequest, check_number, field_meta
 
 LONG_TEXT = {"prompt": 3, "negative_prompt": 2, "system_prompt": 2, "thinking_content": 2,
@@ -22,6 +23,8 @@ def control(name: str):
     common = {"label": meta["label"], "info": meta["info"] or None, "value": meta["default"]}
     if name == "attention_backend":
         return gr.Dropdown(choices=attention_backends(), **common)
+    if name == "template":
+        return gr.Dropdown(choices=[("(none)", "")] + template_names("style"), **common)
     if "choices" in meta:
         return gr.Dropdown(choices=list(meta["choices"]), **common)
     if isinstance(meta["default"], bool):
@@ -62,11 +65,13 @@ def image_input(label: str, field: str = "image"):
     return explain_rejections(image, lambda payload: load_image(getattr(payload, "path", None), field=field))
 
 
-def make_handler(name: str, fields: list[str], action, leading: tuple = (), request_cls=GenerationRequest):
+def make_handler(name: str, fields: list[str], action, leading: tuple = (), request_cls=GenerationRequest,
+                 stream: bool = False):
     """A handler whose API parameters are `leading` (e.g. images) then exactly `fields`.
 
-    It builds one request of `request_cls` and returns `action(request, **leading values)`.
-    Bad input becomes a gr.Error naming the field, the value and the fix.
+    It builds one request of `request_cls` and returns `action(request, **leading values)`
+    (with `stream`, yields what the generator `action` yields). Bad input becomes a gr.Error
+    naming the field, the value and the fix.
     """
     params = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for p in leading]
     params += [inspect.Parameter(f, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=field_meta(f)["default"])
@@ -84,9 +89,19 @@ def make_handler(name: str, fields: list[str], action, leading: tuple = (), requ
         except (ValueError, ModelLoadError) as err:
             raise gr.Error(str(err)) from err
 
-    handler.__name__ = handler.__qualname__ = name
-    handler.__signature__ = signature
-    return handler
+    def stream_handler(*args, **kwargs):
+        values = signature.bind(*args, **kwargs).arguments
+        values.pop("progress", None)
+        extra = {p: values.pop(p, None) for p in leading}
+        try:
+            yield from action(request_cls(**values), **extra)
+        except (ValueError, ModelLoadError) as err:
+            raise gr.Error(str(err)) from err
+
+    chosen = stream_handler if stream else handler
+    chosen.__name__ = chosen.__qualname__ = name
+    chosen.__signature__ = signature
+    return chosen
 
 
 def saved(result, output_dir: str):
@@ -113,6 +128,7 @@ def generation_form(fields: list[str], preset_file: str = "generation.toml", ext
             c[f] = control(f)
     if "strength" in fields:
         c["strength"] = control("strength")
+    c["template"] = control("template")
     with gr.Accordion("Prompt format (Qwen3 chat)", open=False):
         for f in ("system_prompt", "thinking_content", "assistant_content"):
             c[f] = control(f)

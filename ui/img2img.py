@@ -29,7 +29,7 @@ def strength_readout(num_inference_steps, strength, shift) -> str:
     return line
 
 
-def build(manager, output_dir: str) -> None:
+def build(manager, output_dir: str) -> dict:
     with gr.Tab("img2img", id="img2img", elem_id="img2img"):
         with gr.Row():
             with gr.Column():
@@ -51,3 +51,4 @@ def build(manager, output_dir: str) -> None:
         handler = make_handler("img2img", FIELDS, action, leading=("image",))
         button.click(handler, inputs=[image] + [controls[f] for f in FIELDS], outputs=list(outputs),
                      api_name="img2img", concurrency_id="gpu")
+    return controls

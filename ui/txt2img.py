@@ -14,7 +14,7 @@ from .common import generation_form, make_handler, result_panel, saved
 FIELDS = [f.name for f in fields(GenerationRequest) if f.name != "strength"]
 
 
-def build(manager, output_dir: str) -> None:
+def build(manager, output_dir: str) -> dict:
     with gr.Tab("txt2img", id="txt2img", elem_id="txt2img"):
         with gr.Row():
             with gr.Column():
@@ -25,3 +25,4 @@ def build(manager, output_dir: str) -> None:
         handler = make_handler("txt2img", FIELDS, lambda request: saved(run(manager, request), output_dir))
         button.click(handler, inputs=[controls[f] for f in FIELDS], outputs=list(outputs),
                      api_name="txt2img", concurrency_id="gpu")
+    return controls

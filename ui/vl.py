@@ -43,7 +43,7 @@ def _references(files) -> list:
     return [getattr(f, "name", f) for f in files]
 
 
-def build(manager, output_dir: str) -> None:
+def build(manager, output_dir: str) -> dict:
     def extras(c):
         with gr.Accordion("VL extraction (Qwen3-VL)", open=True):
             for f in EXTRACTION:
@@ -105,3 +105,4 @@ def build(manager, output_dir: str) -> None:
         plan = [c["num_inference_steps"], c["strength"], c["shift"]]
         for component in plan:
             component.change(strength_readout, plan, strength_md, api_visibility="private", queue=False)
+    return c

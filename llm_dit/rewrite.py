@@ -1,0 +1,223 @@
+"""Prompt rewriting: a short idea -> a detailed prompt, by a rewriter template and a backend.
+
+Backends: `qwen3` (the Z-Image text encoder's own weights with its tied head; no second copy),
+`qwen3_vl` (the VL model, which can also look at an image; loaded and released like for
+extraction) and `openai` (any OpenAI-compatible chat-completions server over HTTP). Each streams.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+
+from .images import load_image
+from .prompt import format_chat
+from .request import RewriteRequest, validate_rewrite
+from .templates import Template, get_template
+from .vl import ExtractionParams, build_inputs
+
+CONNECT_RETRIES = 3
+BACKOFF_S = 0.5
+THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
+JSON_BLOCK = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+QUOTES = "\"'“”‘’`"
+
+
+@dataclass
+class RewriteResult:
+    text: str  # the cleaned prompt, ready to use
+    raw: str  # the reply as received
+    seed: int
+    metadata: dict = field(default_factory=dict)
+
+
+def clean_reply(raw: str, template: Template) -> str:
+    """Strip any <think>…</think>, take the JSON block's `revised_prompt` when the template asks
+    for JSON, trim quotes. Raises ValueError when nothing usable is left."""
+    text = THINK.sub("", raw).strip()
+    if template.output == "json":
+        match = JSON_BLOCK.search(text)
+        candidate = match.group(1) if match else text
+        try:
+            data = json.loads(candidate)
+        except json.JSONDecodeError:
+            raise ValueError("the reply has no valid ```json block: try again, or raise max_new_tokens "
+                             "if it was cut off.") from None
+        if not isinstance(data, dict) or not str(data.get("revised_prompt") or "").strip():
+            raise ValueError("the reply's JSON has no `revised_prompt`: try again or use another template.")
+        text = str(data["revised_prompt"])
+    text = text.strip().strip(QUOTES).strip()
+    if not text:
+        raise ValueError("the reply has no usable text (empty, or only thinking): raise max_new_tokens, "
+                         "or turn thinking mode off.")
+    return text
+
+
+def _generation_kwargs(request: RewriteRequest) -> dict:
+    return {"do_sample": True, "temperature": request.temperature, "top_p": request.top_p,
+            "top_k": request.top_k or None, "min_p": request.min_p or None,
+            "max_new_tokens": request.max_new_tokens}
+
+
+def _stream_generate(model, tokenizer, inputs: dict, request: RewriteRequest, seed: int,
+                     stop_ids: list[int]) -> Iterator[str]:
+    """model.generate in a thread, its text streamed back as it grows."""
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    errors = []
+
+    def work():
+        try:
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                model.generate(**inputs, streamer=streamer, eos_token_id=stop_ids,
+                               pad_token_id=stop_ids[0], **_generation_kwargs(request))
+        except Exception as err:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(err)
+            streamer.end()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    ids = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    return [i for i in ids if i is not None and i >= 0]
+
+
+def _qwen3(manager, request: RewriteRequest, template: Template, seed: int) -> Iterator[str]:
+    lm, tokenizer = manager.language_model(), manager.pipeline().tokenizer
+    chat = format_chat(request.prompt, system_prompt=template.system_prompt,
+                       force_think_block=not request.thinking)  # instruct mode: empty think block
+    inputs = dict(tokenizer(chat, return_tensors="pt", add_special_tokens=False))
+    with manager.rewrite_lock:
+        yield from _stream_generate(lm, tokenizer, inputs, request, seed, _stop_ids(tokenizer))
+
+
+def _qwen3_vl(manager, request: RewriteRequest, template: Template, image, seed: int) -> Iterator[str]:
+    settings = manager.settings
+    params = ExtractionParams(text=request.prompt, system_prompt=template.system_prompt)
+    with manager.vl_model() as (model, processor):
+        inputs = build_inputs(processor, image, params, settings.vl_min_pixels, settings.vl_max_pixels)
+        yield from _stream_generate(model, processor.tokenizer, inputs, request, seed,
+                                    _stop_ids(processor.tokenizer))
+
+
+def _data_url(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _openai(request: RewriteRequest, template: Template, image, seed: int) -> Iterator[str]:
+    """POST /chat/completions (streaming SSE), retrying connection failures with backoff."""
+    import httpx
+
+    content = [{"type": "text", "text": request.prompt or "Describe this image."}]
+    if image is not None:
+        content.append({"type": "image_url", "image_url": {"url": _data_url(image)}})
+    body = {"model": request.model, "stream": True, "seed": seed, "max_tokens": request.max_new_tokens,
+            "temperature": request.temperature, "top_p": request.top_p,
+            "top_k": request.top_k, "min_p": request.min_p,  # vLLM / llama.cpp / Ollama extensions
+            "messages": [{"role": "system", "content": template.system_prompt},
+                         {"role": "user", "content": content if image is not None else content[0]["text"]}]}
+    headers = {}
+    key = os.environ.get(request.api_key_env or "", "")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    url = request.base_url.rstrip("/") + "/chat/completions"
+    for attempt in range(CONNECT_RETRIES + 1):
+        try:
+            with httpx.Client(timeout=request.timeout) as client, \
+                    client.stream("POST", url, json=body, headers=headers) as reply:
+                if reply.status_code >= 400:
+                    detail = reply.read().decode(errors="replace")[:300]
+                    raise ValueError(f"the server at {url} answered HTTP {reply.status_code}: {detail}")
+                yield from _read_stream(reply, url)
+            return
+        except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+            if attempt == CONNECT_RETRIES:
+                raise ValueError(f"base_url: cannot connect to {url} after {CONNECT_RETRIES + 1} tries ({err}): "
+                                 f"is the server running, and is the URL right?") from None
+            time.sleep(BACKOFF_S * 2**attempt)
+        except httpx.TimeoutException:
+            raise ValueError(f"timeout: the server at {url} did not answer within {request.timeout:g} s: "
+                             f"raise the timeout or check the server.") from None
+
+
+def _read_stream(reply, url: str) -> Iterator[str]:
+    """Text from an SSE stream of chat.completion.chunk events (or one plain JSON reply)."""
+    text, saw_event = "", False
+    if "text/event-stream" not in reply.headers.get("content-type", ""):
+        try:
+            data = json.loads(reply.read())
+            yield data["choices"][0]["message"]["content"] or ""
+            return
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+            raise ValueError(f"the server at {url} sent a reply that is not a chat completion.") from None
+    for line in reply.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            break
+        try:
+            delta = json.loads(payload)["choices"][0].get("delta") or {}
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+            raise ValueError(f"the server at {url} sent a malformed stream event: {payload[:120]!r}") from None
+        saw_event = True
+        text += delta.get("content") or ""
+        yield text
+    if not saw_event:
+        raise ValueError(f"the server at {url} closed the stream without sending any text.")
+
+
+def rewrite_stream(manager, request: RewriteRequest, image=None) -> Iterator[RewriteResult]:
+    """Partial results while the backend streams; the last one is cleaned (and final)."""
+    validate_rewrite(request, has_image=image is not None)
+    template = get_template(request.template, "rewriter")
+    image = load_image(image, field="image") if image is not None else None
+    seed = random.randrange(2**32) if int(request.seed) == -1 else int(request.seed)
+    started = time.perf_counter()
+    if request.backend == "qwen3":
+        chunks = _qwen3(manager, request, template, seed)
+    elif request.backend == "qwen3_vl":
+        chunks = _qwen3_vl(manager, request, template, image, seed)
+    else:
+        chunks = _openai(request, template, image, seed)
+    raw = ""
+    for raw in chunks:
+        yield RewriteResult(text="", raw=raw, seed=seed)
+    metadata = {"backend": request.backend, "template": template.name, "seed": seed,
+                "model": request.model if request.backend == "openai" else
+                manager.vl_model_id if request.backend == "qwen3_vl" else manager.zimage_model_id,
+                "seconds": round(time.perf_counter() - started, 3), "request": asdict(request)}
+    yield RewriteResult(clean_reply(raw, template), raw, seed, metadata)
+
+
+def rewrite(manager, request: RewriteRequest, image=None) -> RewriteResult:
+    """Rewrite without streaming: the final, cleaned result."""
+    result = None
+    for result in rewrite_stream(manager, request, image):
+        pass
+    return result

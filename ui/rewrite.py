@@ -1,0 +1,68 @@
+"""Prompt rewriting tab: a short idea -> a detailed prompt, then "use this prompt" in any tab."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import gradio as gr
+
+from llm_dit.request import SAMPLING_PRESETS, RewriteRequest
+from llm_dit.rewrite import rewrite_stream
+from llm_dit.templates import get_template, names, shipped
+
+from .common import control, image_input, make_handler
+
+FIELDS = [f.name for f in fields(RewriteRequest)]
+SAMPLING = ["temperature", "top_p", "top_k", "min_p"]
+
+
+def list_templates() -> list[dict]:
+    """Every shipped template (style and rewriter) with its category and description."""
+    templates, _ = shipped()
+    return [{"name": t.name, "category": t.category, "description": t.description} for t in templates.values()]
+
+
+def build(manager) -> dict:
+    """The tab; returns the result box and the 'use this prompt' buttons for cross-tab wiring."""
+    with gr.Tab("Prompt rewriting", id="rewrite", elem_id="rewrite"):
+        _, errors = shipped()
+        if errors:
+            gr.Markdown("**Some templates could not be loaded:**\n\n" + "\n".join(f"- `{e}`" for e in errors))
+        with gr.Row():
+            with gr.Column():
+                c = {"prompt": control("prompt")}
+                image = image_input("Image (for qwen3_vl or a vision server)")
+                c["template"] = gr.Dropdown(choices=names("rewriter"), value=RewriteRequest.template,
+                                            label="Rewriter template")
+                template_info = gr.Markdown(get_template(RewriteRequest.template, "rewriter").description)
+                c["backend"] = control("backend")
+                with gr.Accordion("Sampling", open=False):
+                    for f in ["thinking"] + SAMPLING + ["max_new_tokens", "seed"]:
+                        c[f] = control(f)
+                with gr.Accordion("OpenAI-compatible server", open=False):
+                    for f in ("base_url", "model", "api_key_env", "timeout"):
+                        c[f] = control(f)
+                button = gr.Button("Rewrite", variant="primary", elem_id="rewrite-go")
+            with gr.Column():
+                result = gr.Textbox(label="Rewritten prompt (editable)", lines=8, elem_id="rewrite-result",
+                                    interactive=True)
+                with gr.Row():
+                    uses = {tab: gr.Button(f"Use in {label}", elem_id=f"use-in-{tab}")
+                            for tab, label in (("txt2img", "txt2img"), ("img2img", "img2img"), ("vl", "VL conditioning"))}
+                with gr.Accordion("Raw reply", open=False):
+                    raw = gr.Textbox(label="Raw reply (thinking included)", lines=6)
+                metadata = gr.JSON(label="Metadata")
+
+        def action(request, image):
+            for partial in rewrite_stream(manager, request, image):
+                yield partial.text or "", partial.raw, partial.metadata or None
+
+        button.click(make_handler("rewrite", FIELDS, action, ("image",), RewriteRequest, stream=True),
+                     inputs=[image] + [c[f] for f in FIELDS], outputs=[result, raw, metadata],
+                     api_name="rewrite", concurrency_id="gpu")
+        c["template"].change(lambda name: get_template(name, "rewriter").description, c["template"],
+                             template_info, api_visibility="private", queue=False)
+        c["thinking"].change(lambda on: list(SAMPLING_PRESETS["thinking" if on else "instruct"].values()),
+                             c["thinking"], [c[f] for f in SAMPLING], api_visibility="private", queue=False)
+        gr.api(list_templates, api_name="templates")
+    return {"result": result, "uses": uses}
