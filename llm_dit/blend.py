@@ -53,33 +53,30 @@ def dim_std_ratio(x: torch.Tensor, ref: ReferenceStats) -> torch.Tensor:
     return raw / (raw.median() + EPS)
 
 
-def mask_outliers(x: torch.Tensor, ref: ReferenceStats, mode: str = "none", threshold: float = 10.0):
-    """Tame dimensions whose relative std ratio exceeds `threshold`; returns (x, outlier dims).
-
-    `zero` sets them to 0, `clamp` clips their values to the spread a dimension at the threshold
-    would have, `scale` divides them so their ratio becomes exactly the threshold.
-    """
-    _choice("outlier_mode", mode, OUTLIER_MODES)
-    if threshold <= 0:
-        raise ValueError(f"outlier_threshold={threshold} must be positive: the default is 10.")
-    ratio = dim_std_ratio(x, ref)
-    dims = torch.nonzero(ratio > threshold).flatten()
-    if mode == "none" or dims.numel() == 0:
-        return x, dims.tolist()
-    out = x.clone()
-    if mode == "zero":
-        out[:, dims] = 0
-    elif mode == "scale":
-        out[:, dims] = x[:, dims] * (threshold / ratio[dims]).to(x.dtype)
-    else:  # clamp
-        center = x[:, dims].mean(dim=0, keepdim=True)
-        spread = (x[:, dims].std(dim=0, correction=0, keepdim=True) * threshold / ratio[dims]).to(x.dtype)
-        out[:, dims] = torch.maximum(torch.minimum(x[:, dims], center + spread), center - spread)
-    return out, dims.tolist()
+MAX_DIM_FACTOR = 100.0  # per_dim normalisation never stretches a dimension more than this
 
 
-def align_statistics(
-    vl: torch.Tensor,
+@dataclass
+class StatsTransform:
+    """Statistics alignment as a fixed transform, fitted once and applied to any sequence (the
+    aligned VL sequence, and the neutral one for style_delta, so both get the same scaling)."""
+
+    low: torch.Tensor  # [dim] clamp bounds (±inf where nothing is clamped)
+    high: torch.Tensor
+    mask: torch.Tensor  # [dim] outlier masking factors (0 = zeroed, <1 = scaled down)
+    center: torch.Tensor  # [dim] per-dim normalisation scales around this mean
+    dim_factor: torch.Tensor  # [dim] per-dim normalisation factors
+    global_factor: float
+    outlier_dims: list
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.maximum(torch.minimum(x.float(), self.high), self.low) * self.mask
+        return ((x - self.center) * self.dim_factor + self.center) * self.global_factor
+
+
+def fit_statistics(
+    source: torch.Tensor,
+    aligned: torch.Tensor,
     text: torch.Tensor,
     ref: ReferenceStats,
     scale_to_text: bool = True,
@@ -87,24 +84,65 @@ def align_statistics(
     normalization: str = "global",
     outlier_mode: str = "none",
     threshold: float = 10.0,
-):
-    """Outlier masking, then (with `scale_to_text`) rescaling; returns (vl, outlier dims).
+) -> StatsTransform:
+    """Fit the statistics alignment (BRIEF §5).
 
-    Target = `target_std` if > 0, else the text embeddings' global std.
-    `global`: one factor so the global std equals the target. `per_dim`: each dimension's std set
-    to the text encoder's reference std for that dimension. `hybrid`: per_dim, then global.
+    Per-dimension statistics (outlier ratios, per-dim spread) come from `source`, the VL sequence
+    at full resolution (hundreds of tokens, not the few left after length alignment). The global
+    factor is fitted on `aligned`, the sequence actually mixed, so its std meets the target.
+
+    - outliers (relative std ratio > `threshold`): `zero` them, `clamp` their values to the spread
+      a dimension at the threshold would have, or `scale` them down to the threshold;
+    - with `scale_to_text`: `per_dim` sets each dimension's spread (around its mean) to the text
+      encoder's reference std (at most x100), `global` one factor to the target std
+      (`target_std` if > 0, else the text's std), `hybrid` both.
     """
+    _choice("outlier_mode", outlier_mode, OUTLIER_MODES)
     _choice("normalization", normalization, NORMALIZATIONS)
-    vl, outliers = mask_outliers(vl, ref, outlier_mode, threshold)
-    if not scale_to_text:
-        return vl, outliers
-    target = float(target_std) if target_std and target_std > 0 else float(text.float().std())
-    if normalization in ("per_dim", "hybrid"):
-        dim_std = vl.float().std(dim=0, correction=0)
-        vl = vl * (ref.std.float() / (dim_std + EPS)).to(vl.dtype)
-    if normalization in ("global", "hybrid"):
-        vl = vl * (target / (float(vl.float().std()) + EPS))
-    return vl, outliers
+    if threshold <= 0:
+        raise ValueError(f"outlier_threshold={threshold} must be positive: the default is 10.")
+    source = source.float()
+    dim = source.shape[1]
+    inf = torch.full((dim,), float("inf"))
+    t = StatsTransform(-inf, inf.clone(), torch.ones(dim), torch.zeros(dim), torch.ones(dim), 1.0, [])
+    ratio = dim_std_ratio(source, ref)
+    dims = torch.nonzero(ratio > threshold).flatten()
+    t.outlier_dims = dims.tolist()
+    if outlier_mode == "zero":
+        t.mask[dims] = 0.0
+    elif outlier_mode == "scale":
+        t.mask[dims] = threshold / ratio[dims]
+    elif outlier_mode == "clamp":
+        center = source[:, dims].mean(dim=0)
+        spread = source[:, dims].std(dim=0, correction=0) * threshold / ratio[dims]
+        t.low[dims], t.high[dims] = center - spread, center + spread
+    if scale_to_text and normalization in ("per_dim", "hybrid"):
+        masked = t.apply(source)
+        spread = masked.std(dim=0, correction=0)
+        spread = torch.clamp(spread, min=float(spread.median()) * 1e-3 + EPS)
+        t.dim_factor = torch.clamp(ref.std.float() / spread, max=MAX_DIM_FACTOR)
+        t.center = masked.mean(dim=0)  # each dim is stretched around its own mean
+    if scale_to_text and normalization in ("global", "hybrid"):
+        target = float(target_std) if target_std and target_std > 0 else float(text.float().std())
+        t.global_factor = target / (float(t.apply(aligned).std()) + EPS)
+    return t
+
+
+def mask_outliers(x: torch.Tensor, ref: ReferenceStats, mode: str = "none", threshold: float = 10.0):
+    """Outlier masking alone; returns (x, outlier dims)."""
+    t = fit_statistics(x, x, x, ref, scale_to_text=False, outlier_mode=mode, threshold=threshold)
+    return (x if mode == "none" else t.apply(x).to(x.dtype)), t.outlier_dims
+
+
+def align_statistics(vl: torch.Tensor, text: torch.Tensor, ref: ReferenceStats, scale_to_text: bool = True,
+                     target_std: float = 0.0, normalization: str = "global", outlier_mode: str = "none",
+                     threshold: float = 10.0, source: torch.Tensor | None = None):
+    """Fit on `source` (default: `vl` itself) and apply to `vl`; returns (vl, outlier dims)."""
+    t = fit_statistics(vl if source is None else source, vl, text, ref, scale_to_text, target_std,
+                       normalization, outlier_mode, threshold)
+    if not scale_to_text and outlier_mode == "none":
+        return vl, t.outlier_dims
+    return t.apply(vl).to(vl.dtype), t.outlier_dims
 
 
 def rms_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -174,9 +212,10 @@ def weighted_sum(parts: list[tuple[torch.Tensor, float]], length: int, mode: str
     Serves multi-reference conditioning, the intra-VL blend (image part vs text part of one
     extraction) and dual extraction (image-only style vs text-only content).
     """
-    total = sum(w for _, w in parts)
-    if not parts or total <= 0:
-        raise ValueError("weights must be non-negative and not all zero.")
+    weights = [w for _, w in parts]
+    if not parts or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"weights {weights} must be non-negative and not all zero.")
+    total = sum(weights)
     return sum(align_length(seq, length, mode) * (w / total) for seq, w in parts)
 
 

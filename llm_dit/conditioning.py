@@ -80,17 +80,19 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
         warnings.append("token_mode='text_only' drops the image tokens: the reference image barely matters.")
 
     # Every extraction first: with auto-unload the VL model is gone before the text encoder runs.
+    # One VL session: the model loads at most once for all of them (and not at all on cache hits).
     t = time.perf_counter()
     per_reference, extractions = [], []
-    for image in images:
-        parts, exs = _vl_parts(manager, request, image, cache_only)
-        per_reference.append(parts)
-        extractions += exs
     neutral_parts = None
-    if request.blend_mode == "style_delta":
-        neutral_parts, exs = _vl_parts(manager, request, Image.new("RGB", images[0].size, NEUTRAL_GREY),
-                                       cache_only)
-        extractions += exs
+    with manager.vl_session():
+        for image in images:
+            parts, exs = _vl_parts(manager, request, image, cache_only)
+            per_reference.append(parts)
+            extractions += exs
+        if request.blend_mode == "style_delta":
+            grey = Image.new("RGB", images[0].size, NEUTRAL_GREY)
+            neutral_parts, exs = _vl_parts(manager, request, grey, cache_only)
+            extractions += exs
     vl_seconds = time.perf_counter() - t
 
     encoding = encode_prompt(manager, request)
@@ -104,14 +106,15 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
     sequences = [blend.weighted_sum(parts, length, request.length_mode) for parts in per_reference]
     vl_seq = blend.weighted_sum(list(zip(sequences, weights)), length, request.length_mode)
     ref = manager.reference_stats(request.hidden_layer)
-    scale = dict(scale_to_text=request.scale_to_text, target_std=request.target_std,
-                 normalization=request.normalization, outlier_mode=request.outlier_mode,
-                 threshold=request.outlier_threshold)
-    aligned, outliers = blend.align_statistics(vl_seq, text, ref, **scale)
+    # Per-dim statistics from every VL token at full resolution; the same transform for the neutral.
+    source = torch.cat([seq for parts in per_reference for seq, w in parts if w > 0])
+    transform = blend.fit_statistics(
+        source, vl_seq, text, ref, scale_to_text=request.scale_to_text, target_std=request.target_std,
+        normalization=request.normalization, outlier_mode=request.outlier_mode, threshold=request.outlier_threshold)
+    aligned, outliers = transform.apply(vl_seq), transform.outlier_dims
     neutral = None
     if neutral_parts is not None:
-        neutral, _ = blend.align_statistics(blend.weighted_sum(neutral_parts, length, request.length_mode),
-                                            text, ref, **scale)
+        neutral = transform.apply(blend.weighted_sum(neutral_parts, length, request.length_mode))
     mixed = blend.mix(text, aligned, request.alpha, request.blend_mode, neutral)
     threshold = request.outlier_threshold
     report = {

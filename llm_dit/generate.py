@@ -76,7 +76,7 @@ class GenerationResult:
             f"Schedule shift: {r['shift']}, CFG scale: {r['guidance_scale']}, Seed: {self.seed}, "
             f"Size: {r['width']}x{r['height']}, Model: {self.metadata['model']}"
         )
-        if self.metadata["mode"] == "img2img":
+        if "init_image" in self.metadata:  # img2img, or VL from a reference
             line += f", Denoising strength: {r['strength']}"
         for lora in self.metadata["loras"]:
             line += f", Lora: {Path(lora['path']).stem}:{lora['scale']}"
@@ -118,21 +118,26 @@ def _apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
     pipe.set_adapters([_adapter_name(p) for p, _ in loras], [s for _, s in loras])
 
 
+def attention_backend_of(transformer) -> str:
+    """The backend diffusers' attention processors are set to (unset means `native`)."""
+    for module in transformer.modules():
+        backend = getattr(getattr(module, "processor", None), "_attention_backend", None)
+        if backend is not None:
+            return getattr(backend, "value", str(backend))
+    return "native"
+
+
 def _apply_attention(pipe, backend: str) -> None:
     names = attention_backends()
     if backend not in names:
         raise ValueError(f"attention_backend={backend!r} is unknown: use one of {', '.join(names)}.")
-    if getattr(pipe.transformer, "_llm_dit_backend", "native") == backend:
+    if attention_backend_of(pipe.transformer) == backend:
         return
     try:
         pipe.transformer.set_attention_backend(backend)
-    except Exception as err:  # noqa: BLE001 - missing kernels, wrong device...
+    except Exception as err:  # noqa: BLE001 - missing kernels, wrong device, no hub access...
         pipe.transformer.set_attention_backend("native")
-        pipe.transformer._llm_dit_backend = "native"
-        raise ValueError(
-            f"attention_backend={backend!r} is not available here ({err}): use 'native'."
-        ) from err
-    pipe.transformer._llm_dit_backend = backend
+        raise ValueError(f"attention_backend={backend!r} is not available here ({err}): use 'native'.") from err
 
 
 def _check_size(request: GenerationRequest, transformer) -> None:
@@ -207,6 +212,7 @@ def encode_prompt(manager: ModelManager, request: GenerationRequest) -> PromptEn
         hit = manager.text_cache.get(key)
         if hit is None:
             hit = encode_text(lm.model, pipe.tokenizer, text, limit, request.hidden_layer, request.long_prompt_mode)
+            hit = replace(hit, embeds=hit.embeds.cpu())  # the cache never holds GPU memory
             manager.text_cache.put(key, hit)
         return replace(hit, embeds=hit.embeds.clone())
 
@@ -287,7 +293,7 @@ def run(manager: ModelManager, request: GenerationRequest, image=None,
     run_sigmas = scheduler.sigmas[: len(steps_run)].tolist()
     metadata = {
         "mode": encoding.mode or ("img2img" if img2img else "txt2img"),
-        "request": {k: v for k, v in request.to_dict().items() if img2img or k != "strength"},
+        "request": request.to_dict(),
         "seed": seed,
         "model": manager.zimage_model_id,
         "versions": _versions(),

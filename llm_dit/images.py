@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
@@ -44,12 +45,9 @@ def load_image(source, field: str = "image") -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    image = ImageOps.exif_transpose(image)
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
-        image = image.copy()
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = image.point(lambda v: v / 256).convert("L")
+    image = ImageOps.exif_transpose(image)  # a copy of the (first) frame, upright
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _deep_to_l(image)
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -57,6 +55,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _deep_to_l(image: Image.Image) -> Image.Image:
+    """16/32-bit integer or float greyscale -> 8-bit, keeping the range instead of clipping it."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        peak = 1.0 if values.max() <= 1.0 else values.max()
+    else:
+        peak = 65535.0 if values.max() <= 65535 else values.max()
+    return Image.fromarray(np.clip(values / max(peak, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def image_sha256(image: Image.Image) -> str:

@@ -92,6 +92,8 @@ class ModelManager:
         self.load_counts: Counter = Counter()
         self._vl_lock = threading.RLock()
         self._vl = None  # (Qwen3VLForConditionalGeneration, processor) while loaded
+        self._vl_depth = 0  # nesting of vl_session()
+        self._vl_config = None
         self._reference_stats: dict = {}
         self.vl_cache = LRUCache(settings.vl_cache_size)
         self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
@@ -175,17 +177,40 @@ class ModelManager:
         self.load_counts["zimage"] += 1
 
     @contextmanager
-    def vl_model(self):
-        """(Qwen3-VL model, processor), loaded if needed; with `vl_auto_unload` it is released
-        when the block ends. One user at a time, so an unload never hits a running extraction."""
+    def vl_session(self):
+        """A span of VL work (e.g. every extraction of one request). The model loads on first
+        use inside it (`vl_model`); with `vl_auto_unload` it is released when the outermost
+        session ends, after the callers' references are gone. One user at a time, so an unload
+        never hits a running extraction."""
         with self._vl_lock:
+            self._vl_depth += 1
+            try:
+                yield
+            finally:
+                self._vl_depth -= 1
+                if self._vl_depth == 0 and self.settings.vl_auto_unload:
+                    self.unload_vl()
+
+    @contextmanager
+    def vl_model(self):
+        """(Qwen3-VL model, processor), loaded if needed, inside a `vl_session`."""
+        with self.vl_session():
             if self._vl is None:
                 self._load_vl()
+            yield self._vl
+
+    def vl_config(self):
+        """The VL model's config, read from its folder without loading weights (for early checks)."""
+        if self._vl is not None:
+            return self._vl[0].config
+        if self._vl_config is None:
+            from transformers import AutoConfig
+
             try:
-                yield self._vl
-            finally:
-                if self.settings.vl_auto_unload:
-                    self.unload_vl()
+                self._vl_config = AutoConfig.from_pretrained(os.path.expanduser(self.vl_source))
+            except Exception as err:  # noqa: BLE001
+                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path") from err
+        return self._vl_config
 
     @property
     def vl_loaded(self) -> bool:
@@ -197,9 +222,9 @@ class ModelManager:
             if self._vl is None:
                 return
             self._vl = None
-            gc.collect()
+            gc.collect()  # the model is referenced nowhere else now: its memory goes back
             if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+                torch.cuda.empty_cache()  # and the CUDA allocator returns its blocks
 
     def _load_vl(self) -> None:
         from transformers import Qwen3VLForConditionalGeneration

@@ -267,9 +267,13 @@ def _validate_vl(request: VLRequest) -> None:
     _check_int("vl_text_hidden_layer", request.vl_text_hidden_layer)
     for name in ("image_text_ratio", "alpha", "target_std", "outlier_threshold"):
         _check_float(name, getattr(request, name))
-    if not request.vl_use_prompt and not request.vl_text.strip() and request.token_mode == "text_only":
+    no_text = not request.vl_use_prompt and not request.vl_text.strip()
+    if no_text and request.token_mode == "text_only" and request.vl_composition == "extraction":
         raise ValueError("token_mode='text_only' with no VL text leaves nothing to extract: "
-                         "give vl_text, or let VL read the prompt.")
+                         "give vl_text, or let VL read the prompt (vl_use_prompt).")
+    if no_text and request.vl_composition == "dual":
+        raise ValueError("vl_composition='dual' needs text for its content extraction, but VL gets none: "
+                         "give vl_text, or let VL read the prompt (vl_use_prompt).")
 
 
 def validate_rewrite(request: RewriteRequest, has_image: bool) -> RewriteRequest:

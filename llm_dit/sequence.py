@@ -13,7 +13,8 @@ def resample(x: torch.Tensor, length: int, mode: str = "interpolate") -> torch.T
     """Return `x` ([n, dim]) with exactly `length` tokens.
 
     - `truncate`: the first `length` tokens (needs n >= length).
-    - `interpolate`: linear resampling along the sequence (keeps the whole sequence's content).
+    - `interpolate`: linear resampling along the sequence; when shrinking, the linear (triangle)
+      filter widens so every token contributes (antialiased), instead of sampling a few.
     - `pool`: adaptive average pooling over contiguous bins.
     - `attention_pool`: the same bins, each averaged with weights softmax(cos(token, mean)),
       so tokens close to the sequence's overall meaning weigh more than outliers.
@@ -31,7 +32,8 @@ def resample(x: torch.Tensor, length: int, mode: str = "interpolate") -> torch.T
         return x[:length]
     work = x.float().T.unsqueeze(0)  # [1, dim, n]
     if mode == "interpolate":
-        out = F.interpolate(work, size=length, mode="linear", align_corners=True)[0].T
+        out = F.interpolate(work.unsqueeze(2), size=(1, length), mode="bilinear", antialias=True,
+                            align_corners=False)[0, :, 0].T
     elif mode == "pool":
         out = F.adaptive_avg_pool1d(work, length)[0].T
     else:

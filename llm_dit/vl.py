@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from PIL import Image
@@ -70,7 +69,6 @@ class Extraction:
     model_id: str
     key: str
     cached: bool = False  # True when this came from the cache (no model ran)
-    stats: dict = field(default_factory=dict)
 
     def part(self, image: bool) -> torch.Tensor:
         """The image-token (or text-token) part of the selected sequence."""
@@ -149,7 +147,8 @@ def run_extraction(model, processor, image, params: ExtractionParams, min_pixels
     """One forward pass; returns (embeds, is_image, counts) for the selected tokens."""
     inputs = build_inputs(processor, image, params, min_pixels, max_pixels)
     device = next(model.parameters()).device
-    out = model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True)
+    # logits_to_keep=1: the LM head would otherwise compute ~150k logits per token for nothing
+    out = model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True, logits_to_keep=1)
     masks = token_masks(inputs["input_ids"], model.config)
     states = out.hidden_states[params.hidden_layer][0]
     if params.text_hidden_layer and params.text_hidden_layer != params.hidden_layer:
@@ -190,10 +189,11 @@ def extract(manager, image, params: ExtractionParams, cache_only: bool = False) 
         return replace(hit, embeds=hit.embeds.clone(), cached=True)
     if cache_only:
         raise LookupError("this extraction is not cached yet")
+    check_params(params, manager.vl_config().text_config.num_hidden_layers)  # before loading 8 GB
     with manager.vl_model() as (model, processor):
-        check_params(params, model.config.text_config.num_hidden_layers)
         embeds, is_image, counts = run_extraction(model, processor, image, params, settings.vl_min_pixels,
                                                   settings.vl_max_pixels)
+        del model, processor  # let an unload at the session's end free the memory
     extraction = Extraction(embeds, is_image, counts, params, image_hash, manager.vl_model_id, key)
     manager.vl_cache.put(key, extraction)
     return replace(extraction, embeds=embeds.clone())

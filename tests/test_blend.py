@@ -108,3 +108,25 @@ def test_length_alignment_and_weighted_sum():
 def test_bad_options_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_per_dim_keeps_means_and_stays_bounded_on_flat_input():
+    """A flat (e.g. plain grey) reference must not explode: spread is floored, factor capped."""
+    flat = torch.full((40, 16), 2.0) + torch.randn(40, 16, generator=g) * 1e-6
+    out, _ = blend.align_statistics(flat, TEXT, REF, normalization="per_dim")
+    assert out.abs().max() < 2.0 * 1.01 + 1e-6 * blend.MAX_DIM_FACTOR * 10
+    vl = torch.randn(40, 16, generator=g) * 3 + 5
+    per_dim, _ = blend.align_statistics(vl, TEXT, REF, normalization="per_dim")
+    torch.testing.assert_close(per_dim.mean(0), vl.mean(0), atol=1e-3, rtol=1e-3)
+
+
+def test_statistics_fitted_on_the_full_sequence_apply_to_the_short_one():
+    full = torch.randn(500, 16, generator=g) * 12
+    full[:, 5] *= 300
+    short = blend.align_length(full, 8)
+    _, dims_short = blend.align_statistics(short, TEXT, REF, outlier_mode="zero")
+    out, dims = blend.align_statistics(short, TEXT, REF, outlier_mode="zero", source=full)
+    assert dims == [5] and torch.all(out[:, 5] == 0)
+    assert out.std().item() == pytest.approx(TEXT.std().item(), rel=1e-3)  # the mixed sequence meets the target
+    with pytest.raises(ValueError, match=r"weights \[1.0, -0.5\] must be non-negative"):
+        blend.weighted_sum([(full, 1.0), (full, -0.5)], 8)

@@ -119,11 +119,24 @@ def test_lora_changes_the_output_and_scale_zero_does_not(manager, lora_file):
 
 
 def test_attention_backend_is_applied_and_reset(manager):
+    from llm_dit.generate import attention_backend_of
+
+    dit = manager.pipeline().transformer
     base = pixels(txt2img(manager, small()))
     assert np.array_equal(base, pixels(txt2img(manager, small(attention_backend="_native_math"))))
-    assert manager.pipeline().transformer._llm_dit_backend == "_native_math"
+    processors = [m.processor for m in dit.modules() if hasattr(getattr(m, "processor", None), "_attention_backend")]
+    assert processors and {p._attention_backend.value for p in processors} == {"_native_math"}
     txt2img(manager, small())
-    assert manager.pipeline().transformer._llm_dit_backend == "native"
+    assert attention_backend_of(dit) == "native"
+
+
+def test_unavailable_attention_backend_falls_back(manager):
+    from llm_dit.generate import attention_backend_of
+
+    with pytest.raises(ValueError, match=r"attention_backend='flash' is not available here .*use 'native'"):
+        txt2img(manager, small(attention_backend="flash"))  # no flash-attn on this machine
+    assert attention_backend_of(manager.pipeline().transformer) == "native"
+    assert txt2img(manager, small()).image.size == (64, 64)
 
 
 def _corrupt(tmp_path):

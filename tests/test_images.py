@@ -25,6 +25,13 @@ def test_16_bit_grey_keeps_its_range():
     assert load_image(_save(grey, "PNG")).getpixel((0, 0)) == (128, 128, 128)
 
 
+def test_32_bit_and_float_images_are_not_black():
+    wide = Image.fromarray(np.full((4, 4), 40000, dtype=np.int32))  # mode I, 16-bit range
+    assert load_image(wide).getpixel((0, 0)) == (156, 156, 156)
+    ramp = Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32))  # mode F, 0..1
+    assert load_image(ramp).getpixel((0, 0)) == (128, 128, 128)
+
+
 def test_cmyk_jpeg_becomes_rgb():
     image = load_image(_save(Image.new("CMYK", (4, 4), (0, 255, 255, 0)), "JPEG"))
     assert image.mode == "RGB" and image.getpixel((0, 0))[0] > 200

@@ -127,16 +127,14 @@ def test_tiny_builds_are_deterministic(tmp_path):
 
 def test_tiny_qwen3_vl_loads_with_the_real_classes(tiny_cache):
     from PIL import Image
-    from transformers import Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from llm_dit.vl import ImageOnlyProcessor
 
     folder = ensure_tiny_qwen3_vl(cache_dir=tiny_cache)
     for name in ("preprocessor_config.json", "video_preprocessor_config.json", "chat_template.json",
                  "model.safetensors.index.json", "vocab.json", "merges.txt"):
         assert (folder / name).exists()
-
-    class ImageOnlyProcessor(Qwen3VLProcessor):  # no torchvision here: no video processor
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
     processor = ImageOnlyProcessor.from_pretrained(folder)
     model = Qwen3VLForConditionalGeneration.from_pretrained(folder)

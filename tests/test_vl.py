@@ -99,11 +99,28 @@ def test_auto_unload_releases_the_model(settings):
     assert ref() is None and "vl" not in {r["component"] for r in keep.memory_report()}
 
     auto = ModelManager(settings)
-    with auto.vl_model() as (model, _):
-        ref = weakref.ref(model)
-        del model
-    gc.collect()
-    assert ref() is None and not auto.vl_loaded  # released after the block, memory returned
+    with auto.vl_session():
+        extract(auto, RED, ExtractionParams(text="y"))
+        ref = weakref.ref(auto._vl[0])
+        held = auto.memory_report()[-1]
+    assert held["component"] == "vl" and held["bytes"] > 0
+    assert ref() is None and not auto.vl_loaded  # released at the session's end, memory returned
+    assert "vl" not in {r["component"] for r in auto.memory_report()}
+
+
+def test_one_request_loads_the_vl_model_once(settings):
+    fresh = ModelManager(settings)
+    condition(fresh, vl_request(vl_composition="dual", blend_mode="style_delta"), [RED, BLUE])
+    assert fresh.load_counts["vl"] == 1 and not fresh.vl_loaded
+    condition(fresh, vl_request(vl_composition="dual", blend_mode="style_delta"), [RED, BLUE])
+    assert fresh.load_counts["vl"] == 1  # all cached: no load at all
+
+
+def test_a_bad_layer_is_refused_before_loading(settings):
+    fresh = ModelManager(settings)
+    with pytest.raises(ValueError, match="vl_hidden_layer=-30 is outside"):
+        condition(fresh, vl_request(vl_hidden_layer=-30), [RED])
+    assert fresh.load_counts["vl"] == 0
 
 
 def test_alpha_zero_is_the_text_only_image(manager):
@@ -184,13 +201,15 @@ def test_image_text_ratio_and_reference_weights(manager):
     assert not torch.allclose(both.encoding.prompt_embeds, single.encoding.prompt_embeds)
 
 
-def test_metadata_and_png_regenerate_a_vl_image(manager, tmp_path):
-    result = vl_generate(manager, vl_request(seed=-1, alpha=0.4, blend_mode="adain"), [RED])
+@pytest.mark.parametrize("strength", [0.9, 1.0])
+def test_metadata_and_png_regenerate_a_vl_image(manager, tmp_path, strength):
+    result = vl_generate(manager, vl_request(seed=-1, alpha=0.4, blend_mode="adain", strength=strength), [RED])
     meta = result.metadata["vl"]
     assert {"effective_alpha", "stats", "extractions", "references"} <= set(meta)
     assert meta["stats"]["vl_before_scaling"]["std"] != meta["stats"]["vl_after_scaling"]["std"]
     request = request_from_png(result.save(tmp_path))
     assert isinstance(request, VLRequest) and request.blend_mode == "adain" and request.alpha == 0.4
+    assert request.strength == strength
     assert np.array_equal(pixels(vl_generate(manager, request, [RED])), pixels(result))
 
 
@@ -227,6 +246,7 @@ def _corrupt(tmp_path):
     ({"vl_hidden_layer": -30}, [RED], r"vl_hidden_layer=-30 is outside the VL model's 9 hidden states"),
     ({"token_mode": "pixels"}, [RED], r"token_mode='pixels' is unknown"),
     ({"blend_mode": "overlay"}, [RED], r"blend_mode='overlay' is unknown"),
+    ({"vl_composition": "dual", "vl_use_prompt": False}, [RED], r"vl_composition='dual' needs text"),
 ])
 def test_bad_vl_input_is_explained_and_the_next_request_works(manager, overrides, refs, message):
     with pytest.raises(ValueError, match=message):

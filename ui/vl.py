@@ -86,10 +86,13 @@ def build(manager, output_dir: str) -> dict:
             return cond.report, str(path), token_map(cond.report), alpha_readout(cond.report, request.alpha)
 
         def preview_action(request, references):
+            """Blend-only recompute from cached extractions: never loads the VL model on a slider move."""
             try:
                 cond = conditioning.condition(manager, request, _references(references), cache_only=True)
-            except (LookupError, ValueError):
+            except LookupError:
                 return alpha_readout(None, request.alpha)
+            except ValueError as err:
+                return f"⚠ {err}"
             return alpha_readout(cond.report, request.alpha)
 
         inputs = [c[f] for f in FIELDS]
@@ -100,8 +103,9 @@ def build(manager, output_dir: str) -> dict:
                              inputs=[references] + inputs, outputs=[stats, export, tokens, readout],
                              api_name="vl_extract", concurrency_id="gpu")
         preview = make_handler("vl_preview", FIELDS, preview_action, ("references",), VLRequest)
-        for f in ["alpha", "blend_mode", "scale_to_text", "target_std", "normalization", "outlier_mode"]:
-            c[f].change(preview, [references] + inputs, readout, api_visibility="private", concurrency_id="gpu")
+        for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND:
+            c[f].change(preview, [references] + inputs, readout, api_visibility="private",
+                        concurrency_id="preview", trigger_mode="always_last")
         plan = [c["num_inference_steps"], c["strength"], c["shift"]]
         for component in plan:
             component.change(strength_readout, plan, strength_md, api_visibility="private", queue=False)
