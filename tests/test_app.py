@@ -130,3 +130,27 @@ def test_vl_errors_over_the_api(served, tmp_path):
         Image.new("RGB", (64, 64)).save(tmp_path / "r.png")
         served[1].predict(references=[handle_file(str(tmp_path / "r.png"))], prompt="a meadow", alpha=2.0,
                           api_name="/vl_generate")
+
+
+def test_rewrite_and_templates_over_the_api(served):
+    from dataclasses import fields as dc_fields
+
+    from llm_dit.request import RewriteRequest
+
+    api = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert [p["parameter_name"] for p in api["/rewrite"]["parameters"]] == ["image"] + [
+        f.name for f in dc_fields(RewriteRequest)]
+    templates = served[1].predict(api_name="/templates")
+    assert {"name": "Swiss poster", "category": "design"}.items() <= next(
+        t for t in templates if t["name"] == "Swiss poster").items()
+    assert sum(t["category"] == "rewriter" for t in templates) >= 4
+    text, raw, metadata = served[1].predict(prompt="a fox", seed=3, max_new_tokens=16, api_name="/rewrite")
+    assert raw and metadata["backend"] == "qwen3" and metadata["seed"] == 3
+    with pytest.raises(Exception, match="max_new_tokens=9999 is out of range"):
+        served[1].predict(prompt="a fox", max_new_tokens=9999, api_name="/rewrite")
+
+
+def test_txt2img_applies_a_style_template_over_the_api(served):
+    _, _, metadata = served[1].predict(prompt="a fox", height=64, width=64, template="Bauhaus composition",
+                                       api_name="/txt2img")
+    assert metadata["template"] == "Bauhaus composition" and "<|im_start|>system" in metadata["chat_text"]

@@ -73,3 +73,17 @@ def test_vl_tab_in_the_browser(page, tmp_path):
     expect(page.locator("#vl-effective-alpha")).to_contain_text("effective alpha 0.", timeout=60_000)
     expect(page.locator("#vl-token-map")).to_contain_text("full")
     expect(page.locator("#vl img").first).to_have_attribute("src", re.compile(r"-vl-\d+\.png$"))
+
+
+def test_rewrite_then_use_in_txt2img(page):
+    page.get_by_role("tab", name="Prompt rewriting").click()
+    page.locator("#rewrite textarea").first.fill("a fox")
+    page.locator("#rewrite").get_by_text("Sampling", exact=True).click()  # open the accordion
+    page.locator("#rewrite").get_by_label("number input for Max new tokens").fill("16")
+    page.locator("#rewrite-go").click()
+    result = page.locator("#rewrite-result textarea")
+    expect(result).not_to_have_value("", timeout=60_000)
+    result.fill("a fox, rewritten by hand")
+    page.locator("#use-in-txt2img").click()
+    expect(page.get_by_role("tab", name="txt2img")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#txt2img textarea").first).to_have_value("a fox, rewritten by hand")
