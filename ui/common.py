@@ -80,21 +80,23 @@ def make_handler(name: str, fields: list[str], action, leading: tuple = (), requ
                                     default=gr.Progress(track_tqdm=True)))
     signature = inspect.Signature(params)
 
-    def handler(*args, **kwargs):
+    def prepare(args, kwargs):
         values = signature.bind(*args, **kwargs).arguments
         values.pop("progress", None)
         extra = {p: values.pop(p, None) for p in leading}
+        return request_cls(**values), extra
+
+    def handler(*args, **kwargs):
+        request, extra = prepare(args, kwargs)
         try:
-            return action(request_cls(**values), **extra)
+            return action(request, **extra)
         except (ValueError, ModelLoadError) as err:
             raise gr.Error(str(err)) from err
 
     def stream_handler(*args, **kwargs):
-        values = signature.bind(*args, **kwargs).arguments
-        values.pop("progress", None)
-        extra = {p: values.pop(p, None) for p in leading}
+        request, extra = prepare(args, kwargs)
         try:
-            yield from action(request_cls(**values), **extra)
+            yield from action(request, **extra)
         except (ValueError, ModelLoadError) as err:
             raise gr.Error(str(err)) from err
 
