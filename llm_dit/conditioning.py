@@ -8,7 +8,6 @@ run, so VL and DiT never need to be resident together.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from .generate import GenerationResult, PromptEncoding, encode_prompt, run
 from .images import image_sha256, load_image
 from .models import ModelManager
 from .request import VLRequest, parse_weights, validate
+from .timeline import Timeline
 from .vl import Extraction, ExtractionParams
 from .vl import extract as vl_extract
 
@@ -81,10 +81,10 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
 
     # Every extraction first: with auto-unload the VL model is gone before the text encoder runs.
     # One VL session: the model loads at most once for all of them (and not at all on cache hits).
-    t = time.perf_counter()
+    timeline = Timeline()
     per_reference, extractions = [], []
     neutral_parts = None
-    with manager.vl_session():
+    with manager.vl_session(timeline), timeline.stage("vl_extract"):
         for image in images:
             parts, exs = _vl_parts(manager, request, image, cache_only)
             per_reference.append(parts)
@@ -93,9 +93,7 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
             grey = Image.new("RGB", images[0].size, NEUTRAL_GREY)
             neutral_parts, exs = _vl_parts(manager, request, grey, cache_only)
             extractions += exs
-    vl_seconds = time.perf_counter() - t
-
-    encoding = encode_prompt(manager, request)
+    encoding = encode_prompt(manager, request, timeline)
     text = encoding.encoded.embeds.float().cpu()
     length, width = text.shape
     if extractions[0].embeds.shape[1] != width:
@@ -131,7 +129,6 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
         "extractions": [{"key": ex.key, "image_sha256": ex.image_sha256, "token_mode": ex.params.token_mode,
                          "tokens": ex.counts, "cached": ex.cached} for ex in extractions],
         "vl_model": manager.vl_model_id,
-        "vl_seconds": round(vl_seconds, 4),
     }
     encoding = replace(encoding, prompt_embeds=mixed, mode="vl", metadata={"vl": report}, warnings=warnings)
     return Conditioning(encoding, extractions, report)

@@ -11,9 +11,7 @@ embeddings; two things differ on purpose:
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,11 +21,12 @@ from PIL import Image
 
 from . import __version__
 from .encode import Encoded, caption_limit, encode_text
-from .images import A1111_KEY, JSON_KEY, image_sha256, load_image, read_png_text, save_png
+from .images import image_sha256, load_image, save_png
 from .models import ModelManager
 from .prompt import format_chat
 from .templates import get_template
-from .request import GenerationRequest, VLRequest, parse_loras, strength_forwards, validate
+from .timeline import Timeline
+from .request import GenerationRequest, parse_loras, strength_forwards, validate
 
 
 def base_sigmas(num_inference_steps: int) -> list[float]:
@@ -180,7 +179,7 @@ class PromptEncoding:
     encoded: Encoded
     negative: Encoded | None
     prompt_embeds: torch.Tensor
-    seconds: float
+    timeline: Timeline  # the stages so far (load, VL extract, offload, encode)
     mode: str | None = None  # overrides txt2img/img2img in the metadata (e.g. "vl")
     metadata: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
@@ -200,25 +199,33 @@ def prompt_parts(request: GenerationRequest) -> dict:
     return parts
 
 
-def encode_prompt(manager: ModelManager, request: GenerationRequest) -> PromptEncoding:
+def _encode_cached(manager: ModelManager, text: str, request: GenerationRequest, limit: int) -> Encoded:
+    """One chat text through the text encoder, unless the same text was encoded before."""
+    key = (manager.zimage_model_id, text, request.hidden_layer, request.long_prompt_mode, limit)
+    hit = manager.text_cache.get(key)
+    if hit is None:
+        pipe, lm = manager.pipeline(), manager.language_model()
+        hit = encode_text(lm.model, pipe.tokenizer, text, limit, request.hidden_layer, request.long_prompt_mode)
+        hit = replace(hit, embeds=hit.embeds.cpu())  # the cache never holds GPU memory
+        manager.text_cache.put(key, hit)
+    return replace(hit, embeds=hit.embeds.clone())
+
+
+def encode_prompt(manager: ModelManager, request: GenerationRequest,
+                  timeline: Timeline | None = None) -> PromptEncoding:
     """The request's chat text through the text encoder (and the negative prompt under CFG)."""
-    t = time.perf_counter()
-    pipe, lm = manager.pipeline(), manager.language_model()
-    limit = caption_limit(pipe.transformer)
-    chat = format_chat(request.prompt, strip_quotes=request.strip_quotes, **prompt_parts(request))
-
-    def encode(text: str) -> Encoded:
-        key = (manager.zimage_model_id, text, request.hidden_layer, request.long_prompt_mode, limit)
-        hit = manager.text_cache.get(key)
-        if hit is None:
-            hit = encode_text(lm.model, pipe.tokenizer, text, limit, request.hidden_layer, request.long_prompt_mode)
-            hit = replace(hit, embeds=hit.embeds.cpu())  # the cache never holds GPU memory
-            manager.text_cache.put(key, hit)
-        return replace(hit, embeds=hit.embeds.clone())
-
-    encoded = encode(chat)
-    negative = encode(format_chat(request.negative_prompt)) if request.guidance_scale > 0 else None
-    return PromptEncoding(chat, encoded, negative, encoded.embeds, time.perf_counter() - t)
+    timeline = timeline or Timeline()
+    if not manager.is_loaded:
+        with timeline.stage("load"):
+            manager.pipeline()
+    with timeline.stage("encode"):
+        limit = caption_limit(manager.pipeline().transformer)
+        chat = format_chat(request.prompt, strip_quotes=request.strip_quotes, **prompt_parts(request))
+        encoded = _encode_cached(manager, chat, request, limit)
+        negative = None
+        if request.guidance_scale > 0:
+            negative = _encode_cached(manager, format_chat(request.negative_prompt), request, limit)
+    return PromptEncoding(chat, encoded, negative, encoded.embeds, timeline)
 
 
 def resolve_seed(request: GenerationRequest) -> GenerationRequest:
@@ -238,15 +245,11 @@ def run(manager: ModelManager, request: GenerationRequest, image=None,
     loras = parse_loras(request.loras)
     request = resolve_seed(request)
     seed = request.seed
-    timings, warnings = {}, []
-    t0 = time.perf_counter()
-    was_loaded = manager.is_loaded
-    pipe = manager.pipeline()
-    if not was_loaded:
-        timings["load"] = time.perf_counter() - t0
+    warnings = []
     encoding = encoding or encode_prompt(manager, request)
+    timeline = encoding.timeline
+    pipe = manager.pipeline()
     encoded = encoding.encoded
-    timings["encode"] = encoding.seconds
     warnings += encoding.warnings
     if encoded.long_prompt_applied:
         warnings.append(encoded.describe())
@@ -264,31 +267,29 @@ def run(manager: ModelManager, request: GenerationRequest, image=None,
         sigmas = base_sigmas(request.num_inference_steps)
         extra = {}
         if img2img:
-            t = time.perf_counter()
             forwards = strength_forwards(request.num_inference_steps, request.strength)
             sigmas = sigmas[request.num_inference_steps - forwards:]
             view = manager.view("img2img", scheduler)
-            extra = {"image": _prepare_init_latents(pipe, init, request.height, request.width),
-                     "strength": 1.0}
-            timings["vae_encode"] = time.perf_counter() - t
+            with timeline.stage("vae_encode"):
+                extra = {"image": _prepare_init_latents(pipe, init, request.height, request.width),
+                         "strength": 1.0}
             if forwards == request.num_inference_steps:
                 warnings.append("strength runs every step from sigma 1.0: the reference image is ignored.")
         else:
             view = manager.view("txt2img", scheduler)
 
         steps_run = []
-        t = time.perf_counter()
-        latents = view(
-            **call, **extra, height=request.height, width=request.width,
-            num_inference_steps=len(sigmas), sigmas=sigmas, guidance_scale=request.guidance_scale,
-            generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
-            callback_on_step_end=lambda p, i, ts, kw: steps_run.append(float(ts)) or {},
-        ).images
-        timings["denoise"] = time.perf_counter() - t
-        t = time.perf_counter()
-        result_image = _decode(pipe, latents)
-        timings["decode"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
+        with timeline.stage("denoise"):
+            latents = view(
+                **call, **extra, height=request.height, width=request.width,
+                num_inference_steps=len(sigmas), sigmas=sigmas, guidance_scale=request.guidance_scale,
+                generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
+                callback_on_step_end=lambda p, i, ts, kw: steps_run.append(float(ts)) or {},
+            ).images
+        with timeline.stage("decode"):
+            result_image = _decode(pipe, latents)
+    timings = {**timeline.seconds(), "total": round(sum(s.seconds for s in timeline.stages), 4)}
+    manager.last_timeline = timeline.to_list()
 
     run_sigmas = scheduler.sigmas[: len(steps_run)].tolist()
     metadata = {
@@ -306,7 +307,8 @@ def run(manager: ModelManager, request: GenerationRequest, image=None,
                    "used": int(encoding.prompt_embeds.shape[0]),
                    "long_prompt": encoded.describe() if encoded.long_prompt_applied else None},
         "loras": [{"path": p, "scale": s} for p, s in loras],
-        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "timings": timings,
+        "timeline": timeline.to_list(),
         "warnings": warnings,
     }
     if img2img:
@@ -323,43 +325,6 @@ def img2img(manager: ModelManager, request: GenerationRequest, image) -> Generat
     if image is None:
         raise ValueError("image: img2img needs an init image: upload one, or use txt2img.")
     return run(manager, request, image)
-
-
-_A1111_FIELDS = {"Steps": ("num_inference_steps", int), "CFG scale": ("guidance_scale", float),
-                 "Seed": ("seed", int), "Denoising strength": ("strength", float),
-                 "Schedule shift": ("shift", float)}
-
-
-def request_from_png(source) -> GenerationRequest:
-    """The request that made a PNG: from our JSON chunk, else from an A1111 `parameters` chunk."""
-    text = read_png_text(source)
-    if JSON_KEY in text:
-        metadata = json.loads(text[JSON_KEY])
-        cls = VLRequest if metadata.get("mode") == "vl" else GenerationRequest
-        request, _ = cls.from_dict(metadata["request"])
-        return request
-    if A1111_KEY in text:
-        return _parse_a1111(text[A1111_KEY])
-    raise ValueError("image has no generation metadata (no 'llm_dit' or 'parameters' PNG text chunk).")
-
-
-def _parse_a1111(parameters: str) -> GenerationRequest:
-    lines = parameters.strip().split("\n")
-    settings_line = lines.pop() if lines and re.match(r"^\s*Steps:", lines[-1]) else ""
-    negative = ""
-    for i, line in enumerate(lines):
-        if line.startswith("Negative prompt:"):
-            negative = "\n".join(lines[i:])[len("Negative prompt:"):].strip()
-            lines = lines[:i]
-            break
-    values = {"prompt": "\n".join(lines).strip(), "negative_prompt": negative}
-    for key, value in re.findall(r"\s*([^:,]+):\s*([^,]+)", settings_line):
-        if key.strip() == "Size" and "x" in value:
-            values["width"], values["height"] = (int(v) for v in value.strip().split("x"))
-        elif key.strip() in _A1111_FIELDS:
-            name, kind = _A1111_FIELDS[key.strip()]
-            values[name] = kind(value.strip())
-    return GenerationRequest(**values)
 
 
 def attention_backends() -> list[str]:

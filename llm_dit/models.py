@@ -13,7 +13,7 @@ import gc
 import os
 import threading
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -90,6 +90,7 @@ class ModelManager:
         self._lm = None
         self._views = {}
         self.load_counts: Counter = Counter()
+        self.last_timeline: list[dict] = []  # stages of the last generation, for the status panel
         self._vl_lock = threading.RLock()
         self._vl = None  # (Qwen3VLForConditionalGeneration, processor) while loaded
         self._vl_depth = 0  # nesting of vl_session()
@@ -177,7 +178,7 @@ class ModelManager:
         self.load_counts["zimage"] += 1
 
     @contextmanager
-    def vl_session(self):
+    def vl_session(self, timeline=None):
         """A span of VL work (e.g. every extraction of one request). The model loads on first
         use inside it (`vl_model`); with `vl_auto_unload` it is released when the outermost
         session ends, after the callers' references are gone. One user at a time, so an unload
@@ -188,8 +189,9 @@ class ModelManager:
                 yield
             finally:
                 self._vl_depth -= 1
-                if self._vl_depth == 0 and self.settings.vl_auto_unload:
-                    self.unload_vl()
+                if self._vl_depth == 0 and self.settings.vl_auto_unload and self._vl is not None:
+                    with timeline.stage("offload") if timeline else nullcontext():
+                        self.unload_vl()
 
     @contextmanager
     def vl_model(self):

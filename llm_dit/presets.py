@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .request import VLRequest, check_number
@@ -32,3 +32,25 @@ def load_presets(path: Path = PRESETS_DIR / "generation.toml") -> dict[str, dict
                     raise ValueError(f"preset {name!r} in {path}: {err}") from None
         presets[name] = {"description": table.get("description", ""), "values": values}
     return presets
+
+
+@dataclass(frozen=True)
+class Resolution:
+    tier: int
+    width: int
+    height: int
+    ratio: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.width}×{self.height} ({self.ratio}) · {self.tier}"
+
+
+def load_resolutions(path: Path = PRESETS_DIR / "resolutions.toml") -> list[Resolution]:
+    """The resolution presets (tiers × aspect ratios); a size that is not a multiple of 16 is refused."""
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    sizes = [Resolution(t["base"], s["width"], s["height"], s["ratio"]) for t in data["tier"] for s in t["sizes"]]
+    for r in sizes:
+        if r.width % 16 or r.height % 16:
+            raise ValueError(f"resolution preset {r.width}x{r.height} in {path}: sides must be multiples of 16.")
+    return sizes

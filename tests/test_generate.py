@@ -6,7 +6,8 @@ import torch
 from diffusers import ZImagePipeline, ZImageTransformer2DModel
 from PIL import Image
 
-from llm_dit.generate import img2img, request_from_png, run, txt2img
+from llm_dit.generate import img2img, run, txt2img
+from llm_dit.pnginfo import read_parameters, request_from_png
 from llm_dit.images import A1111_KEY, JSON_KEY, read_png_text
 from llm_dit.request import GenerationRequest
 
@@ -64,22 +65,9 @@ def test_img2img_png_metadata_regenerates_with_the_same_init(manager, tmp_path):
     assert np.array_equal(pixels(img2img(manager, request_from_png(path), init)), np.asarray(Image.open(path)).astype(int))
 
 
-def test_a1111_parameters_are_read(tmp_path):
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", "a castle\non a hill\nNegative prompt: blurry\n"
-                  "Steps: 20, Sampler: Euler, CFG scale: 3.5, Seed: 99, Size: 768x512, Model: x")
-    Image.new("RGB", (8, 8)).save(tmp_path / "a.png", pnginfo=info)
-    request = request_from_png(tmp_path / "a.png")
-    assert (request.prompt, request.negative_prompt) == ("a castle\non a hill", "blurry")
-    assert (request.num_inference_steps, request.guidance_scale, request.seed) == (20, 3.5, 99)
-    assert (request.width, request.height) == (768, 512)
-
-
 def test_png_without_metadata_is_explained(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
-    with pytest.raises(ValueError, match="no generation metadata"):
+    with pytest.raises(ValueError, match="the PNG has no generation metadata"):
         request_from_png(tmp_path / "plain.png")
 
 

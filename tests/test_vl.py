@@ -11,7 +11,8 @@ from PIL import Image
 
 from llm_dit import blend
 from llm_dit.conditioning import condition, export, extraction_params, vl_generate
-from llm_dit.generate import img2img, request_from_png, txt2img
+from llm_dit.generate import img2img, txt2img
+from llm_dit.pnginfo import request_from_png
 from llm_dit.models import ModelManager
 from llm_dit.request import GenerationRequest, VLRequest
 from llm_dit.vl import ExtractionParams, build_inputs, extract, token_masks
@@ -286,3 +287,12 @@ def test_txt2img_is_unaffected_by_vl_state(manager):
     before = pixels(txt2img(manager, GenerationRequest(**SMALL)))
     vl_generate(manager, vl_request(), [RED])
     assert np.array_equal(before, pixels(txt2img(manager, GenerationRequest(**SMALL))))
+
+
+def test_vl_timeline_has_every_stage(settings):
+    fresh = ModelManager(settings)
+    result = vl_generate(fresh, vl_request(), [RED])
+    names = [s["name"] for s in result.metadata["timeline"]]
+    assert names == ["vl_extract", "offload", "load", "encode", "vae_encode", "denoise", "decode"]
+    assert fresh.last_timeline == result.metadata["timeline"]
+    assert all(s["seconds"] >= 0 and s["rss_bytes"] > 0 for s in result.metadata["timeline"])

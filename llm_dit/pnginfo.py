@@ -1,0 +1,128 @@
+"""Parameters from a PNG: this app's JSON chunk, or AUTOMATIC1111's `parameters` text.
+
+Every value is checked against the request's declared fields and ranges; what cannot be used is
+listed (unknown keys, out-of-range values, other tools' metadata), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields
+
+from .images import A1111_KEY, JSON_KEY, read_png_text
+from .request import GenerationRequest, VLRequest, check_number, field_meta
+
+# A1111 key -> (request field, type)
+A1111_FIELDS = {"Steps": ("num_inference_steps", int), "CFG scale": ("guidance_scale", float),
+                "Seed": ("seed", int), "Denoising strength": ("strength", float),
+                "Schedule shift": ("shift", float)}
+OTHER_TOOLS = {"prompt": "ComfyUI", "workflow": "ComfyUI", "Dream": "InvokeAI", "invokeai_metadata": "InvokeAI",
+               "sd-metadata": "InvokeAI", "Comment": "NovelAI"}
+
+
+@dataclass
+class Parameters:
+    mode: str  # txt2img / img2img / vl
+    values: dict  # usable request fields
+    source: str  # "llm_dit" or "a1111"
+    unknown: dict = field(default_factory=dict)  # keys that are not request fields
+    problems: list = field(default_factory=list)  # values that were present but could not be used
+
+    def request(self):
+        cls = VLRequest if self.mode == "vl" else GenerationRequest
+        return cls(**{k: v for k, v in self.values.items() if k in {f.name for f in fields(cls)}})
+
+    def report(self) -> str:
+        lines = [f"Read {len(self.values)} parameter(s) from the {self.source} metadata ({self.mode})."]
+        if self.unknown:
+            lines.append("Not used (not parameters of this app): " +
+                         ", ".join(f"{k}: {v}" for k, v in self.unknown.items()))
+        lines += [f"Could not use {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _check(name: str, value):
+    """The value if it fits the field, else a ValueError saying why."""
+    meta = field_meta(name)
+    default = meta["default"]
+    if "choices" in meta and value not in meta["choices"]:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(meta['choices'])}.")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} is not true/false.")
+    elif isinstance(default, (int, float)):
+        if name == "seed" and value == -1:
+            return value
+        check_number(name, value)
+    elif not isinstance(value, str):
+        raise ValueError(f"{name}={value!r} is not text.")
+    return value
+
+
+def _sort(values: dict, result: Parameters) -> Parameters:
+    names = {f.name for f in fields(VLRequest)}
+    for key, value in values.items():
+        if key not in names:
+            result.unknown[key] = value
+            continue
+        try:
+            result.values[key] = _check(key, value)
+        except ValueError as err:
+            result.problems.append(str(err))
+    return result
+
+
+def _parse_a1111(text: str) -> tuple[dict, dict]:
+    lines = text.strip().split("\n")
+    settings_line = lines.pop() if lines and re.match(r"^\s*Steps:", lines[-1]) else ""
+    negative = ""
+    for i, line in enumerate(lines):
+        if line.startswith("Negative prompt:"):
+            negative = "\n".join(lines[i:])[len("Negative prompt:"):].strip()
+            lines = lines[:i]
+            break
+    values, unknown = {"prompt": "\n".join(lines).strip(), "negative_prompt": negative}, {}
+    for key, raw in re.findall(r"\s*([^:,]+):\s*(\"[^\"]*\"|[^,]+)", settings_line):
+        key, raw = key.strip(), raw.strip()
+        if key == "Size" and re.fullmatch(r"\d+x\d+", raw):
+            values["width"], values["height"] = (int(v) for v in raw.split("x"))
+        elif key in A1111_FIELDS:
+            name, kind = A1111_FIELDS[key]
+            try:
+                values[name] = kind(float(raw)) if kind is int else kind(raw)
+            except ValueError:
+                unknown[key] = raw
+        else:
+            unknown[key] = raw
+    return values, unknown
+
+
+def read_parameters(source) -> Parameters:
+    """Parameters from a PNG path or image; ValueError when it has none this app can read."""
+    try:
+        text = read_png_text(source)
+    except Exception as err:  # noqa: BLE001 - not a PNG, unreadable
+        raise ValueError(f"image: not a readable PNG ({type(err).__name__}): parameters live in PNG text chunks.") from None
+    if JSON_KEY in text:
+        try:
+            metadata = json.loads(text[JSON_KEY])
+            values = dict(metadata["request"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"image: its '{JSON_KEY}' chunk is damaged ({type(err).__name__}).") from None
+        return _sort(values, Parameters(metadata.get("mode", "txt2img"), {}, JSON_KEY))
+    if A1111_KEY in text:
+        values, unknown = _parse_a1111(text[A1111_KEY])
+        mode = "img2img" if "strength" in values else "txt2img"
+        result = _sort(values, Parameters(mode, {}, "a1111", dict(unknown)))
+        return result
+    others = sorted({OTHER_TOOLS[k] for k in text if k in OTHER_TOOLS})
+    if others:
+        raise ValueError(f"image: it carries {' and '.join(others)} metadata ({', '.join(sorted(text))}), which "
+                         f"this app cannot map: only A1111 'parameters' and this app's '{JSON_KEY}' chunks are read.")
+    raise ValueError(f"image: the PNG has no generation metadata (no '{JSON_KEY}' or '{A1111_KEY}' text chunk).")
+
+
+def request_from_png(source):
+    """The request that made a PNG (GenerationRequest, or VLRequest for VL images)."""
+    return read_parameters(source).request()
