@@ -31,6 +31,9 @@ class LRUCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
+    def stats(self) -> dict:
+        return {"entries": len(self._items), "size": self.size, "hits": self.hits, "misses": self.misses}
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

@@ -26,7 +26,10 @@ class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message says which, where we looked and how to fix it."""
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, check: bool = True) -> torch.device:
+    """A torch device for a setting; `check=False` trusts "cuda" (ZeroGPU attaches the GPU per call)."""
+    if not check:
+        return torch.device("cuda" if name == "auto" else name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -151,9 +154,9 @@ class ModelManager:
             raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
                               ZIMAGE_REPO, "--model-path")
         source = os.path.expanduser(source)
-        te_device = resolve_device(self.settings.text_encoder_device)
-        dit_device = resolve_device(self.settings.transformer_device)
-        vae_device = resolve_device(self.settings.vae_device)
+        te_device = resolve_device(self.settings.text_encoder_device, not self.settings.zero_gpu)
+        dit_device = resolve_device(self.settings.transformer_device, not self.settings.zero_gpu)
+        vae_device = resolve_device(self.settings.vae_device, not self.settings.zero_gpu)
         dtypes = {
             "transformer": resolve_dtype(self.settings.dtype, dit_device),
             "vae": resolve_dtype(self.settings.dtype, vae_device),
@@ -228,6 +231,37 @@ class ModelManager:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # and the CUDA allocator returns its blocks
 
+    def preload(self) -> None:
+        """Load every model now (ZeroGPU: at start-up, on cuda, kept for the app's lifetime)."""
+        self.pipeline()
+        with self.vl_model():
+            pass
+
+    def unload(self) -> None:
+        """Release every model. A running generation finishes first (it holds the generation
+        lock), so unloading never breaks a job; the next request loads again."""
+        with self.generation_lock, self._lock:
+            self._pipe, self._lm, self._views = None, None, {}
+        self.unload_vl()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def clear_caches(self) -> None:
+        self.vl_cache.clear()
+        self.text_cache.clear()
+        self._reference_stats.clear()
+
+    def status(self) -> dict:
+        """What the status panel shows: models and their memory, caches, the last timeline."""
+        status = {"models": self.memory_report(),
+                  "vl_cache": self.vl_cache.stats(), "text_cache": self.text_cache.stats(),
+                  "last_timeline": self.last_timeline, "load_counts": dict(self.load_counts)}
+        if torch.cuda.is_available():
+            status["cuda"] = {"allocated_bytes": torch.cuda.memory_allocated(),
+                              "reserved_bytes": torch.cuda.memory_reserved()}
+        return status
+
     def _load_vl(self) -> None:
         from transformers import Qwen3VLForConditionalGeneration
 
@@ -238,7 +272,7 @@ class ModelManager:
             raise _load_error("Qwen3-VL model", source, FileNotFoundError("no such folder"), VL_REPO,
                               "--vl-model-path")
         source = os.path.expanduser(source)
-        device = resolve_device(self.settings.vl_device)
+        device = resolve_device(self.settings.vl_device, not self.settings.zero_gpu)
         try:
             processor = ImageOnlyProcessor.from_pretrained(source)
             model = Qwen3VLForConditionalGeneration.from_pretrained(

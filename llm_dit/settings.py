@@ -35,6 +35,8 @@ class Settings:
     vl_max_pixels: int = 1024 * 1024
     cache_dir: str = ""  # where the tiny checkpoints are built; "" = ~/.cache/llm_dit
     output_dir: str = "outputs"  # every generated PNG is kept here
+    history_size: int = 48  # results kept in each browser session's history gallery
+    zero_gpu: bool = False  # on a ZeroGPU Space: models placed at start-up, never offloaded
     host: str = ""  # "" = gradio's default (GRADIO_SERVER_NAME, else 127.0.0.1; Spaces set 0.0.0.0)
     port: int = 0  # 0 = gradio's default (GRADIO_SERVER_PORT, else the first free port from 7860)
 
@@ -45,6 +47,8 @@ class Settings:
                 raise ValueError(f"{name}={value!r} is not a device: use one of {', '.join(DEVICES)}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is not supported: use one of {', '.join(DTYPES)}.")
+        if self.history_size < 1:
+            raise ValueError(f"history_size={self.history_size} must be at least 1.")
         for name in ("vl_cache_size", "text_cache_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be 0 or more (0 turns the cache off).")
@@ -80,6 +84,9 @@ _HELP = {
     "vl_max_pixels": "largest pixel count a reference is resized to (~1 token per 32x32 px)",
     "cache_dir": "folder for the tiny checkpoints (default ~/.cache/llm_dit)",
     "output_dir": "folder where every generated PNG (with its metadata) is saved",
+    "history_size": "how many results the history gallery keeps per browser session",
+    "zero_gpu": "Hugging Face ZeroGPU mode: load every model at start-up on cuda and keep it (default: on when "
+                "SPACES_ZERO_GPU is set)",
     "host": "address the web server listens on ('' = gradio's default)",
     "port": "port the web server listens on (0 = gradio's default)",
 }
@@ -133,4 +140,12 @@ def load_settings(argv: list[str] | None = None, environ: dict | None = None) ->
                     raise ValueError(f"{env_name(f.name)}={raw!r} is not an integer.") from None
             else:
                 values[f.name] = raw
+    if "zero_gpu" not in values and environ.get("SPACES_ZERO_GPU"):
+        values["zero_gpu"] = True
+    if values.get("zero_gpu"):
+        # ZeroGPU forks a worker per call: loading, caching or offloading inside a call does not
+        # carry over, so every model is placed on cuda at start-up and stays there (FACTS.md).
+        values["vl_auto_unload"] = False
+        for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
+            values[name] = "cuda"
     return Settings(**values)

@@ -154,3 +154,14 @@ def test_txt2img_applies_a_style_template_over_the_api(served):
     _, _, metadata = served[1].predict(prompt="a fox", height=64, width=64, template="Bauhaus composition",
                                        api_name="/txt2img")
     assert metadata["template"] == "Bauhaus composition" and "<|im_start|>system" in metadata["chat_text"]
+
+
+def test_the_client_guide_drives_every_public_endpoint(served, tmp_path):
+    import runpy
+
+    guide = runpy.run_path("examples/client_guide.py")
+    got = guide["main"]([served[0], "--size", "64", "--out", str(tmp_path)])
+    assert set(got) == {"templates", "rewrite", "txt2img", "img2img", "vl_generate", "vl_extract"}
+    assert got["img2img"] == 4 and (tmp_path / "conditioning.safetensors").exists()
+    public = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/" + name for name in got} == set(public)  # the guide covers every public endpoint

@@ -87,3 +87,36 @@ def test_rewrite_then_use_in_txt2img(page):
     page.locator("#use-in-txt2img").click()
     expect(page.get_by_role("tab", name="txt2img")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#txt2img textarea").first).to_have_value("a fox, rewritten by hand")
+
+
+def test_send_to_img2img_and_restore_from_history(page):
+    page.get_by_role("tab", name="txt2img").click()
+    _set_size(page, "txt2img", 64)
+    page.locator("#txt2img textarea").first.fill("first prompt")
+    page.locator("#txt2img-generate").click()
+    expect(page.locator("#history img")).not_to_have_count(0, timeout=60_000)
+    page.locator("#txt2img-to-img2img").click()
+    expect(page.get_by_role("tab", name="img2img")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#img2img img").first).to_have_attribute("src", re.compile(r"-txt2img-\d+\.png$"))
+    # change the txt2img prompt, then restore the first result from the history gallery
+    page.get_by_role("tab", name="txt2img").click()
+    page.locator("#txt2img textarea").first.fill("something else")
+    page.locator("#history img").first.click()  # newest first: the "first prompt" result
+    expect(page.get_by_role("tab", name="txt2img")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#txt2img textarea").first).to_have_value("first prompt")
+
+
+def test_png_info_loads_parameters_into_their_tab(page, manager, tmp_path):
+    from llm_dit.generate import img2img
+    from llm_dit.request import GenerationRequest
+    from PIL import Image
+
+    made = img2img(manager, GenerationRequest(prompt="from png info", height=64, width=64, strength=0.6),
+                   Image.new("RGB", (64, 64)))
+    path = made.save(tmp_path)
+    page.get_by_role("tab", name="PNG info").click()
+    page.locator("#pnginfo-file input[type=file]").set_input_files(str(path))
+    expect(page.get_by_role("tab", name="img2img")).to_have_attribute("aria-selected", "true", timeout=30_000)
+    expect(page.locator("#img2img textarea").first).to_have_value("from png info")
+    page.get_by_role("tab", name="PNG info").click()
+    expect(page.locator("#pnginfo-report")).to_contain_text("Loaded into img2img")

@@ -1,6 +1,7 @@
 """Model manager and tiny checkpoints: lazy, once, shared weights, real layouts, clear errors."""
 
 import json
+from dataclasses import replace
 import threading
 
 import pytest
@@ -46,7 +47,6 @@ def test_views_share_the_loaded_modules(manager):
 
 def test_bfloat16_stays_bfloat16(settings):
     """diffusers' from_pipe casts to float32 unless told otherwise; our views must not."""
-    from dataclasses import replace
 
     from llm_dit.generate import txt2img
 
@@ -145,3 +145,49 @@ def test_tiny_qwen3_vl_loads_with_the_real_classes(tiny_cache):
     with torch.no_grad():
         states = model(**inputs, output_hidden_states=True).hidden_states
     assert states[-6].shape[-1] == 64 == model.config.text_config.hidden_size
+
+
+def test_status_follows_loads_unloads_and_cache_clears(settings):
+    from PIL import Image
+
+    from llm_dit.conditioning import vl_generate
+    from llm_dit.request import VLRequest
+
+    fresh = ModelManager(replace(settings, vl_auto_unload=False))
+    assert fresh.status()["models"] == []
+    vl_generate(fresh, VLRequest(prompt="a fox", height=64, width=64), [Image.new("RGB", (128, 128))])
+    status = fresh.status()
+    held = {m["component"]: m["bytes"] for m in status["models"]}
+    assert set(held) == {"text_encoder", "transformer", "vae", "vl"} and min(held.values()) > 0
+    assert status["vl_cache"]["entries"] == 1 and status["text_cache"]["entries"] == 1
+    assert [s["name"] for s in status["last_timeline"]][-2:] == ["denoise", "decode"]
+    fresh.unload()
+    fresh.clear_caches()
+    status = fresh.status()
+    assert status["models"] == [] and status["vl_cache"]["entries"] == 0 == status["text_cache"]["entries"]
+
+
+def test_unloading_during_a_job_does_not_break_it(settings):
+    import time
+
+    from llm_dit.generate import txt2img
+    from llm_dit.request import GenerationRequest
+
+    fresh = ModelManager(settings)
+    fresh.pipeline()
+    results, errors = [], []
+
+    def job():
+        try:
+            results.append(txt2img(fresh, GenerationRequest(prompt="a fox", height=768, width=768, seed=1)))
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    while not fresh.generation_lock.locked() and worker.is_alive():
+        time.sleep(0.005)
+    fresh.unload()  # waits for the running generation
+    worker.join()
+    assert not errors and results[0].image.size == (768, 768)
+    assert not fresh.is_loaded and fresh.status()["models"] == []

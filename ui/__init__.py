@@ -1,13 +1,18 @@
-"""The Gradio Blocks app: one module per tab; models live in the manager, never in gr.State."""
+"""The Gradio Blocks app: one module per tab; models live in the manager, never in gr.State.
+
+Cross-tab wiring lives here: send-to buttons, "use this prompt", the history gallery and PNG info
+all write into the tabs' own controls.
+"""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from llm_dit.models import ModelManager
+from llm_dit.pnginfo import read_parameters
 from llm_dit.settings import Settings
 
-from . import img2img, rewrite, txt2img, vl
+from . import history, img2img, pnginfo, rewrite, status, txt2img, vl
 
 TINY_BANNER = (
     "**Offline tiny models in use** (`--tiny`): random weights, so every image is noise. "
@@ -15,21 +20,79 @@ TINY_BANNER = (
 )
 
 
+def _targets(parts: dict) -> list:
+    """Every component a restore may write: each tab's controls and image inputs."""
+    out = []
+    for name, part in parts.items():
+        out += [(name, field, comp) for field, comp in part.controls.items()]
+        out += [(name, key, comp) for key, comp in part.inputs.items()]
+    return out
+
+
+def _updates(targets: list, tab: str, values: dict) -> list:
+    return [values[field] if name == tab and field in values else gr.skip() for name, field, _ in targets]
+
+
 def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Blocks:
     manager = manager or ModelManager(settings)
+    if settings.zero_gpu:
+        manager.preload()  # ZeroGPU: placed at start-up, never offloaded (FACTS.md)
     with gr.Blocks(title="Z-Image VL Studio") as demo:
-        gr.Markdown("# Z-Image VL Studio\nZ-Image-Turbo with full prompt control and zero-shot style transfer from reference images through Qwen3-VL. Models load on first use.")
+        gr.Markdown("# Z-Image VL Studio\nZ-Image-Turbo with full prompt control and zero-shot style transfer "
+                    "from reference images through Qwen3-VL. Models load on first use.")
         if settings.tiny:
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
         with gr.Tabs() as tabs:
-            prompts = {
-                "txt2img": txt2img.build(manager, settings.output_dir)["prompt"],
-                "img2img": img2img.build(manager, settings.output_dir)["prompt"],
-                "vl": vl.build(manager, settings.output_dir)["prompt"],
-            }
+            parts = {p.name: p for p in (txt2img.build(manager, settings.output_dir),
+                                         img2img.build(manager, settings.output_dir),
+                                         vl.build(manager, settings.output_dir))}
             rewriter = rewrite.build(manager)
+            png, png_report, png_raw = pnginfo.build()
+            status.build(manager)
+        state, gallery, history_info = history.build(settings.history_size)
+        targets = _targets(parts)
+        components = [comp for _, _, comp in targets]
+        private = {"api_visibility": "private", "queue": False}
+
+        # send-to: any result into img2img (init image) or VL (reference)
+        for part in parts.values():
+            part.result.to_img2img.click(lambda path: (path, gr.Tabs(selected="img2img")) if path else (
+                gr.skip(), gr.skip()), part.result.image, [parts["img2img"].inputs["image"], tabs], **private)
+            part.result.to_vl.click(lambda path: ([path], gr.Tabs(selected="vl")) if path else (
+                gr.skip(), gr.skip()), part.result.image, [parts["vl"].inputs["references"], tabs], **private)
         for tab, button in rewriter["uses"].items():
             button.click(lambda text, tab=tab: (text, gr.Tabs(selected=tab)), rewriter["result"],
-                         [prompts[tab], tabs], api_visibility="private", queue=False)
+                         [parts[tab].controls["prompt"], tabs], **private)
+
+        # history: every successful result, newest first; a click restores it into its tab
+        for part in parts.values():
+            keys = list(part.inputs)
+
+            def remember(hist, image, metadata, *inputs, keys=keys):
+                hist = history.add(hist, image, metadata, dict(zip(keys, inputs)), settings.history_size)
+                return hist, history.gallery_items(hist)
+
+            part.event.success(remember, [state, part.result.image, part.result.metadata,
+                                          *[part.inputs[k] for k in keys]], [state, gallery], **private)
+
+        def restore(hist, evt: gr.SelectData):
+            tab, values, inputs = history.restore(hist[evt.index])
+            note = f"Restored {history.caption(hist[evt.index])} into **{tab}**."
+            return [note, gr.Tabs(selected=tab)] + _updates(targets, tab, {**values, **inputs})
+
+        gallery.select(restore, [state], [history_info, tabs] + components, **private)
+
+        def load_png(path):
+            if not path:
+                return [gr.skip(), gr.skip(), gr.skip()] + [gr.skip()] * len(components)
+            try:
+                params = read_parameters(path)
+            except ValueError as err:
+                return [f"⚠ {err}", None, gr.skip()] + [gr.skip()] * len(components)
+            tab = history.TABS.get(params.mode, "txt2img")
+            report = params.report().replace("\n", "\n\n") + f"\n\nLoaded into **{tab}**."
+            return [report, params.values, gr.Tabs(selected=tab)] + _updates(targets, tab, params.values)
+
+        png.change(load_png, png, [png_report, png_raw, tabs] + components, **private)
     demo.queue(default_concurrency_limit=1, max_size=32)
     return demo

@@ -1,4 +1,4 @@
-"""Controls built from the request's declared fields, and the generic generate handler."""
+"""Controls built from the request's declared fields, and the generic request handler."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import gradio as gr
 from llm_dit.generate import attention_backends
 from llm_dit.images import load_image
 from llm_dit.models import ModelLoadError
-from llm_dit.presets import PRESETS_DIR, load_presets
 from llm_dit.templates import names as template_names
 from llm_dit.request import GenerationRequest, check_number, field_meta
 
@@ -109,60 +108,3 @@ def make_handler(name: str, fields: list[str], action, leading: tuple = (), requ
 def saved(result, output_dir: str):
     """Handler outputs for a generation: PNG path (saved with metadata), seed used, metadata."""
     return str(result.save(output_dir)), result.seed, result.metadata
-
-
-def generation_form(fields: list[str], preset_file: str = "generation.toml", extra=None) -> dict:
-    """The controls of a generation tab, laid out in groups; returns {field: component}.
-    `extra(c)` may add more controls (into the same dict) before the sampling group."""
-    presets = {name: p for name, p in load_presets(PRESETS_DIR / preset_file).items()
-               if set(p["values"]) <= set(fields)}
-    with gr.Row():
-        picker = gr.Dropdown(choices=list(presets), value=None, label="Preset", scale=1,
-                             info=f"sets several controls at once (presets/{preset_file})")
-        note = gr.Markdown()
-    c = {}
-    c["prompt"] = control("prompt")
-    with gr.Row():
-        for f in ("height", "width"):
-            c[f] = control(f)
-    with gr.Row():
-        for f in ("num_inference_steps", "seed"):
-            c[f] = control(f)
-    if "strength" in fields:
-        c["strength"] = control("strength")
-    c["template"] = control("template")
-    with gr.Accordion("Prompt format (Qwen3 chat)", open=False):
-        for f in ("system_prompt", "thinking_content", "assistant_content"):
-            c[f] = control(f)
-        with gr.Row():
-            for f in ("force_think_block", "strip_quotes"):
-                c[f] = control(f)
-        with gr.Row():
-            for f in ("hidden_layer", "long_prompt_mode"):
-                c[f] = control(f)
-    if extra is not None:
-        extra(c)
-    with gr.Accordion("Sampling, LoRA, attention", open=False):
-        with gr.Row():
-            for f in ("shift", "guidance_scale"):
-                c[f] = control(f)
-        for f in ("negative_prompt", "loras", "attention_backend"):
-            c[f] = control(f)
-    names = list(c)
-
-    def apply_preset(name):
-        if name not in presets:
-            return [gr.skip()] * (len(names) + 1)
-        values = presets[name]["values"]
-        return [presets[name]["description"]] + [values.get(f, gr.skip()) for f in names]
-
-    picker.change(apply_preset, picker, [note] + [c[f] for f in names], api_visibility="private",
-                  queue=False)
-    return c
-
-
-def result_panel():
-    image = gr.Image(label="Result", type="filepath", format="png", interactive=False)
-    seed = gr.Number(label="Seed used", value=None, precision=0, interactive=False)
-    metadata = gr.JSON(label="Metadata")
-    return image, seed, metadata

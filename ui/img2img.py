@@ -9,9 +9,16 @@ import gradio as gr
 from llm_dit.generate import img2img_plan, run
 from llm_dit.request import GenerationRequest
 
-from .common import generation_form, image_input, make_handler, result_panel, saved
+from .common import image_input, make_handler, saved
+from .form import TabParts, generation_form, result_panel, wire_reuse
+from .gpu import gpu_seconds, on_gpu
 
 FIELDS = [f.name for f in fields(GenerationRequest)]
+EXAMPLES = [
+    "The same scene as a loose watercolour on rough paper.",
+    "The same composition at night, lit by neon signs in the rain.",
+    "The same subject as a bronze statue in a museum hall.",
+]
 
 
 def strength_readout(num_inference_steps, strength, shift) -> str:
@@ -29,26 +36,36 @@ def strength_readout(num_inference_steps, strength, shift) -> str:
     return line
 
 
-def build(manager, output_dir: str) -> dict:
+def wire_strength_readout(c: dict, readout) -> None:
+    plan = [c["num_inference_steps"], c["strength"], c["shift"]]
+    for component in plan:
+        component.change(strength_readout, plan, readout, api_visibility="private", queue=False)
+
+
+def build(manager, output_dir: str) -> TabParts:
+    generate = on_gpu(lambda request, image: run(manager, request, image),
+                      duration=lambda request, image: gpu_seconds(request))
+
+    def action(request, image):
+        if image is None:
+            raise ValueError("image: img2img needs an init image: upload one first.")
+        return saved(generate(request, image), output_dir)
+
     with gr.Tab("img2img", id="img2img", elem_id="img2img"):
         with gr.Row():
             with gr.Column():
                 image = image_input("Init image")
-                controls = generation_form(FIELDS)
+                form = generation_form(FIELDS)
                 readout = gr.Markdown(strength_readout(8, 0.9, 3.0))
                 button = gr.Button("Generate", variant="primary", elem_id="img2img-generate")
+                gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
-                outputs = result_panel()
-        plan_inputs = [controls["num_inference_steps"], controls["strength"], controls["shift"]]
-        for component in plan_inputs:
-            component.change(strength_readout, plan_inputs, readout, api_visibility="private",
-                             queue=False)
-        def action(request, image):
-            if image is None:
-                raise ValueError("image: img2img needs an init image: upload one first.")
-            return saved(run(manager, request, image), output_dir)
-
-        handler = make_handler("img2img", FIELDS, action, leading=("image",))
-        button.click(handler, inputs=[image] + [controls[f] for f in FIELDS], outputs=list(outputs),
-                     api_name="img2img", concurrency_id="gpu")
-    return controls
+                result = result_panel("img2img")
+        c = form.controls
+        wire_strength_readout(c, readout)
+        event = button.click(make_handler("img2img", FIELDS, action, leading=("image",)),
+                             inputs=[image] + [c[f] for f in FIELDS],
+                             outputs=[result.image, result.seed, result.metadata],
+                             api_name="img2img", concurrency_id="gpu")
+        wire_reuse(form, result)
+    return TabParts("img2img", c, result, {"image": image}, event)

@@ -11,6 +11,7 @@ from llm_dit.rewrite import rewrite_stream
 from llm_dit.templates import get_template, names, shipped
 
 from .common import control, image_input, make_handler
+from .gpu import gpu_seconds, on_gpu
 
 FIELDS = [f.name for f in fields(RewriteRequest)]
 SAMPLING = ["temperature", "top_p", "top_k", "min_p"]
@@ -53,8 +54,13 @@ def build(manager) -> dict:
                     raw = gr.Textbox(label="Raw reply (thinking included)", lines=6)
                 metadata = gr.JSON(label="Metadata")
 
+        def stream(request, image):
+            yield from rewrite_stream(manager, request, image)
+
+        gpu_stream = on_gpu(stream, duration=lambda request, image: gpu_seconds(None, new_tokens=request.max_new_tokens))
+
         def action(request, image):
-            for partial in rewrite_stream(manager, request, image):
+            for partial in gpu_stream(request, image):
                 yield partial.text or "", partial.raw, partial.metadata or None
 
         button.click(make_handler("rewrite", FIELDS, action, ("image",), RewriteRequest, stream=True),

@@ -9,20 +9,33 @@ import gradio as gr
 from llm_dit.generate import run
 from llm_dit.request import GenerationRequest
 
-from .common import generation_form, make_handler, result_panel, saved
+from .common import make_handler, saved
+from .form import TabParts, generation_form, result_panel, wire_reuse
+from .gpu import gpu_seconds, on_gpu
 
 FIELDS = [f.name for f in fields(GenerationRequest) if f.name != "strength"]
+EXAMPLES = [
+    "A red fox curled up asleep in fresh snow at dawn, soft pink light, shallow depth of field.",
+    "A lighthouse on a basalt cliff during a storm, waves exploding into spray, oil painting.",
+    'A minimalist poster with the words "SLOW MORNINGS" above a steaming cup of coffee, risograph.',
+    "Isometric cutaway of a tiny bakery at night, warm windows, people queuing outside, 3D render.",
+]
 
 
-def build(manager, output_dir: str) -> dict:
+def build(manager, output_dir: str) -> TabParts:
+    generate = on_gpu(lambda request: run(manager, request), duration=gpu_seconds)
     with gr.Tab("txt2img", id="txt2img", elem_id="txt2img"):
         with gr.Row():
             with gr.Column():
-                controls = generation_form(FIELDS)
+                form = generation_form(FIELDS)
                 button = gr.Button("Generate", variant="primary", elem_id="txt2img-generate")
+                gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
-                outputs = result_panel()
-        handler = make_handler("txt2img", FIELDS, lambda request: saved(run(manager, request), output_dir))
-        button.click(handler, inputs=[controls[f] for f in FIELDS], outputs=list(outputs),
-                     api_name="txt2img", concurrency_id="gpu")
-    return controls
+                result = result_panel("txt2img")
+        c = form.controls
+        handler = make_handler("txt2img", FIELDS, lambda request: saved(generate(request), output_dir))
+        event = button.click(handler, inputs=[c[f] for f in FIELDS],
+                             outputs=[result.image, result.seed, result.metadata],
+                             api_name="txt2img", concurrency_id="gpu")
+        wire_reuse(form, result)
+    return TabParts("txt2img", c, result, event=event)

@@ -11,8 +11,10 @@ import gradio as gr
 from llm_dit import conditioning
 from llm_dit.request import VLRequest
 
-from .common import control, generation_form, image_input, make_handler, result_panel, saved
-from .img2img import strength_readout
+from .common import control, image_input, make_handler, saved
+from .form import TabParts, generation_form, result_panel, wire_reuse
+from .gpu import gpu_seconds, on_gpu
+from .img2img import strength_readout, wire_strength_readout
 
 FIELDS = [f.name for f in fields(VLRequest)]
 EXTRACTION = ["vl_use_prompt", "vl_text", "vl_system_prompt", "vl_think_block", "vl_hidden_layer",
@@ -43,7 +45,33 @@ def _references(files) -> list:
     return [getattr(f, "name", f) for f in files]
 
 
-def build(manager, output_dir: str) -> dict:
+def example_reference(folder: str) -> str:
+    """A reference image drawn by the app itself (a sunset over water), for the tab's examples."""
+    from PIL import Image, ImageDraw
+
+    path = Path(folder) / "examples" / "sunset-reference.png"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = Image.new("RGB", (512, 512))
+        draw = ImageDraw.Draw(image)
+        for y in range(512):  # sky from violet to orange, sea below the horizon
+            t = y / 300
+            color = (int(70 + 180 * t), int(40 + 90 * t), int(120 - 60 * t)) if y < 300 else (20, 40 + (y - 300) // 6, 90)
+            draw.line([(0, y), (512, y)], fill=color)
+        draw.ellipse([196, 210, 316, 330], fill=(255, 210, 120))
+        draw.rectangle([0, 300, 512, 512], fill=(25, 45, 95))
+        for y in range(310, 512, 14):
+            draw.line([(236 - (y - 300) // 3, y), (276 + (y - 300) // 3, y)], fill=(230, 150, 90), width=3)
+        image.save(path)
+    return str(path)
+
+
+def build(manager, output_dir: str) -> TabParts:
+    gpu_vl = on_gpu(lambda request, refs, structure: conditioning.vl_generate(manager, request, refs, structure),
+                    duration=lambda request, refs, structure: gpu_seconds(request, extractions=2 * len(refs)))
+    gpu_condition = on_gpu(lambda request, refs: conditioning.condition(manager, request, refs),
+                           duration=lambda request, refs: gpu_seconds(None, extractions=2 * len(refs)))
+
     def extras(c):
         with gr.Accordion("VL extraction (Qwen3-VL)", open=True):
             for f in EXTRACTION:
@@ -61,26 +89,30 @@ def build(manager, output_dir: str) -> dict:
                                      type="filepath", elem_id="vl-references")
                 structure = image_input("Structure image (optional: init latents instead of the first reference)",
                                         field="structure_image")
-                c = generation_form(FIELDS, preset_file="vl.toml", extra=extras)
+                form = generation_form(FIELDS, preset_file="vl.toml", extra=extras)
+                c = form.controls
                 readout = c.pop("_alpha_readout")
                 strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0))
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="vl-generate")
                     extract_button = gr.Button("Extract only", elem_id="vl-extract")
+                gr.Examples([[[example_reference(output_dir)], "A fox on a hill, in the colours of the reference"],
+                             [[example_reference(output_dir)], "A quiet harbour town"]],
+                            inputs=[references, c["prompt"]], cache_examples=False)
             with gr.Column():
-                outputs = result_panel()
+                result = result_panel("vl")
                 with gr.Accordion("Diagnostics", open=True):
                     tokens = gr.Markdown(elem_id="vl-token-map")
                     stats = gr.JSON(label="Statistics and effective alpha")
                     export = gr.File(label="Conditioning export (.safetensors)")
 
         def generate_action(request, references, structure_image):
-            result = conditioning.vl_generate(manager, request, _references(references), structure_image)
-            report = result.metadata["vl"]
-            return (*saved(result, output_dir), report, token_map(report), alpha_readout(report, request.alpha))
+            generated = gpu_vl(request, _references(references), structure_image)
+            report = generated.metadata["vl"]
+            return (*saved(generated, output_dir), report, token_map(report), alpha_readout(report, request.alpha))
 
         def extract_action(request, references):
-            cond = conditioning.condition(manager, request, _references(references))
+            cond = gpu_condition(request, _references(references))
             name = f"{time.strftime('%Y%m%d-%H%M%S')}-vl-conditioning.safetensors"
             path = conditioning.export(cond, request, Path(output_dir) / name)
             return cond.report, str(path), token_map(cond.report), alpha_readout(cond.report, request.alpha)
@@ -96,9 +128,11 @@ def build(manager, output_dir: str) -> dict:
             return alpha_readout(cond.report, request.alpha)
 
         inputs = [c[f] for f in FIELDS]
-        go.click(make_handler("vl_generate", FIELDS, generate_action, ("references", "structure_image"), VLRequest),
-                 inputs=[references, structure] + inputs, outputs=[*outputs, stats, tokens, readout],
-                 api_name="vl_generate", concurrency_id="gpu")
+        event = go.click(make_handler("vl_generate", FIELDS, generate_action, ("references", "structure_image"),
+                                      VLRequest),
+                         inputs=[references, structure] + inputs,
+                         outputs=[result.image, result.seed, result.metadata, stats, tokens, readout],
+                         api_name="vl_generate", concurrency_id="gpu")
         extract_button.click(make_handler("vl_extract", FIELDS, extract_action, ("references",), VLRequest),
                              inputs=[references] + inputs, outputs=[stats, export, tokens, readout],
                              api_name="vl_extract", concurrency_id="gpu")
@@ -106,7 +140,6 @@ def build(manager, output_dir: str) -> dict:
         for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND:
             c[f].change(preview, [references] + inputs, readout, api_visibility="private",
                         concurrency_id="preview", trigger_mode="always_last")
-        plan = [c["num_inference_steps"], c["strength"], c["shift"]]
-        for component in plan:
-            component.change(strength_readout, plan, strength_md, api_visibility="private", queue=False)
-    return c
+        wire_strength_readout(c, strength_md)
+        wire_reuse(form, result)
+    return TabParts("vl", c, result, {"references": references, "structure_image": structure}, event)

@@ -1,0 +1,77 @@
+"""Drive every public endpoint of a running Z-Image VL Studio with gradio_client.
+
+    python app.py --tiny &                      # or the real models, or a Space
+    python examples/client_guide.py http://127.0.0.1:7860/ [--size 64] [--out client-outputs]
+
+Each call prints what it got back. Parameter names are the request fields (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from gradio_client import Client, handle_file
+from PIL import Image
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", help="the app's address, e.g. http://127.0.0.1:7860/")
+    parser.add_argument("--size", type=int, default=1024, help="image side (multiple of 16; 64 for --tiny)")
+    parser.add_argument("--out", default="client-outputs", help="where to copy the PNGs")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    client = Client(args.url, verbose=False)
+    size = {"height": args.size, "width": args.size}
+    got = {}
+
+    # 1. The templates (style templates for any tab, rewriters for /rewrite).
+    templates = client.predict(api_name="/templates")
+    got["templates"] = len(templates)
+    print(f"templates: {len(templates)}, e.g. {templates[0]['name']!r} ({templates[0]['category']})")
+
+    # 2. Rewrite a short idea into a detailed prompt with the loaded Qwen3 (streams in the UI).
+    text, raw, meta = client.predict(prompt="a fox in a snowy forest", template="Concise expander",
+                                     max_new_tokens=64, seed=1, api_name="/rewrite")
+    got["rewrite"] = meta["backend"]
+    print(f"rewrite ({meta['backend']}, {meta['seconds']} s): {text[:80]!r}")
+
+    # 3. txt2img: a PNG with its parameters embedded, the seed used and the metadata.
+    png, seed, meta = client.predict(prompt="a fox in a snowy forest, golden hour", seed=42,
+                                     template="Golden hour landscape", **size, api_name="/txt2img")
+    shutil.copy(png, out / "txt2img.png")
+    got["txt2img"] = seed
+    print(f"txt2img: seed {seed}, {meta['forwards']} forwards, sigmas {meta['sigmas']}")
+
+    # 4. img2img from that PNG: strength 0.6 runs int(8 x 0.6) = 4 forwards from sigma 0.75.
+    png2, seed2, meta2 = client.predict(image=handle_file(png), prompt="the same fox, as a watercolour",
+                                        strength=0.6, seed=seed, **size, api_name="/img2img")
+    shutil.copy(png2, out / "img2img.png")
+    got["img2img"] = meta2["forwards"]
+    print(f"img2img: {meta2['forwards']} forwards from sigma {meta2['start_sigma']}")
+
+    # 5. VL conditioning: the reference's look through Qwen3-VL, blended at alpha 0.3.
+    reference = out / "reference.png"
+    Image.new("RGB", (256, 256), (230, 120, 40)).save(reference)
+    png3, seed3, meta3, report, token_map, readout = client.predict(
+        references=[handle_file(str(reference))], prompt="a fox in a snowy forest", alpha=0.3,
+        strength=0.9, seed=seed, **size, api_name="/vl_generate")
+    shutil.copy(png3, out / "vl.png")
+    got["vl_generate"] = report["effective_alpha"]
+    print(f"vl_generate: effective alpha {report['effective_alpha']} (alpha 0.3)")
+
+    # 6. Extraction only: statistics and a .safetensors with the blended prompt_embeds.
+    stats, export, token_map, readout = client.predict(
+        references=[handle_file(str(reference))], prompt="a fox in a snowy forest", api_name="/vl_extract")
+    shutil.copy(export, out / "conditioning.safetensors")
+    got["vl_extract"] = stats["stats"]["vl_after_scaling"]["std"]
+    print("vl_extract:", json.dumps(stats["stats"]["vl_after_scaling"])[:120])
+    return got
+
+
+if __name__ == "__main__":
+    main()
