@@ -81,10 +81,15 @@ class GenerationResult:
             line += f", Lora: {Path(lora['path']).stem}:{lora['scale']}"
         return f"{r['prompt']}\nNegative prompt: {r['negative_prompt']}\n{line}"
 
-    def save(self, folder: str | Path) -> Path:
-        """Save as PNG with both metadata chunks; the name carries time, mode and seed."""
-        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.metadata['mode']}-{self.seed}.png"
-        return save_png(self.image, Path(folder) / name, self.a1111_parameters(), self.metadata)
+    def save(self, folder: str | Path, name: str | None = None) -> Path:
+        """Save as PNG with both metadata chunks (never over an existing file); the default name
+        carries time, mode and seed."""
+        stem = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{self.metadata['mode']}-{self.seed}"
+        path, n = Path(folder) / f"{stem}.png", 1
+        while path.exists():
+            n += 1
+            path = Path(folder) / f"{stem}-{n}.png"
+        return save_png(self.image, path, self.a1111_parameters(), self.metadata)
 
 
 def _versions() -> dict:
@@ -161,13 +166,16 @@ def _prepare_init_latents(pipe, image: Image.Image, height: int, width: int) -> 
     return (latents - vae.config.shift_factor) * vae.config.scaling_factor
 
 
-def _decode(pipe, latents: torch.Tensor) -> Image.Image:
+def _decode(pipe, latents: torch.Tensor) -> list[Image.Image]:
+    """Latents -> images, one VAE decode per image (so a batch decodes exactly like single runs)."""
     vae = pipe.vae
     param = next(vae.parameters())
     latents = latents.to(param.device, param.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+    images = []
     with torch.no_grad():
-        pixels = vae.decode(latents, return_dict=False)[0]
-    return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
+        for item in latents.split(1):
+            images += pipe.image_processor.postprocess(vae.decode(item, return_dict=False)[0], output_type="pil")
+    return images
 
 
 @dataclass
@@ -235,86 +243,100 @@ def resolve_seed(request: GenerationRequest) -> GenerationRequest:
     return replace(request, seed=random.randrange(2**32))
 
 
+BATCH_KEY = ("height", "width", "num_inference_steps", "shift", "guidance_scale", "loras", "attention_backend")
+
+
 def run(manager: ModelManager, request: GenerationRequest, image=None,
         encoding: PromptEncoding | None = None) -> GenerationResult:
     """Generate one image: txt2img when `image` is None, img2img from `image` otherwise.
     `encoding` supplies the caption embeddings (e.g. a VL blend); by default the prompt's."""
-    img2img = image is not None
-    validate(request, img2img=img2img)
-    init = load_image(image, field="image") if img2img else None
-    loras = parse_loras(request.loras)
-    request = resolve_seed(request)
-    seed = request.seed
-    warnings = []
-    encoding = encoding or encode_prompt(manager, request)
-    timeline = encoding.timeline
+    return run_batch(manager, [request], [image], [encoding])[0]
+
+
+def run_batch(manager: ModelManager, requests: list, images: list, encodings: list) -> list[GenerationResult]:
+    """Several images in one pipeline call. They must agree on size, steps, shift, guidance,
+    LoRAs, attention and (for img2img) strength; each keeps its own seed, prompt and init image,
+    and comes out as its single run would (within float tolerance of batched kernels)."""
+    img2img = images[0] is not None
+    first = requests[0]
+    for request, image in zip(requests, images):
+        validate(request, img2img=img2img)
+        if (image is not None) != img2img or any(getattr(request, k) != getattr(first, k) for k in BATCH_KEY) or (
+                img2img and request.strength != first.strength):
+            raise ValueError("a batch must share size, steps, shift, guidance, LoRAs, attention, strength and "
+                             "init-image use: run differing requests separately.")
+    inits = [load_image(image, field="image") if img2img else None for image in images]
+    loras = parse_loras(first.loras)
+    requests = [resolve_seed(r) for r in requests]
+    encodings = [e or encode_prompt(manager, r) for r, e in zip(requests, encodings)]
     pipe = manager.pipeline()
-    encoded = encoding.encoded
-    warnings += encoding.warnings
-    if encoded.long_prompt_applied:
-        warnings.append(encoded.describe())
+    shared, warnings = Timeline(), []
     with manager.generation_lock:
         transformer = pipe.transformer
-        _check_size(request, transformer)
-        _apply_attention(pipe, request.attention_backend)
+        _check_size(first, transformer)
+        _apply_attention(pipe, first.attention_backend)
         _apply_loras(pipe, loras)
         param = next(transformer.parameters())
-        call = {"prompt_embeds": [encoding.prompt_embeds.to(param.device, param.dtype)]}
-        if encoding.negative is not None:
-            call["negative_prompt_embeds"] = [encoding.negative.embeds.to(param.device, param.dtype)]
-
-        scheduler = make_scheduler(pipe.scheduler.config, request.shift)
-        sigmas = base_sigmas(request.num_inference_steps)
+        call = {"prompt_embeds": [e.prompt_embeds.to(param.device, param.dtype) for e in encodings]}
+        if first.guidance_scale > 0:
+            call["negative_prompt_embeds"] = [e.negative.embeds.to(param.device, param.dtype) for e in encodings]
+        scheduler = make_scheduler(pipe.scheduler.config, first.shift)
+        sigmas = base_sigmas(first.num_inference_steps)
         extra = {}
         if img2img:
-            forwards = strength_forwards(request.num_inference_steps, request.strength)
-            sigmas = sigmas[request.num_inference_steps - forwards:]
+            forwards = strength_forwards(first.num_inference_steps, first.strength)
+            sigmas = sigmas[first.num_inference_steps - forwards:]
             view = manager.view("img2img", scheduler)
-            with timeline.stage("vae_encode"):
-                extra = {"image": _prepare_init_latents(pipe, init, request.height, request.width),
-                         "strength": 1.0}
-            if forwards == request.num_inference_steps:
+            with shared.stage("vae_encode"):
+                latents = [_prepare_init_latents(pipe, init, first.height, first.width) for init in inits]
+            extra = {"image": torch.cat(latents), "strength": 1.0}
+            if forwards == first.num_inference_steps:
                 warnings.append("strength runs every step from sigma 1.0: the reference image is ignored.")
         else:
             view = manager.view("txt2img", scheduler)
-
         steps_run = []
-        with timeline.stage("denoise"):
+        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+        with shared.stage("denoise"):
             latents = view(
-                **call, **extra, height=request.height, width=request.width,
-                num_inference_steps=len(sigmas), sigmas=sigmas, guidance_scale=request.guidance_scale,
-                generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
+                **call, **extra, height=first.height, width=first.width,
+                num_inference_steps=len(sigmas), sigmas=sigmas, guidance_scale=first.guidance_scale,
+                generator=generators if len(generators) > 1 else generators[0], output_type="latent",
                 callback_on_step_end=lambda p, i, ts, kw: steps_run.append(float(ts)) or {},
             ).images
-        with timeline.stage("decode"):
-            result_image = _decode(pipe, latents)
-    timings = {**timeline.seconds(), "total": round(sum(s.seconds for s in timeline.stages), 4)}
-    manager.last_timeline = timeline.to_list()
-
+        with shared.stage("decode"):
+            pictures = _decode(pipe, latents)
     run_sigmas = scheduler.sigmas[: len(steps_run)].tolist()
-    metadata = {
-        "mode": encoding.mode or ("img2img" if img2img else "txt2img"),
-        "request": request.to_dict(),
-        "seed": seed,
-        "model": manager.zimage_model_id,
-        "versions": _versions(),
-        "chat_text": encoding.chat,
-        "template": request.template or None,
-        "sigmas": [round(s, 6) for s in run_sigmas],
-        "start_sigma": round(run_sigmas[0], 6),
-        "forwards": len(steps_run),
-        "tokens": {"count": encoded.token_count, "caption_limit": encoded.caption_limit,
-                   "used": int(encoding.prompt_embeds.shape[0]),
-                   "long_prompt": encoded.describe() if encoded.long_prompt_applied else None},
-        "loras": [{"path": p, "scale": s} for p, s in loras],
-        "timings": timings,
-        "timeline": timeline.to_list(),
-        "warnings": warnings,
-    }
-    if img2img:
-        metadata["init_image"] = {"sha256": image_sha256(init), "size": list(init.size)}
-    metadata.update(encoding.metadata)
-    return GenerationResult(result_image, seed, metadata)
+    results = []
+    for request, encoding, init, picture in zip(requests, encodings, inits, pictures):
+        timeline = Timeline(encoding.timeline.stages + shared.stages)
+        manager.last_timeline = timeline.to_list()
+        encoded = encoding.encoded
+        notes = warnings + encoding.warnings + ([encoded.describe()] if encoded.long_prompt_applied else [])
+        metadata = {
+            "mode": encoding.mode or ("img2img" if img2img else "txt2img"),
+            "request": request.to_dict(),
+            "seed": request.seed,
+            "model": manager.zimage_model_id,
+            "versions": _versions(),
+            "chat_text": encoding.chat,
+            "template": request.template or None,
+            "sigmas": [round(x, 6) for x in run_sigmas],
+            "start_sigma": round(run_sigmas[0], 6),
+            "forwards": len(steps_run),
+            "batch_size": len(requests),
+            "tokens": {"count": encoded.token_count, "caption_limit": encoded.caption_limit,
+                       "used": int(encoding.prompt_embeds.shape[0]),
+                       "long_prompt": encoded.describe() if encoded.long_prompt_applied else None},
+            "loras": [{"path": p, "scale": x} for p, x in loras],
+            "timings": {**timeline.seconds(), "total": round(sum(x.seconds for x in timeline.stages), 4)},
+            "timeline": timeline.to_list(),
+            "warnings": notes,
+        }
+        if img2img:
+            metadata["init_image"] = {"sha256": image_sha256(init), "size": list(init.size)}
+        metadata.update(encoding.metadata)
+        results.append(GenerationResult(picture, request.seed, metadata))
+    return results
 
 
 def txt2img(manager: ModelManager, request: GenerationRequest) -> GenerationResult:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from .images import A1111_KEY, JSON_KEY, read_png_text
-from .request import GenerationRequest, VLRequest, check_number, field_meta
+from .request import GenerationRequest, VLRequest, check_field
 
 # A1111 key -> (request field, type)
 A1111_FIELDS = {"Steps": ("num_inference_steps", int), "CFG scale": ("guidance_scale", float),
@@ -42,24 +42,6 @@ class Parameters:
         return "\n".join(lines)
 
 
-def _check(name: str, value):
-    """The value if it fits the field, else a ValueError saying why."""
-    meta = field_meta(name)
-    default = meta["default"]
-    if "choices" in meta and value not in meta["choices"]:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(meta['choices'])}.")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}={value!r} is not true/false.")
-    elif isinstance(default, (int, float)):
-        if name == "seed" and value == -1:
-            return value
-        check_number(name, value)
-    elif not isinstance(value, str):
-        raise ValueError(f"{name}={value!r} is not text.")
-    return value
-
-
 def _sort(values: dict, result: Parameters) -> Parameters:
     names = {f.name for f in fields(VLRequest)}
     for key, value in values.items():
@@ -67,7 +49,7 @@ def _sort(values: dict, result: Parameters) -> Parameters:
             result.unknown[key] = value
             continue
         try:
-            result.values[key] = _check(key, value)
+            result.values[key] = check_field(key, value)
         except ValueError as err:
             result.problems.append(str(err))
     return result

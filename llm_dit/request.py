@@ -185,6 +185,24 @@ def check_number(name: str, value):
     return _check_float(name, value)
 
 
+def check_field(name: str, value):
+    """`value` if it fits the field's type, choices and range; else a ValueError saying why."""
+    meta = field_meta(name)
+    default = meta["default"]
+    if "choices" in meta and value not in meta["choices"]:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(meta['choices'])}.")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} is not true/false.")
+    elif isinstance(default, (int, float)):
+        if name == "seed" and value == -1:
+            return value
+        return check_number(name, value)
+    elif not isinstance(value, str):
+        raise ValueError(f"{name}={value!r} is not text.")
+    return value
+
+
 def parse_loras(text: str) -> list[tuple[str, float]]:
     """`path` or `path:scale` entries, one per line (or comma-separated) -> [(path, scale)]."""
     entries = []

@@ -72,7 +72,7 @@ def test_vl_tab_in_the_browser(page, tmp_path):
     page.locator("#vl-generate").click()
     expect(page.locator("#vl-effective-alpha")).to_contain_text("effective alpha 0.", timeout=60_000)
     expect(page.locator("#vl-token-map")).to_contain_text("full")
-    expect(page.locator("#vl img").first).to_have_attribute("src", re.compile(r"-vl-\d+\.png$"))
+    expect(page.locator("#vl img").first).to_have_attribute("src", re.compile(r"-vl-\d+(-\d+)?\.png$"))
 
 
 def test_rewrite_then_use_in_txt2img(page):
@@ -97,7 +97,7 @@ def test_send_to_img2img_and_restore_from_history(page):
     expect(page.locator("#history img")).not_to_have_count(0, timeout=60_000)
     page.locator("#txt2img-to-img2img").click()
     expect(page.get_by_role("tab", name="img2img")).to_have_attribute("aria-selected", "true")
-    expect(page.locator("#img2img img").first).to_have_attribute("src", re.compile(r"-txt2img-\d+\.png$"))
+    expect(page.locator("#img2img img").first).to_have_attribute("src", re.compile(r"-txt2img-\d+(-\d+)?\.png$"))
     # change the txt2img prompt, then restore the first result from the history gallery
     page.get_by_role("tab", name="txt2img").click()
     page.locator("#txt2img textarea").first.fill("something else")

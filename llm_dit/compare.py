@@ -1,0 +1,311 @@
+"""Comparison sweeps: up to three axes over a VL request -> cells -> labelled grids + a table.
+
+Everything not on an axis comes from the base request; one seed for all cells unless `seed` is
+an axis. Extractions and prompt encodings go through the model manager's caches, so each distinct
+extraction key and text is computed once per sweep whatever the number of cells; compatible
+cells can run as one batched pipeline call. The `route` axis adds the baseline every reviewer asks
+for: Qwen3-VL captions the reference and that caption plus the prompt goes through plain
+txt2img/img2img, no embedding blend.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .conditioning import condition
+from .generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
+from .images import load_image
+from .metrics import palette_distance, ssim
+from .request import GenerationRequest, RewriteRequest, VLRequest, check_field, validate
+from .rewrite import rewrite
+
+# axis name -> VLRequest field (None: the route axis)
+AXES = {
+    "blend_mode": "blend_mode", "alpha": "alpha", "strength": "strength", "vl_hidden_layer": "vl_hidden_layer",
+    "token_mode": "token_mode", "normalization": "normalization", "outlier_mode": "outlier_mode",
+    "think_block": "vl_think_block", "steps": "num_inference_steps", "seed": "seed", "vl_text": "vl_text",
+    "route": None,
+}
+ROUTES = ("embedding", "text")
+CAPTION_TEMPLATE = "Image captioner"
+TRUE, FALSE = ("on", "true", "yes", "with", "1"), ("off", "false", "no", "without", "0")
+
+
+def parse_values(axis: str, text) -> list:
+    """An axis's values from a list or a comma-separated string (`vl_text`: `|`-separated)."""
+    if axis not in AXES:
+        raise ValueError(f"axis {axis!r} is unknown: use one of {', '.join(AXES)}.")
+    items = list(text) if isinstance(text, (list, tuple)) else [
+        v.strip() for v in str(text).split("|" if axis == "vl_text" else ",")]
+    items = [v for v in items if not (isinstance(v, str) and v == "" and axis != "vl_text")]
+    if not items:
+        raise ValueError(f"axis {axis!r} has no values: give them comma-separated, e.g. 0, 0.3, 0.5.")
+    name = AXES[axis]
+    values = []
+    for raw in items:
+        if axis == "route":
+            if raw not in ROUTES:
+                raise ValueError(f"route value {raw!r} is unknown: use embedding and/or text.")
+            values.append(raw)
+            continue
+        default = VLRequest.__dataclass_fields__[name].default
+        try:
+            if isinstance(default, bool):
+                word = str(raw).lower()
+                if word not in TRUE + FALSE:
+                    raise ValueError(f"{name}={raw!r} is not on/off.")
+                value = word in TRUE
+            elif isinstance(default, int):
+                value = int(float(raw))
+            elif isinstance(default, float):
+                value = float(raw)
+            else:
+                value = str(raw)
+            values.append(check_field(name, value))
+        except ValueError as err:
+            raise ValueError(f"axis {axis!r}: {err}") from None
+    if len(set(map(str, values))) != len(values):
+        raise ValueError(f"axis {axis!r} repeats a value: {values}.")
+    return values
+
+
+@dataclass
+class SweepSpec:
+    x_axis: str = "blend_mode"
+    x_values: str = "linear, adain"
+    y_axis: str = ""
+    y_values: str = ""
+    z_axis: str = ""
+    z_values: str = ""
+    cell_limit: int = 64
+    batch_size: int = 1
+
+    def axes(self) -> list[tuple[str, list]]:
+        """[(axis, values)] for x, y, z (the ones given), checked."""
+        axes = []
+        for axis, values in ((self.x_axis, self.x_values), (self.y_axis, self.y_values), (self.z_axis, self.z_values)):
+            if not str(axis).strip():
+                continue
+            if any(axis == a for a, _ in axes):
+                raise ValueError(f"axis {axis!r} is used twice: each axis may appear once.")
+            axes.append((axis, parse_values(axis, values)))
+        if not axes or axes[0][0] != self.x_axis:
+            raise ValueError("x_axis is empty: choose at least the X axis (e.g. alpha).")
+        if not 1 <= int(self.batch_size) <= 16:
+            raise ValueError(f"batch_size={self.batch_size} is out of range: use 1 to 16.")
+        count = 1
+        for _, values in axes:
+            count *= len(values)
+        if count > int(self.cell_limit):
+            raise ValueError(f"the sweep has {count} cells, more than cell_limit={self.cell_limit}: "
+                             f"use fewer values or raise the limit.")
+        return axes
+
+
+@dataclass
+class Cell:
+    index: int
+    coords: dict  # axis -> value
+    request: VLRequest
+    route: str = "embedding"
+    result: GenerationResult | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class SweepResult:
+    axes: list
+    cells: list[Cell]
+    counts: dict
+    caption: str | None = None
+    stopped: bool = False
+
+    def finished(self) -> list[Cell]:
+        return [c for c in self.cells if c.result is not None]
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for cell in self.finished():
+            meta = cell.result.metadata
+            rows.append({"cell": cell.index, **{a: cell.coords[a] for a, _ in self.axes}, "route": cell.route,
+                         "seed": cell.result.seed, "effective_alpha": meta.get("vl", {}).get("effective_alpha"),
+                         "seconds": meta["timings"]["total"], "batch_size": meta.get("batch_size", 1),
+                         **cell.metrics})
+        return rows
+
+    def table_csv(self) -> str:
+        rows = self.rows()
+        out = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return out.getvalue()
+
+    def table_json(self) -> str:
+        return json.dumps({"axes": [[a, v] for a, v in self.axes], "counts": self.counts, "caption": self.caption,
+                           "stopped": self.stopped, "cells": self.rows()}, indent=2)
+
+    def grids(self) -> list[Image.Image]:
+        """One labelled grid per Z value (a single grid without a Z axis)."""
+        (x_axis, xs), (y_axis, ys) = self.axes[0], (self.axes[1] if len(self.axes) > 1 else ("", [None]))
+        zs = self.axes[2][1] if len(self.axes) > 2 else [None]
+        z_axis = self.axes[2][0] if len(self.axes) > 2 else ""
+        grids = []
+        for z in zs:
+            images = {}
+            for cell in self.finished():
+                if len(self.axes) < 3 or cell.coords[z_axis] == z:
+                    key = (cell.coords[x_axis], cell.coords.get(y_axis) if y_axis else None)
+                    images[key] = cell.result.image
+            title = f"{z_axis} = {z}" if z_axis else ""
+            grids.append(draw_grid(images, x_axis, xs, y_axis, ys, title))
+        return grids
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def draw_grid(images: dict, x_axis: str, xs: list, y_axis: str, ys: list, title: str = "") -> Image.Image:
+    """Cells laid out X across, Y down; the axis names and values on the top and left margins."""
+    sample = next(iter(images.values()), None)
+    w, h = sample.size if sample else (256, 256)
+    label = max(16, min(w, h) // 12)
+    font = _font(label)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    y_texts = [str(y) for y in ys] + ([f"{y_axis}:"] if y_axis else [])
+    left = int(max(measure(t, font=font) for t in y_texts)) + 16 if y_axis else 0
+    line = label + 6
+    top = (line if title else 0) + 2 * line
+    grid = Image.new("RGB", (max(left + w * len(xs), int(measure(f"{x_axis}:", font=font)) + left + 8),
+                             top + h * len(ys)), "white")
+    draw = ImageDraw.Draw(grid)
+    if title:
+        draw.text((6, 2), title, fill="black", font=font)
+    row = line if title else 0
+    draw.text((left + 4, row + 2), f"{x_axis}:", fill="dimgray", font=font)
+    if y_axis:
+        draw.text((6, row + line + 2), f"{y_axis}:", fill="dimgray", font=font)
+    for i, x in enumerate(xs):
+        draw.text((left + i * w + w // 2, row + line + 2), str(x), fill="black", font=font, anchor="mt")
+        for j, y in enumerate(ys):
+            image = images.get((x, y))
+            if image is not None:
+                grid.paste(image.resize((w, h)), (left + i * w, top + j * h))
+            if i == 0 and y_axis:
+                draw.text((6, top + j * h + h // 2), str(y), fill="black", font=font, anchor="lm")
+    return grid
+
+
+def plan(spec: SweepSpec, base: VLRequest) -> tuple[list, list[Cell]]:
+    """The axes and one cell per combination (Z outermost, then Y, then X)."""
+    axes = spec.axes()
+    cells = []
+    for i, combo in enumerate(itertools.product(*[values for _, values in reversed(axes)])):
+        coords = dict(zip([a for a, _ in reversed(axes)], combo))
+        overrides = {AXES[a]: v for a, v in coords.items() if AXES[a]}
+        if coords.get("vl_text") is not None:
+            overrides["vl_use_prompt"] = False
+        cells.append(Cell(i, coords, replace(base, **overrides), coords.get("route", "embedding")))
+    return axes, cells
+
+
+def _caption(manager, reference, request: VLRequest) -> str:
+    seed = request.seed if request.seed != -1 else 0
+    ask = RewriteRequest(prompt="", template=CAPTION_TEMPLATE, backend="qwen3_vl", seed=seed, max_new_tokens=160)
+    return rewrite(manager, ask, reference).text
+
+
+def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
+              on_cell=None, should_stop=None) -> SweepResult:
+    """Run every cell (checking `should_stop()` between cells); `on_cell(cell, result)` after each."""
+    if not references:
+        raise ValueError("references: no reference image: a comparison sweep conditions on one.")
+    base = resolve_seed(validate(base, img2img=base.strength < 1.0))
+    axes, cells = plan(spec, base)
+    for cell in cells:
+        validate(cell.request, img2img=cell.request.strength < 1.0)
+    images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
+    structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
+    before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses}
+    keys, texts = set(), set()
+    caption = None
+    sweep = SweepResult(axes, cells, {})
+    pending: list[tuple[Cell, object, object]] = []
+
+    def flush():
+        if not pending:
+            return
+        requests = [c.request if c.route == "embedding" else _text_request(c.request, caption) for c, _, _ in pending]
+        results = run_batch(manager, requests, [i for _, i, _ in pending], [e for _, _, e in pending])
+        for (cell, _, _), result in zip(pending, results):
+            cell.result = result
+            cell.metrics = {"palette_distance": round(palette_distance(result.image, images[0]), 4),
+                            "ssim": round(ssim(result.image, images[0]), 4)}
+            if on_cell:
+                on_cell(cell, sweep)
+        pending.clear()
+
+    for cell in cells:
+        if should_stop is not None and should_stop():
+            sweep.stopped = True
+            break
+        init = (structure or images[0]) if cell.request.strength < 1.0 else None
+        if cell.route == "text":
+            if caption is None:
+                caption = _caption(manager, images[0], base)
+            encoding = None
+            texts.add(_text_request(cell.request, caption).prompt)
+        else:
+            encoding = condition(manager, cell.request, images).encoding
+            keys.update(e["key"] for e in encoding.metadata["vl"]["extractions"])
+            texts.add(encoding.chat)
+        if pending and (len(pending) >= spec.batch_size or not _compatible(pending[0], (cell, init, encoding))):
+            flush()
+        pending.append((cell, init, encoding))
+    flush()
+    sweep.caption = caption
+    sweep.counts = {"cells": len(cells), "finished": len(sweep.finished()), "distinct_extractions": len(keys),
+                    "distinct_texts": len(texts),
+                    "extractions_run": manager.vl_cache.misses - before["extractions"],
+                    "encodes_run": manager.text_cache.misses - before["encodes"], "batch_size": spec.batch_size}
+    return sweep
+
+
+def _text_request(request: VLRequest, caption: str) -> GenerationRequest:
+    """The text route: the prompt plus the VL caption, as a plain generation request."""
+    fields = {k: v for k, v in request.to_dict().items() if k in GenerationRequest.__dataclass_fields__}
+    return GenerationRequest(**{**fields, "prompt": f"{request.prompt}\n\nThe image's look: {caption}"})
+
+
+def _compatible(a, b) -> bool:
+    (ca, ia, _), (cb, ib, _) = a, b
+    same = all(getattr(ca.request, k) == getattr(cb.request, k) for k in BATCH_KEY)
+    return same and (ia is None) == (ib is None) and ca.request.strength == cb.request.strength
+
+
+def save_outputs(sweep: SweepResult, folder: str | Path, stem: str) -> dict:
+    """Grids (PNG), each cell's PNG with full metadata, and the table as CSV and JSON."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    grids = []
+    for i, grid in enumerate(sweep.grids()):
+        path = folder / f"{stem}-grid{i}.png"
+        grid.save(path)
+        grids.append(str(path))
+    cells = [str(c.result.save(folder / f"{stem}-cells", name=f"cell{c.index:03d}")) for c in sweep.finished()]
+    (folder / f"{stem}.csv").write_text(sweep.table_csv())
+    (folder / f"{stem}.json").write_text(sweep.table_json())
+    return {"grids": grids, "cells": cells, "csv": str(folder / f"{stem}.csv"), "json": str(folder / f"{stem}.json")}
+
