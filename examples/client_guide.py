@@ -70,6 +70,16 @@ def main(argv=None) -> dict:
     shutil.copy(export, out / "conditioning.safetensors")
     got["vl_extract"] = stats["stats"]["vl_after_scaling"]["std"]
     print("vl_extract:", json.dumps(stats["stats"]["vl_after_scaling"])[:120])
+
+    # 7. A comparison sweep: blend mode x alpha, one extraction and one encode for all cells.
+    progress, grids, table, cells, files, counts = client.predict(
+        references=[handle_file(str(reference))], x_axis="blend_mode", x_values="linear, linear_rms",
+        y_axis="alpha", y_values="0.3, 0.6", prompt="a fox in a snowy forest", seed=seed, **size,
+        api_name="/compare")
+    shutil.copy(grids[0]["image"], out / "compare-grid.png")
+    got["compare"] = counts
+    print(f"compare: {counts['finished']} cells, {counts['extractions_run']} extraction(s), "
+          f"{counts['encodes_run']} encode(s); table columns {table['headers']}")
     return got
 
 

@@ -34,6 +34,13 @@ AXES = {
     "route": None,
 }
 ROUTES = ("embedding", "text")
+EXAMPLE_VALUES = {  # what an axis picker fills in when chosen
+    "blend_mode": "linear, linear_rms, adain", "alpha": "0, 0.3, 0.6", "strength": "0.7, 0.8, 0.9",
+    "vl_hidden_layer": "-2, -6, -8", "token_mode": "full, image_only, text_only",
+    "normalization": "global, per_dim, hybrid", "outlier_mode": "none, zero, clamp, scale",
+    "think_block": "off, on", "steps": "4, 8", "seed": "1, 2, 3", "vl_text": " | A photograph.",
+    "route": "embedding, text",
+}
 CAPTION_TEMPLATE = "Image captioner"
 TRUE, FALSE = ("on", "true", "yes", "with", "1"), ("off", "false", "no", "without", "0")
 
@@ -98,6 +105,8 @@ class SweepSpec:
             axes.append((axis, parse_values(axis, values)))
         if not axes or axes[0][0] != self.x_axis:
             raise ValueError("x_axis is empty: choose at least the X axis (e.g. alpha).")
+        if str(self.z_axis).strip() and not str(self.y_axis).strip():
+            raise ValueError("z_axis is set but y_axis is empty: use the Y axis before the Z axis.")
         if not 1 <= int(self.batch_size) <= 16:
             raise ValueError(f"batch_size={self.batch_size} is out of range: use 1 to 16.")
         count = 1
@@ -227,9 +236,10 @@ def _caption(manager, reference, request: VLRequest) -> str:
     return rewrite(manager, ask, reference).text
 
 
-def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
-              on_cell=None, should_stop=None) -> SweepResult:
-    """Run every cell (checking `should_stop()` between cells); `on_cell(cell, result)` after each."""
+def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
+               should_stop=None):
+    """Run the cells in order, yielding the sweep after each finished cell (or batch). Stopping
+    (`should_stop()` true, or closing the generator) keeps what was finished."""
     if not references:
         raise ValueError("references: no reference image: a comparison sweep conditions on one.")
     base = resolve_seed(validate(base, img2img=base.strength < 1.0))
@@ -240,22 +250,25 @@ def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, struc
     structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
     before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses}
     keys, texts = set(), set()
-    caption = None
     sweep = SweepResult(axes, cells, {})
     pending: list[tuple[Cell, object, object]] = []
 
+    def count():
+        sweep.counts = {"cells": len(cells), "finished": len(sweep.finished()), "distinct_extractions": len(keys),
+                        "distinct_texts": len(texts),
+                        "extractions_run": manager.vl_cache.misses - before["extractions"],
+                        "encodes_run": manager.text_cache.misses - before["encodes"], "batch_size": spec.batch_size}
+
     def flush():
-        if not pending:
-            return
-        requests = [c.request if c.route == "embedding" else _text_request(c.request, caption) for c, _, _ in pending]
+        requests = [c.request if c.route == "embedding" else _text_request(c.request, sweep.caption)
+                    for c, _, _ in pending]
         results = run_batch(manager, requests, [i for _, i, _ in pending], [e for _, _, e in pending])
         for (cell, _, _), result in zip(pending, results):
             cell.result = result
             cell.metrics = {"palette_distance": round(palette_distance(result.image, images[0]), 4),
                             "ssim": round(ssim(result.image, images[0]), 4)}
-            if on_cell:
-                on_cell(cell, sweep)
         pending.clear()
+        count()
 
     for cell in cells:
         if should_stop is not None and should_stop():
@@ -263,23 +276,30 @@ def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, struc
             break
         init = (structure or images[0]) if cell.request.strength < 1.0 else None
         if cell.route == "text":
-            if caption is None:
-                caption = _caption(manager, images[0], base)
+            if sweep.caption is None:
+                sweep.caption = _caption(manager, images[0], base)
             encoding = None
-            texts.add(_text_request(cell.request, caption).prompt)
+            texts.add(_text_request(cell.request, sweep.caption).prompt)
         else:
             encoding = condition(manager, cell.request, images).encoding
             keys.update(e["key"] for e in encoding.metadata["vl"]["extractions"])
             texts.add(encoding.chat)
         if pending and (len(pending) >= spec.batch_size or not _compatible(pending[0], (cell, init, encoding))):
             flush()
+            yield sweep
         pending.append((cell, init, encoding))
-    flush()
-    sweep.caption = caption
-    sweep.counts = {"cells": len(cells), "finished": len(sweep.finished()), "distinct_extractions": len(keys),
-                    "distinct_texts": len(texts),
-                    "extractions_run": manager.vl_cache.misses - before["extractions"],
-                    "encodes_run": manager.text_cache.misses - before["encodes"], "batch_size": spec.batch_size}
+    if pending:
+        flush()
+    count()
+    yield sweep
+
+
+def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
+              should_stop=None) -> SweepResult:
+    """Run the whole sweep (or until `should_stop()`); returns the finished cells and the counts."""
+    sweep = None
+    for sweep in iter_sweep(manager, spec, base, references, structure_image, should_stop):
+        pass
     return sweep
 
 
@@ -309,3 +329,32 @@ def save_outputs(sweep: SweepResult, folder: str | Path, stem: str) -> dict:
     (folder / f"{stem}.json").write_text(sweep.table_json())
     return {"grids": grids, "cells": cells, "csv": str(folder / f"{stem}.csv"), "json": str(folder / f"{stem}.json")}
 
+
+
+def load_sweeps(path: Path | None = None) -> dict[str, dict]:
+    """Sweep presets: {name: {"description", "spec": SweepSpec fields, "base": request fields}}."""
+    import tomllib
+
+    from .presets import PRESETS_DIR
+
+    path = Path(path or PRESETS_DIR / "sweeps.toml")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"sweep presets {path}: {err}") from None
+    presets = {}
+    spec_fields = set(SweepSpec.__dataclass_fields__)
+    for name, table in data.items():
+        base = dict(table.get("base", {}))
+        spec = {k: v for k, v in table.items() if k in spec_fields}
+        unknown = set(table) - spec_fields - {"description", "base"}
+        try:
+            if unknown:
+                raise ValueError(f"unknown key(s) {sorted(unknown)}")
+            SweepSpec(**spec).axes()
+            for key, value in base.items():
+                check_field(key, value)
+        except (ValueError, KeyError, StopIteration) as err:
+            raise ValueError(f"sweep preset {name!r} in {path}: {err}") from None
+        presets[name] = {"description": table.get("description", ""), "spec": spec, "base": base}
+    return presets

@@ -161,7 +161,23 @@ def test_the_client_guide_drives_every_public_endpoint(served, tmp_path):
 
     guide = runpy.run_path("examples/client_guide.py")
     got = guide["main"]([served[0], "--size", "64", "--out", str(tmp_path)])
-    assert set(got) == {"templates", "rewrite", "txt2img", "img2img", "vl_generate", "vl_extract"}
+    assert set(got) == {"templates", "rewrite", "txt2img", "img2img", "vl_generate", "vl_extract", "compare"}
     assert got["img2img"] == 4 and (tmp_path / "conditioning.safetensors").exists()
     public = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/" + name for name in got} == set(public)  # the guide covers every public endpoint
+
+
+def test_compare_over_the_api(served, tmp_path):
+    Image.new("RGB", (128, 128), (10, 90, 200)).save(tmp_path / "ref.png")
+    progress, grids, table, cells, files, counts = served[1].predict(
+        references=[handle_file(str(tmp_path / "ref.png"))], x_axis="alpha", x_values="0, 0.5",
+        y_axis="blend_mode", y_values="linear, adain, linear_rms", prompt="a meadow", height=64, width=64,
+        seed=2, api_name="/compare")
+    assert "6 / 6 cells" in progress and len(grids) == 1 and len(cells) == 6
+    assert table["headers"][:3] == ["cell", "alpha", "blend_mode"] and len(table["data"]) == 6
+    assert counts["distinct_extractions"] == 1 and counts["distinct_texts"] == 1
+    assert any(f.endswith(".csv") for f in files) and any(f.endswith(".json") for f in files)
+    with pytest.raises(Exception, match=r"the sweep has 6 cells, more than cell_limit=4"):
+        served[1].predict(references=[handle_file(str(tmp_path / "ref.png"))], x_axis="alpha", x_values="0, 0.5",
+                          y_axis="blend_mode", y_values="linear, adain, linear_rms", cell_limit=4,
+                          prompt="a meadow", api_name="/compare")

@@ -120,3 +120,22 @@ def test_png_info_loads_parameters_into_their_tab(page, manager, tmp_path):
     expect(page.locator("#img2img textarea").first).to_have_value("from png info")
     page.get_by_role("tab", name="PNG info").click()
     expect(page.locator("#pnginfo-report")).to_contain_text("Loaded into img2img")
+
+
+def test_small_sweep_in_the_browser(page, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (128, 128), (90, 40, 160)).save(tmp_path / "ref.png")
+    page.get_by_role("tab", name="VL conditioning").click()
+    page.locator("#vl-references input[type=file]").set_input_files(str(tmp_path / "ref.png"))
+    _set_size(page, "vl", 64)
+    page.locator("#vl textarea").first.fill("a sweep subject")
+    page.get_by_role("tab", name="Blend comparison").click()
+    page.locator("#compare").get_by_label("X axis").click()
+    page.get_by_role("option", name="alpha", exact=True).click()
+    expect(page.locator("#compare").get_by_label("X values")).to_have_value("0, 0.3, 0.6")
+    page.locator("#compare").get_by_label("X values").fill("0, 0.5")
+    page.locator("#compare-run").click()
+    expect(page.locator("#compare-progress")).to_contain_text("2 / 2 cells", timeout=60_000)
+    expect(page.locator("#compare-grids img").first).to_have_attribute("src", re.compile(r"compare-grid0\.png$"))
+    expect(page.locator("#compare-table")).to_contain_text("effective_alpha")

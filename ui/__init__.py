@@ -12,7 +12,7 @@ from llm_dit.models import ModelManager
 from llm_dit.pnginfo import read_parameters
 from llm_dit.settings import Settings
 
-from . import history, img2img, pnginfo, rewrite, status, txt2img, vl
+from . import compare, history, img2img, pnginfo, rewrite, status, txt2img, vl
 
 TINY_BANNER = (
     "**Offline tiny models in use** (`--tiny`): random weights, so every image is noise. "
@@ -46,6 +46,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             parts = {p.name: p for p in (txt2img.build(manager, settings.output_dir),
                                          img2img.build(manager, settings.output_dir),
                                          vl.build(manager, settings.output_dir))}
+            compare.build(manager, settings.output_dir, parts["vl"])
             rewriter = rewrite.build(manager)
             png, png_report, png_raw = pnginfo.build()
             status.build(manager)

@@ -1,0 +1,103 @@
+"""Blend comparison tab: sweeps over the VL tab's settings -> labelled grids, cells and a table."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import fields
+
+import gradio as gr
+
+from llm_dit.compare import AXES, EXAMPLE_VALUES, SweepSpec, iter_sweep, load_sweeps, save_outputs
+from llm_dit.request import VLRequest
+
+from .common import make_handler
+from .gpu import gpu_seconds, on_gpu
+
+FIELDS = [f.name for f in fields(VLRequest)]
+SPEC = ["x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "cell_limit", "batch_size"]
+DEFAULTS = SweepSpec()
+
+
+def _spec(values: dict) -> SweepSpec:
+    return SweepSpec(**{k: (getattr(DEFAULTS, k) if values[k] is None else values[k]) for k in SPEC})
+
+
+def build(manager, output_dir: str, vl_tab) -> None:
+    presets = load_sweeps()
+
+    def sweep(request, references, structure_image, **spec):
+        yield from iter_sweep(manager, _spec(spec), request, references or [], structure_image)
+
+    def seconds(request, references, structure_image, **spec):
+        try:
+            cells = math.prod(len(values) for _, values in _spec(spec).axes())
+        except ValueError:  # a bad spec fails fast anyway
+            cells = 1
+        return gpu_seconds(request, cells=cells, extractions=2 * max(1, len(references or [])))
+
+    gpu_sweep = on_gpu(sweep, duration=seconds)
+
+    with gr.Tab("Blend comparison", id="compare", elem_id="compare"):
+        gr.Markdown("Sweeps run over the **VL conditioning** tab's settings and references: everything not "
+                    "on an axis is taken from there. One seed for all cells unless `seed` is an axis.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                preset = gr.Dropdown(choices=list(presets), value=None, label="Sweep preset (presets/sweeps.toml)")
+                note = gr.Markdown()
+                axes = list(AXES)
+                c = {"x_axis": gr.Dropdown(choices=axes, value=DEFAULTS.x_axis, label="X axis"),
+                     "x_values": gr.Textbox(value=DEFAULTS.x_values, label="X values", info="comma-separated "
+                                            "(vl_text: |-separated)"),
+                     "y_axis": gr.Dropdown(choices=[("(none)", "")] + axes, value="", label="Y axis"),
+                     "y_values": gr.Textbox(value="", label="Y values"),
+                     "z_axis": gr.Dropdown(choices=[("(none)", "")] + axes, value="", label="Z axis (one grid each)"),
+                     "z_values": gr.Textbox(value="", label="Z values"),
+                     "cell_limit": gr.Number(value=DEFAULTS.cell_limit, precision=0, label="Cell limit"),
+                     "batch_size": gr.Slider(1, 16, value=DEFAULTS.batch_size, step=1, label="Batch size",
+                                             info="cells per pipeline call, where they can share one")}
+                with gr.Row():
+                    go = gr.Button("Run sweep", variant="primary", elem_id="compare-run")
+                    stop = gr.Button("Stop after this cell", variant="stop", elem_id="compare-stop")
+            with gr.Column(scale=2):
+                progress = gr.Markdown(elem_id="compare-progress")
+                grids = gr.Gallery(label="Grids", columns=1, format="png", elem_id="compare-grids")
+                table = gr.Dataframe(label="Cells", wrap=True, elem_id="compare-table")
+                cells = gr.Gallery(label="Cells (each PNG carries its full metadata)", columns=6, format="png")
+                files = gr.File(label="Downloads: grids, cell PNGs, table (CSV, JSON)", file_count="multiple")
+                counts = gr.JSON(label="Counts: extractions and encodes actually run vs distinct keys")
+
+        def action(request, references, structure_image, **spec):
+            stem = f"{time.strftime('%Y%m%d-%H%M%S')}-compare"
+            for result in gpu_sweep(request, references, structure_image, **spec):
+                out = save_outputs(result, output_dir, stem)
+                done = result.counts.get("finished", 0)
+                text = f"**{done} / {len(result.cells)} cells**" + (" — stopped" if result.stopped else "")
+                if result.caption:
+                    text += f"\n\nText-route caption: _{result.caption[:300]}_"
+                rows = result.rows()
+                yield (text, out["grids"],
+                       {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
+                       [(p, f"cell {i}") for i, p in enumerate(out["cells"])],
+                       out["grids"] + [out["csv"], out["json"]] + out["cells"], result.counts)
+
+        for axis in ("x", "y", "z"):
+            c[f"{axis}_axis"].input(lambda name: EXAMPLE_VALUES.get(name, ""), c[f"{axis}_axis"], c[f"{axis}_values"],
+                                    api_visibility="private", queue=False)
+        inputs = [vl_tab.inputs["references"], vl_tab.inputs["structure_image"]] + [c[k] for k in SPEC]
+        handler = make_handler("compare", FIELDS, action, ("references", "structure_image", *SPEC), VLRequest,
+                               stream=True)
+        event = go.click(handler, inputs + [vl_tab.controls[f] for f in FIELDS],
+                         [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id="gpu")
+        stop.click(None, None, None, cancels=[event], api_visibility="private")
+
+        def apply(name):
+            if name not in presets:
+                return [gr.skip()] * (len(SPEC) + 1 + len(FIELDS))
+            p = presets[name]
+            spec = {**{k: "" for k in ("y_axis", "y_values", "z_axis", "z_values")}, **p["spec"]}
+            return [p["description"]] + [spec.get(k, gr.skip()) for k in SPEC] + [
+                p["base"].get(f, gr.skip()) for f in FIELDS]
+
+        preset.change(apply, preset, [note] + [c[k] for k in SPEC] + [vl_tab.controls[f] for f in FIELDS],
+                      api_visibility="private", queue=False)
