@@ -9,6 +9,7 @@ the one loaded DiT.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import threading
@@ -47,6 +48,17 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return getattr(torch, name)
+
+
+def release_memory() -> None:
+    """Give freed memory back: Python's garbage, the CUDA allocator's blocks, glibc's heap."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:  # glibc keeps freed heap pages unless asked; without this, RSS never drops on Linux
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def module_bytes(module: torch.nn.Module) -> int:
@@ -227,9 +239,7 @@ class ModelManager:
             if self._vl is None:
                 return
             self._vl = None
-            gc.collect()  # the model is referenced nowhere else now: its memory goes back
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()  # and the CUDA allocator returns its blocks
+            release_memory()  # the model is referenced nowhere else now: its memory goes back
 
     def preload(self) -> None:
         """Load every model now (ZeroGPU: at start-up, on cuda, kept for the app's lifetime)."""
@@ -243,9 +253,7 @@ class ModelManager:
         with self.generation_lock, self._lock:
             self._pipe, self._lm, self._views = None, None, {}
         self.unload_vl()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
 
     def clear_caches(self) -> None:
         self.vl_cache.clear()

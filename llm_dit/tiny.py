@@ -27,6 +27,19 @@ import torch
 BUILDER_VERSION = 1
 HIDDEN = 64  # text hidden size == DiT caption width (cap_feat_dim), as 2560 is for the real pair
 TEXT_LAYERS = 8  # enough that hidden_states[-6] (the VL default layer) exists
+# Sizes: "tiny" for tests and the offline demo; "medium" for benchmarks whose compute dominates on
+# a CPU. text = Qwen3 (and the VL text model), dit = ZImageTransformer2DModel.
+SHARD = {"tiny": "200KB", "medium": "50MB"}  # sharded like the hub repos, in a few files
+SIZES = {
+    "tiny": {"text": dict(hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=TEXT_LAYERS,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+             "dit": dict(dim=64, n_layers=2, n_refiner_layers=2, n_heads=2, n_kv_heads=2, axes_dims=[8, 12, 12]),
+             "vision": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2)},
+    "medium": {"text": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
+                            num_attention_heads=8, num_key_value_heads=4, head_dim=64),
+               "dit": dict(dim=512, n_layers=6, n_refiner_layers=2, n_heads=4, n_kv_heads=4, axes_dims=[32, 48, 48]),
+               "vision": dict(depth=4, hidden_size=256, intermediate_size=1024, num_heads=4)},
+}
 
 # Qwen's special tokens, in the order (and so with the relative ids) of the real vocabulary.
 SPECIAL_TOKENS = [
@@ -119,25 +132,24 @@ def _save_tokenizer(tokenizer, vocab: dict, merges: list[tuple], folder: Path) -
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
 
 
-def _build_zimage(folder: Path, seed: int) -> None:
+def _build_zimage(folder: Path, seed: int, size: str = "tiny") -> None:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
     from transformers import Qwen3Config, Qwen3Model
 
     tokenizer, vocab, merges = _train_tokenizer(seed)
     torch.manual_seed(seed)
+    config = SIZES[size]
     text_encoder = Qwen3Model(
         Qwen3Config(
-            vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=128,
-            num_hidden_layers=TEXT_LAYERS, num_attention_heads=4, num_key_value_heads=2,
-            head_dim=16, max_position_embeddings=8192, tie_word_embeddings=True,
+            vocab_size=len(tokenizer), **config["text"], max_position_embeddings=8192, tie_word_embeddings=True,
             rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
             bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
             pad_token_id=tokenizer.pad_token_id,
         )
     )
     transformer = ZImageTransformer2DModel(
-        dim=64, n_layers=2, n_refiner_layers=2, n_heads=2, n_kv_heads=2, cap_feat_dim=HIDDEN,
-        axes_dims=[8, 12, 12], axes_lens=[320, 128, 128],  # caption limit 288 (real: 1504)
+        **config["dit"], cap_feat_dim=config["text"]["hidden_size"],
+        axes_lens=[320, 128, 128],  # caption limit 288 (real: 1504)
     )
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1,
@@ -148,8 +160,8 @@ def _build_zimage(folder: Path, seed: int) -> None:
     scheduler = FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False
     )
-    transformer.save_pretrained(folder / "transformer", max_shard_size="200KB")
-    text_encoder.save_pretrained(folder / "text_encoder", max_shard_size="200KB")
+    transformer.save_pretrained(folder / "transformer", max_shard_size=SHARD[size])
+    text_encoder.save_pretrained(folder / "text_encoder", max_shard_size=SHARD[size])
     vae.save_pretrained(folder / "vae")
     scheduler.save_pretrained(folder / "scheduler")
     _save_tokenizer(tokenizer, vocab, merges, folder / "tokenizer")
@@ -165,7 +177,7 @@ def _build_zimage(folder: Path, seed: int) -> None:
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
 
 
-def _build_qwen3_vl(folder: Path, seed: int, hidden: int = HIDDEN) -> None:
+def _build_qwen3_vl(folder: Path, seed: int, size: str = "tiny", hidden: int | None = None) -> None:
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -174,15 +186,14 @@ def _build_qwen3_vl(folder: Path, seed: int, hidden: int = HIDDEN) -> None:
     torch.manual_seed(seed + 1)
     config = Qwen3VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=128,
-            num_hidden_layers=TEXT_LAYERS, num_attention_heads=4, num_key_value_heads=2,
-            head_dim=16, max_position_embeddings=8192,
+            vocab_size=len(tokenizer), **{**SIZES[size]["text"], **({"hidden_size": hidden} if hidden else {})},
+            max_position_embeddings=8192,
             rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
                              "mrope_section": [2, 3, 3], "mrope_interleaved": True},
         ),
         vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
-            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden,
+            **SIZES[size]["vision"], patch_size=16,
+            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden or SIZES[size]["text"]["hidden_size"],
             num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
         ),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
@@ -190,7 +201,7 @@ def _build_qwen3_vl(folder: Path, seed: int, hidden: int = HIDDEN) -> None:
         tie_word_embeddings=True,
     )
     model = Qwen3VLForConditionalGeneration(config)
-    model.save_pretrained(folder, max_shard_size="200KB")
+    model.save_pretrained(folder, max_shard_size=SHARD[size])
     tokenizer.chat_template = None  # the VL repo keeps its template in chat_template.json
     _save_tokenizer(tokenizer, vocab, merges, folder)
     image_processor = Qwen2VLImageProcessorPil(
@@ -218,14 +229,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))) / "llm_dit"
 
 
-def _ensure(name: str, builder, seed: int, cache_dir: Path | None) -> Path:
-    target = Path(cache_dir or default_cache_dir()) / f"tiny-{name}-v{BUILDER_VERSION}-seed{seed}"
+def _ensure(name: str, builder, seed: int, cache_dir: Path | None, size: str = "tiny") -> Path:
+    if size not in SIZES:
+        raise ValueError(f"size={size!r} is unknown: use one of {', '.join(SIZES)}.")
+    label = name if size == "tiny" else f"{name}-{size}"
+    target = Path(cache_dir or default_cache_dir()) / f"tiny-{label}-v{BUILDER_VERSION}-seed{seed}"
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        builder(staging, seed)
+        builder(staging, seed, size)
         (staging / ".complete").write_text("ok\n")
         try:
             staging.rename(target)  # atomic: a parallel builder either wins or finds it done
@@ -237,11 +251,11 @@ def _ensure(name: str, builder, seed: int, cache_dir: Path | None) -> Path:
     return target
 
 
-def ensure_tiny_zimage(seed: int = 0, cache_dir: Path | None = None) -> Path:
+def ensure_tiny_zimage(seed: int = 0, cache_dir: Path | None = None, size: str = "tiny") -> Path:
     """Folder of a tiny Z-Image checkpoint in the hub repo's layout (built on first use)."""
-    return _ensure("zimage", _build_zimage, seed, cache_dir)
+    return _ensure("zimage", _build_zimage, seed, cache_dir, size)
 
 
-def ensure_tiny_qwen3_vl(seed: int = 0, cache_dir: Path | None = None) -> Path:
+def ensure_tiny_qwen3_vl(seed: int = 0, cache_dir: Path | None = None, size: str = "tiny") -> Path:
     """Folder of a tiny Qwen3-VL checkpoint in the hub repo's layout (built on first use)."""
-    return _ensure("qwen3vl", _build_qwen3_vl, seed, cache_dir)
+    return _ensure("qwen3vl", _build_qwen3_vl, seed, cache_dir, size)

@@ -1,0 +1,266 @@
+"""Benchmark: our pipeline vs raw diffusers on the very same weights, measured side by side.
+
+    python -m llm_dit.bench --size medium --repeats 5 --json bench.json
+
+Models come from the tiny-model builder (`--size tiny|medium`); each A/B case alternates its two
+sides and reports medians and the ratio ours / reference. Cases:
+  P1 per image vs `ZImagePipeline(prompt=...)`: (a) new prompt each time, (b) text encoder on the
+     CPU (with a GPU; on a CPU-only machine it is case a), (c) the same prompt again;
+  P2 a blend x alpha sweep: extractions/encodes run vs distinct keys, sweep time vs K singles,
+     batched vs unbatched;
+  P3 resident memory before the VL model loads, after extraction, after auto-unload;
+  P4 cold start: `app.py --tiny` to the first HTTP 200 vs the bare import of gradio+diffusers+transformers.
+Speed targets are read from the printed ratios, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import torch
+
+PROMPTS = [
+    "A red fox curled up in fresh snow at dawn, soft pink light, shallow depth of field, 85mm lens.",
+    "An old lighthouse on a basalt cliff in a storm, waves exploding into spray, dramatic oil painting.",
+    "A tiny bakery at night seen as an isometric cutaway, warm windows, people queuing in the rain.",
+    "A minimalist poster with a single orange sun over a calm blue sea, risograph texture, wide margins.",
+    "Portrait of an elderly fisherman with a weathered face, window light, muted colours, film grain.",
+    "A glass greenhouse full of ferns and orchids, morning mist, sunbeams through dirty panes, detailed.",
+    "A paper-cut diorama of a mountain village in winter, layered depth, soft rim light, pastel tones.",
+    "Macro photograph of dew drops on a spider web at sunrise, backlit, creamy bokeh background.",
+]
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
+
+
+def _ab(a, b, repeats: int) -> tuple[float, float]:
+    """Alternate A and B `repeats` times (after one warm-up each); medians in seconds."""
+    a(0), b(0)
+    times_a, times_b = [], []
+    for i in range(1, repeats + 1):
+        for fn, times in ((a, times_a), (b, times_b)):
+            t = time.perf_counter()
+            fn(i)
+            times.append(time.perf_counter() - t)
+    return _median(times_a), _median(times_b)
+
+
+def p1(folder: Path, size: int, repeats: int, device: str) -> dict:
+    from diffusers import ZImagePipeline
+
+    from .generate import txt2img
+    from .models import ModelManager
+    from .request import GenerationRequest
+    from .settings import Settings
+
+    ours = ModelManager(Settings(model_path=str(folder), transformer_device=device, vae_device=device,
+                                 text_encoder_device=device))
+    ours.pipeline()
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    raw = ZImagePipeline.from_pretrained(str(folder), dtype=dtype).to(device)
+    raw.set_progress_bar_config(disable=True)
+    for view in ours._views.values():
+        view.set_progress_bar_config(disable=True)
+
+    def call_raw(prompt):
+        raw(prompt=prompt, height=size, width=size, num_inference_steps=8, guidance_scale=0.0,
+            generator=torch.Generator("cpu").manual_seed(1))
+
+    def call_ours(prompt):
+        txt2img(ours, GenerationRequest(prompt=prompt, height=size, width=size, seed=1))
+
+    rows = {}
+    new_a, new_b = _ab(lambda i: call_ours(f"{PROMPTS[i % len(PROMPTS)]} (take {i})"),
+                       lambda i: call_raw(f"{PROMPTS[i % len(PROMPTS)]} (take {i})"), repeats)
+    rows["a_new_prompt"] = {"ours_s": new_a, "diffusers_s": new_b, "ratio": round(new_a / new_b, 3)}
+    if device == "cuda":
+        cpu_te = ModelManager(Settings(model_path=str(folder), text_encoder_device="cpu"))
+        raw_cpu = ZImagePipeline.from_pretrained(str(folder), dtype=dtype)
+        raw_cpu.transformer.to("cuda"), raw_cpu.vae.to("cuda")
+        b_ours, b_raw = _ab(lambda i: txt2img(cpu_te, GenerationRequest(prompt=f"{PROMPTS[0]} {i}", height=size,
+                                                                        width=size, seed=1)),
+                            lambda i: raw_cpu(prompt=f"{PROMPTS[0]} {i}", height=size, width=size,
+                                              num_inference_steps=8, guidance_scale=0.0), repeats)
+        rows["b_text_encoder_on_cpu"] = {"ours_s": b_ours, "diffusers_s": b_raw, "ratio": round(b_ours / b_raw, 3)}
+    else:
+        rows["b_text_encoder_on_cpu"] = {**rows["a_new_prompt"], "note": "CPU-only machine: the same as case a"}
+    before = ours.text_cache.misses
+    same_a, same_b = _ab(lambda i: call_ours(PROMPTS[0]), lambda i: call_raw(PROMPTS[0]), repeats)
+    rows["c_same_prompt"] = {"ours_s": same_a, "diffusers_s": same_b, "ratio": round(same_a / same_b, 3),
+                             "encodes_run_by_ours": ours.text_cache.misses - before}
+    return rows
+
+
+def p2(folder: Path, vl_folder: Path, size: int, repeats: int) -> dict:
+    from PIL import Image
+
+    from .compare import SweepSpec, run_sweep
+    from .conditioning import vl_generate
+    from .models import ModelManager
+    from .request import VLRequest
+    from .settings import Settings
+
+    settings = Settings(model_path=str(folder), vl_model_path=str(vl_folder))
+    reference = Image.new("RGB", (256, 256), (200, 120, 40))
+    base = VLRequest(prompt=PROMPTS[1], height=size, width=size, seed=3)
+    spec = SweepSpec("blend_mode", "linear, linear_rms, adain", "alpha", "0.3, 0.6")
+    cells = 6
+    fresh = ModelManager(settings)
+    sweep = run_sweep(fresh, spec, base, [reference])  # warm: loads, extraction, encode
+    single = ModelManager(settings)
+    vl_generate(single, base, [reference])
+    t_single, t_sweep, t_batched = [], [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        vl_generate(single, base, [reference])
+        t_single.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        run_sweep(fresh, spec, base, [reference])
+        t_sweep.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        run_sweep(fresh, replace(spec, batch_size=cells), base, [reference])
+        t_batched.append(time.perf_counter() - t)
+    one, whole, batched = _median(t_single), _median(t_sweep), _median(t_batched)
+    return {"cells": cells, "counts_first_run": sweep.counts, "single_s": one, "sweep_s": whole,
+            "sweep_vs_k_singles": round(whole / (cells * one), 3), "batched_s": batched,
+            "batched_vs_unbatched": round(batched / whole, 3)}
+
+
+def _rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def p3(folder: Path, vl_folder: Path) -> dict:
+    from PIL import Image
+
+    from .models import ModelManager, release_memory
+    from .settings import Settings
+    from .vl import ExtractionParams, extract
+
+    manager = ModelManager(Settings(model_path=str(folder), vl_model_path=str(vl_folder)))
+    manager.pipeline()
+    release_memory()
+    before = _rss()
+    with manager.vl_session():
+        extract(manager, Image.new("RGB", (512, 512), (10, 200, 90)), ExtractionParams(text=PROMPTS[2]))
+        loaded = _rss()
+        held = sum(r["bytes"] for r in manager.memory_report() if r["component"] == "vl")
+    after = _rss()  # the session's end unloaded the model
+    row = {"rss_before_mb": before >> 20, "rss_after_extraction_mb": loaded >> 20, "vl_model_mb": held >> 20,
+           "rss_after_unload_mb": after >> 20, "after_vs_before": round(after / before, 3)}
+    if torch.cuda.is_available():
+        row["cuda_allocated_mb"] = torch.cuda.memory_allocated() >> 20
+        row["cuda_reserved_mb"] = torch.cuda.memory_reserved() >> 20
+    return row
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def p4(cache_dir: Path, repeats: int) -> dict:
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    imports, starts = [], []
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import gradio, diffusers, transformers"], check=True, env=env)
+        imports.append(time.perf_counter() - t)
+        port = _free_port()
+        t = time.perf_counter()
+        app = subprocess.Popen([sys.executable, str(root / "app.py"), "--tiny", "--cache-dir", str(cache_dir),
+                                "--port", str(port), "--output-dir", tempfile.mkdtemp()], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while time.perf_counter() - t < 120:
+                try:
+                    if urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).status == 200:
+                        break
+                except OSError:
+                    time.sleep(0.05)
+            starts.append(time.perf_counter() - t)
+        finally:
+            app.terminate()
+            app.wait(10)
+    imp, start = _median(imports), _median(starts)
+    return {"bare_import_s": imp, "app_first_200_s": start, "ratio": round(start / imp, 3)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description="Z-Image VL Studio benchmark (ours vs raw diffusers)")
+    parser.add_argument("--size", default="medium", choices=["tiny", "medium"], help="model size to build")
+    parser.add_argument("--image", type=int, default=256, help="image side in pixels (multiple of 16)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per side of each case")
+    parser.add_argument("--cases", default="P1,P2,P3,P4", help="comma-separated subset of P1,P2,P3,P4")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cache-dir", default=None, help="where the benchmark checkpoints are built")
+    parser.add_argument("--json", default="bench.json", help="where to write the results")
+    args = parser.parse_args(argv)
+    from .tiny import default_cache_dir, ensure_tiny_qwen3_vl, ensure_tiny_zimage
+
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    folder = ensure_tiny_zimage(cache_dir=cache, size=args.size)
+    vl_folder = ensure_tiny_qwen3_vl(cache_dir=cache, size=args.size)
+    cases = {c.strip().upper() for c in args.cases.split(",")}
+    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": args.device,
+                           "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                           "torch": torch.__version__},
+               "size": args.size, "image": args.image, "repeats": args.repeats}
+    if "P1" in cases:
+        results["P1"] = p1(folder, args.image, args.repeats, args.device)
+    if "P2" in cases:
+        results["P2"] = p2(folder, vl_folder, args.image, args.repeats)
+    if "P3" in cases:
+        results["P3"] = p3(folder, vl_folder)
+    if "P4" in cases:
+        results["P4"] = p4(cache, min(args.repeats, 3))
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(table(results))
+    return results
+
+
+def table(results: dict) -> str:
+    lines = [f"machine: {results['machine']}", f"models: {results['size']}, image {results['image']}², "
+             f"{results['repeats']} repeats", "", "| case | ours / reference | detail |", "|---|---|---|"]
+    for key, row in results.get("P1", {}).items():
+        extra = f" ({row['note']})" if "note" in row else ""
+        if "encodes_run_by_ours" in row:
+            extra += f"; ours encoded {row['encodes_run_by_ours']}x in {results['repeats'] + 1} calls"
+        lines.append(f"| P1 {key} | {row['ratio']} | ours {row['ours_s']} s vs diffusers {row['diffusers_s']} s{extra} |")
+    if "P2" in results:
+        r = results["P2"]
+        c = r["counts_first_run"]
+        lines.append(f"| P2 sweep vs K singles | {r['sweep_vs_k_singles']} | {r['cells']} cells in {r['sweep_s']} s vs "
+                     f"{r['single_s']} s each; extractions {c['extractions_run']}/{c['distinct_extractions']} distinct, "
+                     f"encodes {c['encodes_run']}/{c['distinct_texts']} distinct |")
+        lines.append(f"| P2 batched vs unbatched | {r['batched_vs_unbatched']} | {r['batched_s']} s vs {r['sweep_s']} s |")
+    if "P3" in results:
+        r = results["P3"]
+        lines.append(f"| P3 RSS after unload / before load | {r['after_vs_before']} | {r['rss_before_mb']} MB -> "
+                     f"{r['rss_after_extraction_mb']} MB with VL ({r['vl_model_mb']} MB) -> {r['rss_after_unload_mb']} MB |")
+    if "P4" in results:
+        r = results["P4"]
+        lines.append(f"| P4 first HTTP 200 / bare import | {r['ratio']} | {r['app_first_200_s']} s vs "
+                     f"{r['bare_import_s']} s |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
