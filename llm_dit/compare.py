@@ -19,11 +19,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .conditioning import condition
+from .conditioning import condition, prefetch
 from .generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
 from .images import load_image
 from .metrics import palette_distance, ssim
-from .request import GenerationRequest, RewriteRequest, VLRequest, check_field, validate
+from .request import GenerationRequest, RewriteRequest, VLRequest, check_field, to_number, validate
 from .rewrite import rewrite
 
 # axis name -> VLRequest field (None: the route axis)
@@ -34,6 +34,7 @@ AXES = {
     "route": None,
 }
 ROUTES = ("embedding", "text")
+MAX_CELLS = 1024  # the highest cell_limit one may ask for
 EXAMPLE_VALUES = {  # what an axis picker fills in when chosen
     "blend_mode": "linear, linear_rms, adain", "alpha": "0, 0.3, 0.6", "strength": "0.7, 0.8, 0.9",
     "vl_hidden_layer": "-2, -6, -8", "token_mode": "full, image_only, text_only",
@@ -69,10 +70,8 @@ def parse_values(axis: str, text) -> list:
                 if word not in TRUE + FALSE:
                     raise ValueError(f"{name}={raw!r} is not on/off.")
                 value = word in TRUE
-            elif isinstance(default, int):
-                value = int(float(raw))
-            elif isinstance(default, float):
-                value = float(raw)
+            elif isinstance(default, (int, float)):
+                value = to_number(raw, type(default))
             else:
                 value = str(raw)
             values.append(check_field(name, value))
@@ -107,8 +106,12 @@ class SweepSpec:
             raise ValueError("x_axis is empty: choose at least the X axis (e.g. alpha).")
         if str(self.z_axis).strip() and not str(self.y_axis).strip():
             raise ValueError("z_axis is set but y_axis is empty: use the Y axis before the Z axis.")
-        if not 1 <= int(self.batch_size) <= 16:
-            raise ValueError(f"batch_size={self.batch_size} is out of range: use 1 to 16.")
+        for name, low, high in (("batch_size", 1, 16), ("cell_limit", 1, MAX_CELLS)):
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name}={getattr(self, name)!r} is out of range: use a whole number from {low} to {high}.")
         count = 1
         for _, values in axes:
             count *= len(values)
@@ -145,7 +148,8 @@ class SweepResult:
             meta = cell.result.metadata
             rows.append({"cell": cell.index, **{a: cell.coords[a] for a, _ in self.axes}, "route": cell.route,
                          "seed": cell.result.seed, "effective_alpha": meta.get("vl", {}).get("effective_alpha"),
-                         "seconds": meta["timings"]["total"], "batch_size": meta.get("batch_size", 1),
+                         "batch_size": meta.get("batch_size", 1), "batch_seconds": meta["timings"]["total"],
+                         "seconds_per_cell": round(meta["timings"]["total"] / meta.get("batch_size", 1), 4),
                          **cell.metrics})
         return rows
 
@@ -239,7 +243,11 @@ def _caption(manager, reference, request: VLRequest) -> str:
 def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
                should_stop=None):
     """Run the cells in order, yielding the sweep after each finished cell (or batch). Stopping
-    (`should_stop()` true, or closing the generator) keeps what was finished."""
+    (`should_stop()` true, or closing the generator) keeps what was finished.
+
+    First, in one VL session (the model loads at most once and is released before the DiT runs),
+    the text-route caption and every extraction the cells need; then the cells themselves.
+    """
     if not references:
         raise ValueError("references: no reference image: a comparison sweep conditions on one.")
     base = resolve_seed(validate(base, img2img=base.strength < 1.0))
@@ -251,22 +259,29 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
     before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses}
     keys, texts = set(), set()
     sweep = SweepResult(axes, cells, {})
+    with manager.vl_session():
+        if any(c.route == "text" for c in cells):
+            sweep.caption = _caption(manager, images[0], base)
+        for cell in cells:
+            if cell.route == "embedding":
+                prefetch(manager, cell.request, images)
     pending: list[tuple[Cell, object, object]] = []
 
     def count():
         sweep.counts = {"cells": len(cells), "finished": len(sweep.finished()), "distinct_extractions": len(keys),
                         "distinct_texts": len(texts),
                         "extractions_run": manager.vl_cache.misses - before["extractions"],
-                        "encodes_run": manager.text_cache.misses - before["encodes"], "batch_size": spec.batch_size}
+                        "encodes_run": manager.text_cache.misses - before["encodes"], "batch_size": spec.batch_size,
+                        "vl_loads": manager.load_counts["vl"]}
 
     def flush():
         requests = [c.request if c.route == "embedding" else _text_request(c.request, sweep.caption)
                     for c, _, _ in pending]
         results = run_batch(manager, requests, [i for _, i, _ in pending], [e for _, _, e in pending])
-        for (cell, _, _), result in zip(pending, results):
+        for (cell, init, _), result in zip(pending, results):
             cell.result = result
             cell.metrics = {"palette_distance": round(palette_distance(result.image, images[0]), 4),
-                            "ssim": round(ssim(result.image, images[0]), 4)}
+                            "ssim": round(ssim(result.image, init or images[0]), 4)}
         pending.clear()
         count()
 
@@ -276,12 +291,13 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
             break
         init = (structure or images[0]) if cell.request.strength < 1.0 else None
         if cell.route == "text":
-            if sweep.caption is None:
-                sweep.caption = _caption(manager, images[0], base)
             encoding = None
             texts.add(_text_request(cell.request, sweep.caption).prompt)
         else:
-            encoding = condition(manager, cell.request, images).encoding
+            try:  # prefetched above; only a VL cache smaller than the sweep's keys can miss
+                encoding = condition(manager, cell.request, images, cache_only=True).encoding
+            except LookupError:
+                encoding = condition(manager, cell.request, images).encoding
             keys.update(e["key"] for e in encoding.metadata["vl"]["extractions"])
             texts.add(encoding.chat)
         if pending and (len(pending) >= spec.batch_size or not _compatible(pending[0], (cell, init, encoding))):
@@ -305,8 +321,8 @@ def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, struc
 
 def _text_request(request: VLRequest, caption: str) -> GenerationRequest:
     """The text route: the prompt plus the VL caption, as a plain generation request."""
-    fields = {k: v for k, v in request.to_dict().items() if k in GenerationRequest.__dataclass_fields__}
-    return GenerationRequest(**{**fields, "prompt": f"{request.prompt}\n\nThe image's look: {caption}"})
+    plain, _ = GenerationRequest.from_dict({**request.to_dict(), "prompt": f"{request.prompt}\n\nThe image's look: {caption}"})
+    return plain
 
 
 def _compatible(a, b) -> bool:
@@ -315,16 +331,22 @@ def _compatible(a, b) -> bool:
     return same and (ia is None) == (ib is None) and ca.request.strength == cb.request.strength
 
 
-def save_outputs(sweep: SweepResult, folder: str | Path, stem: str) -> dict:
-    """Grids (PNG), each cell's PNG with full metadata, and the table as CSV and JSON."""
+def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict | None = None) -> dict:
+    """Grids (PNG), each cell's PNG with full metadata, and the table as CSV and JSON. Grids and
+    tables are rewritten under fixed names; a cell already in `saved` (index -> path) is not
+    written again, so saving after every cell stays linear."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    saved = {} if saved is None else saved
     grids = []
     for i, grid in enumerate(sweep.grids()):
         path = folder / f"{stem}-grid{i}.png"
         grid.save(path)
         grids.append(str(path))
-    cells = [str(c.result.save(folder / f"{stem}-cells", name=f"cell{c.index:03d}")) for c in sweep.finished()]
+    for c in sweep.finished():
+        if c.index not in saved:
+            saved[c.index] = str(c.result.save(folder / f"{stem}-cells", name=f"cell{c.index:03d}"))
+    cells = [saved[c.index] for c in sweep.finished()]
     (folder / f"{stem}.csv").write_text(sweep.table_csv())
     (folder / f"{stem}.json").write_text(sweep.table_json())
     return {"grids": grids, "cells": cells, "csv": str(folder / f"{stem}.csv"), "json": str(folder / f"{stem}.json")}

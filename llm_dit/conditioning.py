@@ -66,6 +66,16 @@ def _vl_parts(manager, request: VLRequest, reference, cache_only: bool) -> tuple
     return [(style.embeds, ratio), (content.embeds, 1.0 - ratio)], [style, content]
 
 
+def prefetch(manager: ModelManager, request: VLRequest, references: list) -> None:
+    """Run (or find cached) every extraction `condition` will need, without encoding text: a
+    sweep calls this for all its cells inside one VL session, so the model loads once."""
+    images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
+    for image in images:
+        _vl_parts(manager, request, image, cache_only=False)
+    if request.blend_mode == "style_delta":
+        _vl_parts(manager, request, Image.new("RGB", images[0].size, NEUTRAL_GREY), cache_only=False)
+
+
 def condition(manager: ModelManager, request: VLRequest, references: list,
               cache_only: bool = False) -> Conditioning:
     """Extract, align, scale and mix: the caption embeddings for a VL generation.

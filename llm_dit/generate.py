@@ -259,19 +259,21 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
     and comes out as its single run would (within float tolerance of batched kernels)."""
     img2img = images[0] is not None
     first = requests[0]
-    for request, image in zip(requests, images):
+    for i, (request, image) in enumerate(zip(requests, images)):
         validate(request, img2img=img2img)
-        if (image is not None) != img2img or any(getattr(request, k) != getattr(first, k) for k in BATCH_KEY) or (
-                img2img and request.strength != first.strength):
-            raise ValueError("a batch must share size, steps, shift, guidance, LoRAs, attention, strength and "
-                             "init-image use: run differing requests separately.")
+        keys = BATCH_KEY + (("strength",) if img2img else ())
+        differ = [k for k in keys if getattr(request, k) != getattr(first, k)]
+        if differ or (image is not None) != img2img:
+            what = ", ".join(f"{k}={getattr(request, k)!r} vs {getattr(first, k)!r}" for k in differ) or "init image"
+            raise ValueError(f"batch item {i} differs from item 0 ({what}): a batch must share "
+                             f"{', '.join(keys)} and init-image use; run differing requests separately.")
     inits = [load_image(image, field="image") if img2img else None for image in images]
     loras = parse_loras(first.loras)
     requests = [resolve_seed(r) for r in requests]
     encodings = [e or encode_prompt(manager, r) for r, e in zip(requests, encodings)]
-    pipe = manager.pipeline()
     shared, warnings = Timeline(), []
-    with manager.generation_lock:
+    with manager.generation_lock:  # an unload waits for this block; read the pipeline inside it
+        pipe = manager.pipeline()
         transformer = pipe.transformer
         _check_size(first, transformer)
         _apply_attention(pipe, first.attention_backend)

@@ -154,8 +154,9 @@ class ModelManager:
 
     def language_model(self):
         """The Qwen3 text encoder as `Qwen3ForCausalLM`: the same weights the pipeline encodes with."""
-        self.pipeline()
-        return self._lm
+        with self._lock:  # never None, even if an unload runs concurrently
+            self.pipeline()
+            return self._lm
 
     def _load_zimage(self) -> None:
         from diffusers import ZImagePipeline

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from .images import A1111_KEY, JSON_KEY, read_png_text
-from .request import GenerationRequest, VLRequest, check_field
+from .request import GenerationRequest, VLRequest, check_field, to_number
 
 # A1111 key -> (request field, type)
 A1111_FIELDS = {"Steps": ("num_inference_steps", int), "CFG scale": ("guidance_scale", float),
@@ -31,7 +31,7 @@ class Parameters:
 
     def request(self):
         cls = VLRequest if self.mode == "vl" else GenerationRequest
-        return cls(**{k: v for k, v in self.values.items() if k in {f.name for f in fields(cls)}})
+        return cls.from_dict(self.values)[0]
 
     def report(self) -> str:
         lines = [f"Read {len(self.values)} parameter(s) from the {self.source} metadata ({self.mode})."]
@@ -72,7 +72,7 @@ def _parse_a1111(text: str) -> tuple[dict, dict]:
         elif key in A1111_FIELDS:
             name, kind = A1111_FIELDS[key]
             try:
-                values[name] = kind(float(raw)) if kind is int else kind(raw)
+                values[name] = to_number(raw, kind)
             except ValueError:
                 unknown[key] = raw
         else:

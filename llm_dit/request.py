@@ -185,6 +185,19 @@ def check_number(name: str, value):
     return _check_float(name, value)
 
 
+def to_number(raw, kind: type):
+    """`raw` (text or number) as int or float; ints parse exactly (no float round trip)."""
+    if kind is int:
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            value = float(raw)
+            if not value.is_integer():
+                raise ValueError(f"{raw!r} is not a whole number") from None
+            return int(value)
+    return float(raw)
+
+
 def check_field(name: str, value):
     """`value` if it fits the field's type, choices and range; else a ValueError saying why."""
     meta = field_meta(name)

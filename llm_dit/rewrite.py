@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
@@ -69,33 +70,72 @@ def _generation_kwargs(request: RewriteRequest) -> dict:
             "max_new_tokens": request.max_new_tokens}
 
 
-def _stream_generate(model, tokenizer, inputs: dict, request: RewriteRequest, seed: int,
-                     stop_ids: list[int]) -> Iterator[str]:
-    """model.generate in a thread, its text streamed back as it grows."""
-    from transformers import TextIteratorStreamer
+def _generate(job, request: RewriteRequest, seed: int, stream: bool) -> Iterator[str]:
+    """The generated text: streamed from a worker thread, or (stream=False) in this thread, which
+    lets a caller already inside a VL session (a comparison sweep) reuse its loaded model."""
+    if stream:
+        return _stream_generate(job, request, seed)
+    return _generate_here(job, request, seed)
 
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-    errors = []
+
+def _generate_here(job, request: RewriteRequest, seed: int) -> Iterator[str]:
+    with job() as (model, tokenizer, inputs):
+        device = next(model.parameters()).device
+        ids = _stop_ids(tokenizer)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = model.generate(**{k: v.to(device) for k, v in inputs.items()}, eos_token_id=ids,
+                                 pad_token_id=ids[0], **_generation_kwargs(request))
+        yield tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def _stream_generate(job, request: RewriteRequest, seed: int) -> Iterator[str]:
+    """Run `job` in a worker thread and stream its generated text back as it grows.
+
+    `job()` is a context manager yielding (model, tokenizer, inputs). Everything that holds a lock
+    or a loaded model (the rewrite lock, a VL session) lives in the worker thread, never across a
+    `yield`: Gradio may resume or close this generator from any thread. Closing it stops the
+    generation at the next token (a stopping criterion), then waits for the worker.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    stop, ready, holder, errors = threading.Event(), threading.Event(), {}, []
+
+    class Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
     def work():
         try:
-            torch.manual_seed(seed)
-            with torch.no_grad():
-                model.generate(**inputs, streamer=streamer, eos_token_id=stop_ids,
-                               pad_token_id=stop_ids[0], **_generation_kwargs(request))
+            with job() as (model, tokenizer, inputs):
+                streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+                holder["streamer"] = streamer
+                ready.set()
+                device = next(model.parameters()).device
+                ids = _stop_ids(tokenizer)
+                torch.manual_seed(seed)
+                with torch.no_grad():
+                    model.generate(**{k: v.to(device) for k, v in inputs.items()}, streamer=streamer,
+                                   eos_token_id=ids, pad_token_id=ids[0],
+                                   stopping_criteria=StoppingCriteriaList([Stop()]), **_generation_kwargs(request))
         except Exception as err:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(err)
-            streamer.end()
+            if "streamer" in holder:
+                holder["streamer"].end()
+        finally:
+            ready.set()
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    text = ""
-    for piece in streamer:
-        text += piece
-        yield text
-    thread.join()
+    try:
+        ready.wait()
+        text = ""
+        for piece in holder.get("streamer", ()):
+            text += piece
+            yield text
+    finally:
+        stop.set()
+        thread.join()
     if errors:
         raise errors[0]
 
@@ -105,22 +145,32 @@ def _stop_ids(tokenizer) -> list[int]:
     return [i for i in ids if i is not None and i >= 0]
 
 
-def _qwen3(manager, request: RewriteRequest, template: Template, seed: int) -> Iterator[str]:
-    lm, tokenizer = manager.language_model(), manager.pipeline().tokenizer
+def _qwen3(manager, request: RewriteRequest, template: Template, seed: int, stream: bool) -> Iterator[str]:
     chat = format_chat(request.prompt, system_prompt=template.system_prompt,
                        force_think_block=not request.thinking)  # instruct mode: empty think block
-    inputs = dict(tokenizer(chat, return_tensors="pt", add_special_tokens=False))
-    with manager.rewrite_lock:
-        yield from _stream_generate(lm, tokenizer, inputs, request, seed, _stop_ids(tokenizer))
+
+    @contextmanager
+    def job():
+        with manager.rewrite_lock:
+            tokenizer = manager.pipeline().tokenizer
+            yield manager.language_model(), tokenizer, dict(
+                tokenizer(chat, return_tensors="pt", add_special_tokens=False))
+
+    return _generate(job, request, seed, stream)
 
 
-def _qwen3_vl(manager, request: RewriteRequest, template: Template, image, seed: int) -> Iterator[str]:
+def _qwen3_vl(manager, request: RewriteRequest, template: Template, image, seed: int,
+              stream: bool) -> Iterator[str]:
     settings = manager.settings
     params = ExtractionParams(text=request.prompt, system_prompt=template.system_prompt)
-    with manager.vl_model() as (model, processor):
-        inputs = build_inputs(processor, image, params, settings.vl_min_pixels, settings.vl_max_pixels)
-        yield from _stream_generate(model, processor.tokenizer, inputs, request, seed,
-                                    _stop_ids(processor.tokenizer))
+
+    @contextmanager
+    def job():
+        with manager.rewrite_lock, manager.vl_model() as (model, processor):
+            yield model, processor.tokenizer, build_inputs(processor, image, params, settings.vl_min_pixels,
+                                                           settings.vl_max_pixels)
+
+    return _generate(job, request, seed, stream)
 
 
 def _data_url(image) -> str:
@@ -138,7 +188,8 @@ def _openai(request: RewriteRequest, template: Template, image, seed: int) -> It
         content.append({"type": "image_url", "image_url": {"url": _data_url(image)}})
     body = {"model": request.model, "stream": True, "seed": seed, "max_tokens": request.max_new_tokens,
             "temperature": request.temperature, "top_p": request.top_p,
-            "top_k": request.top_k, "min_p": request.min_p,  # vLLM / llama.cpp / Ollama extensions
+            **({"top_k": request.top_k} if request.top_k else {}),  # vLLM / llama.cpp / Ollama extensions,
+            **({"min_p": request.min_p} if request.min_p else {}),  # sent only when set (OpenAI rejects them)
             "messages": [{"role": "system", "content": template.system_prompt},
                          {"role": "user", "content": content if image is not None else content[0]["text"]}]}
     headers = {}
@@ -163,6 +214,9 @@ def _openai(request: RewriteRequest, template: Template, image, seed: int) -> It
         except httpx.TimeoutException:
             raise ValueError(f"timeout: the server at {url} did not answer within {request.timeout:g} s: "
                              f"raise the timeout or check the server.") from None
+        except httpx.HTTPError as err:  # the connection broke mid-reply, a protocol error...
+            raise ValueError(f"base_url: the exchange with {url} failed ({type(err).__name__}: {err}): "
+                             f"check the server and try again.") from None
 
 
 def _read_stream(reply, url: str) -> Iterator[str]:
@@ -192,7 +246,7 @@ def _read_stream(reply, url: str) -> Iterator[str]:
         raise ValueError(f"the server at {url} closed the stream without sending any text.")
 
 
-def rewrite_stream(manager, request: RewriteRequest, image=None) -> Iterator[RewriteResult]:
+def rewrite_stream(manager, request: RewriteRequest, image=None, stream: bool = True) -> Iterator[RewriteResult]:
     """Partial results while the backend streams; the last one is cleaned (and final)."""
     validate_rewrite(request, has_image=image is not None)
     template = get_template(request.template, "rewriter")
@@ -200,9 +254,9 @@ def rewrite_stream(manager, request: RewriteRequest, image=None) -> Iterator[Rew
     seed = random.randrange(2**32) if int(request.seed) == -1 else int(request.seed)
     started = time.perf_counter()
     if request.backend == "qwen3":
-        chunks = _qwen3(manager, request, template, seed)
+        chunks = _qwen3(manager, request, template, seed, stream)
     elif request.backend == "qwen3_vl":
-        chunks = _qwen3_vl(manager, request, template, image, seed)
+        chunks = _qwen3_vl(manager, request, template, image, seed, stream)
     else:
         chunks = _openai(request, template, image, seed)
     raw = ""
@@ -216,8 +270,8 @@ def rewrite_stream(manager, request: RewriteRequest, image=None) -> Iterator[Rew
 
 
 def rewrite(manager, request: RewriteRequest, image=None) -> RewriteResult:
-    """Rewrite without streaming: the final, cleaned result."""
+    """Rewrite without streaming (in this thread): the final, cleaned result."""
     result = None
-    for result in rewrite_stream(manager, request, image):
+    for result in rewrite_stream(manager, request, image, stream=False):
         pass
     return result

@@ -24,7 +24,7 @@ class Timeline:
 
     @contextmanager
     def stage(self, name: str):
-        cuda = torch.cuda.is_available()
+        cuda = torch.cuda.is_initialized()  # never create a CUDA context just to measure
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         process = psutil.Process()

@@ -137,5 +137,18 @@ def test_small_sweep_in_the_browser(page, tmp_path):
     page.locator("#compare").get_by_label("X values").fill("0, 0.5")
     page.locator("#compare-run").click()
     expect(page.locator("#compare-progress")).to_contain_text("2 / 2 cells", timeout=60_000)
-    expect(page.locator("#compare-grids img").first).to_have_attribute("src", re.compile(r"compare-grid0\.png$"))
+    expect(page.locator("#compare-grids img").first).to_have_attribute("src", re.compile(r"-grid0\.png$"))
     expect(page.locator("#compare-table")).to_contain_text("effective_alpha")
+
+
+def test_stop_after_this_cell_keeps_the_finished_ones(page):
+    page.get_by_role("tab", name="VL conditioning").click()
+    _set_size(page, "vl", 768)  # slow enough cells (~1 s each on a CPU) to stop in the middle
+    page.get_by_role("tab", name="Blend comparison").click()
+    page.locator("#compare").get_by_label("X values").fill(", ".join(str(i / 20) for i in range(12)))
+    page.locator("#compare-run").click()
+    expect(page.locator("#compare-progress")).to_contain_text("1 / 12 cells", timeout=60_000)
+    page.locator("#compare-stop").click()
+    expect(page.locator("#compare-progress")).to_contain_text("stopped", timeout=60_000)
+    done = int(page.locator("#compare-progress").inner_text().split("/")[0].strip(" *"))
+    assert 1 <= done < 12

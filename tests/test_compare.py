@@ -43,12 +43,21 @@ def test_cells_equal_single_runs(manager):
 
 
 def test_batched_cells_match_within_one_level(manager):
-    spec = SweepSpec("blend_mode", "linear, linear_rms, adain", "alpha", "0.3, 0.6")
+    spec = SweepSpec("blend_mode", "linear, linear_rms, adain", "seed", "5, 6")  # each item its own noise
     plain = run_sweep(manager, spec, BASE, [REF])
     batched = run_sweep(manager, SweepSpec(**{**spec.__dict__, "batch_size": 3}), BASE, [REF])
     assert {c.result.metadata["batch_size"] for c in batched.finished()} == {3}
     for a, b in zip(plain.finished(), batched.finished()):
         assert np.abs(pixels(a.result.image) - pixels(b.result.image)).max() <= 1
+
+
+@pytest.mark.parametrize("spec", [SweepSpec("vl_hidden_layer", "-2, -4, -6", "think_block", "off, on"),
+                                  SweepSpec("route", "embedding, text", "token_mode", "full, image_only")])
+def test_the_vl_model_loads_once_per_sweep(settings, spec):
+    fresh = ModelManager(settings)
+    sweep = run_sweep(fresh, spec, BASE, [REF])
+    assert fresh.load_counts["vl"] == 1 and not fresh.vl_loaded
+    assert sweep.counts["extractions_run"] == sweep.counts["distinct_extractions"] > 1
 
 
 def test_grid_size_follows_the_axes(manager):

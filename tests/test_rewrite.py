@@ -123,3 +123,30 @@ def test_clean_reply():
 def test_bad_rewrite_input(manager, overrides, image, message):
     with pytest.raises(ValueError, match=message):
         rewrite(manager, RewriteRequest(**{"prompt": "a fox", **overrides}), image)
+
+
+@pytest.mark.parametrize("backend", ["qwen3", "qwen3_vl"])
+def test_a_stream_closed_from_another_thread_releases_everything(settings, backend):
+    """Gradio resumes and cancels streams from different threads: nothing may stay locked."""
+    import threading
+
+    from llm_dit.models import ModelManager
+
+    fresh = ModelManager(settings)
+    image = Image.new("RGB", (64, 64)) if backend == "qwen3_vl" else None
+    stream = rewrite_stream(fresh, RewriteRequest(prompt="a fox", backend=backend, seed=1, max_new_tokens=4096),
+                            image)
+    stepper = threading.Thread(target=lambda: [next(stream) for _ in range(3)])
+    stepper.start()
+    stepper.join()
+    closer = threading.Thread(target=stream.close)
+    closer.start()
+    closer.join(timeout=30)
+    assert not closer.is_alive()  # the generation stopped at the next token
+    assert not fresh.vl_loaded and not fresh.rewrite_lock.locked()
+    done = []
+    again = threading.Thread(target=lambda: done.append(rewrite(
+        fresh, RewriteRequest(prompt="a fox", backend=backend, seed=2, max_new_tokens=16), image)))
+    again.start()
+    again.join(timeout=60)
+    assert done and done[0].metadata["backend"] == backend

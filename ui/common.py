@@ -65,24 +65,28 @@ def image_input(label: str, field: str = "image"):
 
 
 def make_handler(name: str, fields: list[str], action, leading: tuple = (), request_cls=GenerationRequest,
-                 stream: bool = False):
+                 stream: bool = False, with_session: bool = False):
     """A handler whose API parameters are `leading` (e.g. images) then exactly `fields`.
 
     It builds one request of `request_cls` and returns `action(request, **leading values)`
-    (with `stream`, yields what the generator `action` yields). Bad input becomes a gr.Error
-    naming the field, the value and the fix.
+    (with `stream`, yields what the generator `action` yields; with `with_session`, the action
+    also gets gradio's `session` request, e.g. for a per-browser stop flag). Bad input becomes a
+    gr.Error naming the field, the value and the fix.
     """
     params = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for p in leading]
     params += [inspect.Parameter(f, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=field_meta(f)["default"])
                for f in fields]
     params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                     default=gr.Progress(track_tqdm=True)))
+    if with_session:  # gradio fills a gr.Request parameter itself; it is not an API parameter
+        params.append(inspect.Parameter("session", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                        annotation=gr.Request))
     signature = inspect.Signature(params)
 
     def prepare(args, kwargs):
         values = signature.bind(*args, **kwargs).arguments
         values.pop("progress", None)
-        extra = {p: values.pop(p, None) for p in leading}
+        extra = {p: values.pop(p, None) for p in leading + (("session",) if with_session else ())}
         return request_cls(**values), extra
 
     def handler(*args, **kwargs):
@@ -102,6 +106,7 @@ def make_handler(name: str, fields: list[str], action, leading: tuple = (), requ
     chosen = stream_handler if stream else handler
     chosen.__name__ = chosen.__qualname__ = name
     chosen.__signature__ = signature
+    chosen.__annotations__ = {"session": gr.Request} if with_session else {}
     return chosen
 
 

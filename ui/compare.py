@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
+import threading
 import time
+import uuid
 from dataclasses import fields
 
 import gradio as gr
 
-from llm_dit.compare import AXES, EXAMPLE_VALUES, SweepSpec, iter_sweep, load_sweeps, save_outputs
+from llm_dit.compare import AXES, EXAMPLE_VALUES, SweepResult, SweepSpec, iter_sweep, load_sweeps, plan, save_outputs
 from llm_dit.request import VLRequest
 
 from .common import make_handler
@@ -23,18 +24,28 @@ def _spec(values: dict) -> SweepSpec:
     return SweepSpec(**{k: (getattr(DEFAULTS, k) if values[k] is None else values[k]) for k in SPEC})
 
 
+STOPS: dict[str, threading.Event] = {}  # per browser session: "stop after this cell"
+
+
 def build(manager, output_dir: str, vl_tab) -> None:
     presets = load_sweeps()
 
     def sweep(request, references, structure_image, **spec):
-        yield from iter_sweep(manager, _spec(spec), request, references or [], structure_image)
+        """The GPU side: yields only what is new (finished cells), so ZeroGPU pickles each once."""
+        sent = set()
+        for result in iter_sweep(manager, _spec(spec), request, references or [], structure_image):
+            new = [c for c in result.finished() if c.index not in sent]
+            sent.update(c.index for c in new)
+            yield new, result.counts, result.caption
 
     def seconds(request, references, structure_image, **spec):
         try:
-            cells = math.prod(len(values) for _, values in _spec(spec).axes())
+            axes, cells = plan(_spec(spec), request)
         except ValueError:  # a bad spec fails fast anyway
-            cells = 1
-        return gpu_seconds(request, cells=cells, extractions=2 * max(1, len(references or [])))
+            return gpu_seconds(request)
+        extracting = {(c.request.vl_hidden_layer, c.request.vl_text_hidden_layer, c.request.token_mode,
+                       c.request.vl_think_block, c.request.vl_text, c.request.vl_composition) for c in cells}
+        return gpu_seconds(request, cells=len(cells), extractions=2 * len(extracting) * max(1, len(references or [])))
 
     gpu_sweep = on_gpu(sweep, duration=seconds)
 
@@ -67,29 +78,41 @@ def build(manager, output_dir: str, vl_tab) -> None:
                 files = gr.File(label="Downloads: grids, cell PNGs, table (CSV, JSON)", file_count="multiple")
                 counts = gr.JSON(label="Counts: extractions and encodes actually run vs distinct keys")
 
-        def action(request, references, structure_image, **spec):
-            stem = f"{time.strftime('%Y%m%d-%H%M%S')}-compare"
-            for result in gpu_sweep(request, references, structure_image, **spec):
-                out = save_outputs(result, output_dir, stem)
-                done = result.counts.get("finished", 0)
-                text = f"**{done} / {len(result.cells)} cells**" + (" — stopped" if result.stopped else "")
-                if result.caption:
-                    text += f"\n\nText-route caption: _{result.caption[:300]}_"
+        def action(request, references, structure_image, session=None, **spec):
+            flag = STOPS.setdefault(getattr(session, "session_hash", None) or "api", threading.Event())
+            flag.clear()
+            stem = f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{uuid.uuid4().hex[:6]}"
+            axes = _spec(spec).axes()
+            done, saved = [], {}
+            chunks = gpu_sweep(request, references, structure_image, **spec)
+            for new, counts, caption in chunks:
+                done += new
+                result = SweepResult(axes, done, counts, caption, stopped=flag.is_set())
+                out = save_outputs(result, output_dir, stem, saved)
+                text = f"**{len(done)} / {counts['cells']} cells**" + (" — stopped" if result.stopped else "")
+                if caption:
+                    text += f"\n\nText-route caption: _{caption[:300]}_"
                 rows = result.rows()
                 yield (text, out["grids"],
                        {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
-                       [(p, f"cell {i}") for i, p in enumerate(out["cells"])],
-                       out["grids"] + [out["csv"], out["json"]] + out["cells"], result.counts)
+                       [(p, f"cell {i}") for i, p in zip(sorted(saved), out["cells"])],
+                       out["grids"] + [out["csv"], out["json"]] + out["cells"], counts)
+                if flag.is_set():  # stop after the cell that just finished; keep everything so far
+                    chunks.close()
+                    break
 
-        for axis in ("x", "y", "z"):
+        def request_stop(session: gr.Request):
+            STOPS.setdefault(session.session_hash, threading.Event()).set()
+
+        for axis in ("x", "y", "z"):  # choosing an axis fills in example values for it
             c[f"{axis}_axis"].input(lambda name: EXAMPLE_VALUES.get(name, ""), c[f"{axis}_axis"], c[f"{axis}_values"],
                                     api_visibility="private", queue=False)
         inputs = [vl_tab.inputs["references"], vl_tab.inputs["structure_image"]] + [c[k] for k in SPEC]
         handler = make_handler("compare", FIELDS, action, ("references", "structure_image", *SPEC), VLRequest,
-                               stream=True)
-        event = go.click(handler, inputs + [vl_tab.controls[f] for f in FIELDS],
+                               stream=True, with_session=True)
+        go.click(handler, inputs + [vl_tab.controls[f] for f in FIELDS],
                          [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id="gpu")
-        stop.click(None, None, None, cancels=[event], api_visibility="private")
+        stop.click(request_stop, None, None, api_visibility="private", queue=False)
 
         def apply(name):
             if name not in presets:

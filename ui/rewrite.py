@@ -60,7 +60,9 @@ def build(manager) -> dict:
         gpu_stream = on_gpu(stream, duration=lambda request, image: gpu_seconds(None, new_tokens=request.max_new_tokens))
 
         def action(request, image):
-            for partial in gpu_stream(request, image):
+            chunks = rewrite_stream(manager, request, image) if request.backend == "openai" else gpu_stream(
+                request, image)  # an HTTP server needs no GPU slot
+            for partial in chunks:
                 yield partial.text or "", partial.raw, partial.metadata or None
 
         button.click(make_handler("rewrite", FIELDS, action, ("image",), RewriteRequest, stream=True),

@@ -30,7 +30,9 @@ def build(manager):
         timeline = gr.Markdown(elem_id="status-timeline")
         with gr.Row():
             refresh = gr.Button("Refresh", elem_id="status-refresh")
-            unload = gr.Button("Unload models", variant="stop", elem_id="status-unload")
+            # On ZeroGPU the models are placed once at start-up; unloading would cost every later call.
+            unload = gr.Button("Unload models", variant="stop", elem_id="status-unload",
+                               visible=not manager.settings.zero_gpu)
             clear = gr.Button("Clear caches", elem_id="status-clear")
     outputs = [models, caches, timeline]
 
