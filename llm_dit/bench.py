@@ -9,7 +9,8 @@ sides and reports medians and the ratio ours / reference. Cases:
   P2 a blend x alpha sweep: extractions/encodes run vs distinct keys, sweep time vs K singles,
      batched vs unbatched;
   P3 resident memory before the VL model loads, after extraction, after auto-unload;
-  P4 cold start: `app.py --tiny` to the first HTTP 200 vs the bare import of gradio+diffusers+transformers.
+  P4 cold start: `app.py --tiny` to the first HTTP 200 vs the bare import of gradio+diffusers+transformers;
+  P5 (GPU only; `--size full --image 1024`) attention backends × torch.compile, TFLOP/s, peak memory.
 Speed targets are read from the printed ratios, never asserted in tests.
 """
 
@@ -203,12 +204,51 @@ def p4(cache_dir: Path, repeats: int) -> dict:
     return {"bare_import_s": imp, "app_first_200_s": start, "ratio": round(start / imp, 3)}
 
 
+FULL_TFLOP_PER_IMAGE = 467.0  # 1024², 8 steps: DiT 8 × 56.6, text encoder 3.9, VAE 10.5
+
+
+def p5(folder: Path, size: int, repeats: int) -> dict:
+    """GPU only: attention backends × compilation, achieved TFLOP/s and peak memory per stage."""
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA GPU on this machine"}
+    from .generate import attention_backends, txt2img
+    from .models import ModelManager
+    from .request import GenerationRequest
+    from .settings import Settings
+
+    manager = ModelManager(Settings(model_path=str(folder)))
+    manager.pipeline()
+    rows = {}
+    for backend in [b for b in ("native", "flash", "_flash_3") if b in attention_backends()]:
+        for compiled in (False, True):
+            if compiled:
+                manager.pipeline().transformer.compile()
+            request = GenerationRequest(prompt=PROMPTS[0], height=size, width=size, attention_backend=backend, seed=1)
+            try:
+                times, result = [], txt2img(manager, request)  # warm-up (and compilation)
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    result = txt2img(manager, request)
+                    times.append(time.perf_counter() - t)
+            except ValueError as err:  # backend not installed here
+                rows[f"{backend}"] = {"skipped": str(err)[:120]}
+                break
+            seconds = _median(times)
+            row = {"seconds": seconds, "peak_mb_per_stage": {
+                s["name"]: (s["cuda_peak_bytes"] or 0) >> 20 for s in result.metadata["timeline"]}}
+            if size == 1024:
+                row["tflops"] = round(FULL_TFLOP_PER_IMAGE / seconds, 1)
+            rows[f"{backend}{' + compile' if compiled else ''}"] = row
+    return rows
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="Z-Image VL Studio benchmark (ours vs raw diffusers)")
-    parser.add_argument("--size", default="medium", choices=["tiny", "medium"], help="model size to build")
+    parser.add_argument("--size", default="medium", choices=["tiny", "medium", "full"],
+                        help="model size to build (full = the released architecture, for GPUs)")
     parser.add_argument("--image", type=int, default=256, help="image side in pixels (multiple of 16)")
     parser.add_argument("--repeats", type=int, default=5, help="runs per side of each case")
-    parser.add_argument("--cases", default="P1,P2,P3,P4", help="comma-separated subset of P1,P2,P3,P4")
+    parser.add_argument("--cases", default="P1,P2,P3,P4,P5", help="comma-separated subset of P1..P5")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cache-dir", default=None, help="where the benchmark checkpoints are built")
     parser.add_argument("--json", default="bench.json", help="where to write the results")
@@ -231,6 +271,8 @@ def main(argv=None) -> dict:
         results["P3"] = p3(folder, vl_folder)
     if "P4" in cases:
         results["P4"] = p4(cache, min(args.repeats, 3))
+    if "P5" in cases:
+        results["P5"] = p5(folder, args.image, args.repeats)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(table(results))
     return results
@@ -259,6 +301,12 @@ def table(results: dict) -> str:
         r = results["P4"]
         lines.append(f"| P4 first HTTP 200 / bare import | {r['ratio']} | {r['app_first_200_s']} s vs "
                      f"{r['bare_import_s']} s |")
+    p5_rows = results.get("P5", {})
+    if "skipped" in p5_rows:
+        lines.append(f"| P5 GPU | — | skipped: {p5_rows['skipped']} |")
+    else:
+        for key, row in p5_rows.items():
+            lines.append(f"| P5 {key} | {row.get('tflops', '—')} TFLOP/s | {row} |")
     return "\n".join(lines)
 
 

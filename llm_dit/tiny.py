@@ -29,7 +29,7 @@ HIDDEN = 64  # text hidden size == DiT caption width (cap_feat_dim), as 2560 is 
 TEXT_LAYERS = 8  # enough that hidden_states[-6] (the VL default layer) exists
 # Sizes: "tiny" for tests and the offline demo; "medium" for benchmarks whose compute dominates on
 # a CPU. text = Qwen3 (and the VL text model), dit = ZImageTransformer2DModel.
-SHARD = {"tiny": "200KB", "medium": "50MB"}  # sharded like the hub repos, in a few files
+SHARD = {"tiny": "200KB", "medium": "50MB", "full": "5GB"}  # sharded like the hub repos, in a few files
 SIZES = {
     "tiny": {"text": dict(hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=TEXT_LAYERS,
                           num_attention_heads=4, num_key_value_heads=2, head_dim=16),
@@ -39,6 +39,11 @@ SIZES = {
                             num_attention_heads=8, num_key_value_heads=4, head_dim=64),
                "dit": dict(dim=512, n_layers=6, n_refiner_layers=2, n_heads=4, n_kv_heads=4, axes_dims=[32, 48, 48]),
                "vision": dict(depth=4, hidden_size=256, intermediate_size=1024, num_heads=4)},
+    # The released architecture (random weights: speed does not depend on their values). GPU only.
+    "full": {"text": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+                          num_attention_heads=32, num_key_value_heads=8, head_dim=128),
+             "dit": dict(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, n_kv_heads=30, axes_dims=[32, 48, 48]),
+             "vision": dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16)},
 }
 
 # Qwen's special tokens, in the order (and so with the relative ids) of the real vocabulary.
@@ -151,10 +156,12 @@ def _build_zimage(folder: Path, seed: int, size: str = "tiny") -> None:
         **config["dit"], cap_feat_dim=config["text"]["hidden_size"],
         axes_lens=[320, 128, 128],  # caption limit 288 (real: 1504)
     )
+    vae_size = ({"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32}
+                if size == "full" else {"block_out_channels": [8, 16, 16, 16], "layers_per_block": 1,
+                                        "norm_num_groups": 8})
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1,
+        in_channels=3, out_channels=3, latent_channels=16, **vae_size,
         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[8, 16, 16, 16], norm_num_groups=8,
         scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
     )
     scheduler = FlowMatchEulerDiscreteScheduler(
