@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 ZIMAGE_REPO = "Tongyi-MAI/Z-Image-Turbo"
@@ -59,9 +59,6 @@ class Settings:
             )
         if not 0 <= self.port < 65536:
             raise ValueError(f"port={self.port} is out of range: use 1-65535 (0 = gradio's default).")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def tiny_cache_dir(self) -> Path | None:
