@@ -115,25 +115,24 @@ class ModelManager:
         self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
 
     # ---- sources -----------------------------------------------------------------------------
+    # With --tiny, both models come from offline random-weight folders built on first use.
     @property
     def zimage_source(self) -> str:
-        if self.settings.tiny:
-            from .tiny import ensure_tiny_zimage
+        from .tiny import ensure_tiny_zimage
 
-            return str(ensure_tiny_zimage(cache_dir=self.settings.tiny_cache_dir))
-        return self.settings.model_path
+        tiny = self.settings.tiny
+        return str(ensure_tiny_zimage(cache_dir=self.settings.tiny_cache_dir)) if tiny else self.settings.model_path
+
+    @property
+    def vl_source(self) -> str:
+        from .tiny import ensure_tiny_qwen3_vl
+
+        tiny = self.settings.tiny
+        return str(ensure_tiny_qwen3_vl(cache_dir=self.settings.tiny_cache_dir)) if tiny else self.settings.vl_model_path
 
     @property
     def zimage_model_id(self) -> str:
         return "tiny-random-zimage" if self.settings.tiny else self.settings.model_path
-
-    @property
-    def vl_source(self) -> str:
-        if self.settings.tiny:
-            from .tiny import ensure_tiny_qwen3_vl
-
-            return str(ensure_tiny_qwen3_vl(cache_dir=self.settings.tiny_cache_dir))
-        return self.settings.vl_model_path
 
     @property
     def vl_model_id(self) -> str:
