@@ -37,6 +37,3 @@ class LRUCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)

@@ -7,7 +7,7 @@ from diffusers import ZImagePipeline, ZImageTransformer2DModel
 from PIL import Image
 
 from llm_dit.generate import img2img, run, txt2img
-from llm_dit.pnginfo import read_parameters, request_from_png
+from llm_dit.pnginfo import request_from_png
 from llm_dit.images import A1111_KEY, JSON_KEY, read_png_text
 from llm_dit.request import GenerationRequest
 

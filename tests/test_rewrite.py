@@ -1,7 +1,6 @@
 """Prompt rewriting: local Qwen3 (shared weights), local Qwen3-VL, and an OpenAI-compatible server."""
 
 import pytest
-import torch
 from PIL import Image
 
 from llm_dit.request import RewriteRequest
