@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from . import cancel
 from .conditioning import condition, prefetch
 from .generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
 from .images import load_image
@@ -250,10 +251,10 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
     """
     if not references:
         raise ValueError("references: no reference image: a comparison sweep conditions on one.")
-    base = resolve_seed(validate(base, img2img=base.strength < 1.0))
+    base = resolve_seed(validate(base, img2img=base.strength < 1.0, policy=manager.policy))
     axes, cells = plan(spec, base)
     for cell in cells:
-        validate(cell.request, img2img=cell.request.strength < 1.0)
+        validate(cell.request, img2img=cell.request.strength < 1.0, policy=manager.policy)
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
     structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
     before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses}
@@ -286,6 +287,7 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
         count()
 
     for cell in cells:
+        cancel.check()  # the client went away: stop before the next cell
         if should_stop is not None and should_stop():
             sweep.stopped = True
             break
@@ -335,7 +337,7 @@ def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict 
     """Grids (PNG), each cell's PNG with full metadata, and the table as CSV and JSON. Grids and
     tables are rewritten under fixed names; a cell already in `saved` (index -> path) is not
     written again, so saving after every cell stays linear."""
-    folder = Path(folder)
+    folder = Path(getattr(folder, "path", folder))
     folder.mkdir(parents=True, exist_ok=True)
     saved = {} if saved is None else saved
     grids = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import os
 import threading
 from collections import Counter
@@ -18,6 +19,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from . import policy
 from .cache import LRUCache
 from .settings import VL_REPO, ZIMAGE_REPO, Settings
 
@@ -76,7 +78,14 @@ def _is_local(source: str) -> bool:
     return os.path.isdir(source) or source.startswith(("/", ".", "~")) or os.path.isabs(source)
 
 
-def _load_error(what: str, source: str, err: Exception, repo: str, flag: str) -> ModelLoadError:
+log = logging.getLogger(__name__)
+
+
+def _load_error(what: str, source: str, err: Exception, repo: str, flag: str, hosted: bool = False) -> ModelLoadError:
+    if hosted:  # remote clients learn no server path; the operator reads the log
+        log.error("could not load the %s from %s: %s", what, source, err, exc_info=err)
+        return ModelLoadError(f"The {what} could not be loaded on this server ({type(err).__name__}); the operator "
+                              f"can read the details in the server log.")
     if _is_local(source):
         where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
     else:
@@ -97,6 +106,7 @@ class ModelManager:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.policy = policy.from_settings(settings)
         self._lock = threading.RLock()
         # The DiT's LoRA adapters and attention backend are module state: one generation at a time.
         self.generation_lock = threading.Lock()
@@ -132,11 +142,11 @@ class ModelManager:
 
     @property
     def zimage_model_id(self) -> str:
-        return "tiny-random-zimage" if self.settings.tiny else self.settings.model_path
+        return "tiny-random-zimage" if self.settings.tiny else self.policy.public_name(self.settings.model_path)
 
     @property
     def vl_model_id(self) -> str:
-        return "tiny-random-qwen3-vl" if self.settings.tiny else self.settings.vl_model_path
+        return "tiny-random-qwen3-vl" if self.settings.tiny else self.policy.public_name(self.settings.vl_model_path)
 
     # ---- loading -----------------------------------------------------------------------------
     @property
@@ -164,7 +174,7 @@ class ModelManager:
         source = self.zimage_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
-                              ZIMAGE_REPO, "--model-path")
+                              ZIMAGE_REPO, "--model-path", self.policy.hosted)
         source = os.path.expanduser(source)
         te_device = resolve_device(self.settings.text_encoder_device, not self.settings.zero_gpu)
         dit_device = resolve_device(self.settings.transformer_device, not self.settings.zero_gpu)
@@ -183,7 +193,7 @@ class ModelManager:
                 source, text_encoder=lm.model, dtype=dtypes, use_safetensors=True
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
+            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path", self.policy.hosted) from err
         lm.to(te_device).eval()
         pipe.transformer.to(dit_device).eval()
         pipe.vae.to(vae_device).eval()
@@ -226,7 +236,7 @@ class ModelManager:
             try:
                 self._vl_config = AutoConfig.from_pretrained(os.path.expanduser(self.vl_source))
             except Exception as err:  # noqa: BLE001
-                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path") from err
+                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         return self._vl_config
 
     @property
@@ -278,7 +288,7 @@ class ModelManager:
         source = self.vl_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Qwen3-VL model", source, FileNotFoundError("no such folder"), VL_REPO,
-                              "--vl-model-path")
+                              "--vl-model-path", self.policy.hosted)
         source = os.path.expanduser(source)
         device = resolve_device(self.settings.vl_device, not self.settings.zero_gpu)
         try:
@@ -286,7 +296,7 @@ class ModelManager:
             model = Qwen3VLForConditionalGeneration.from_pretrained(
                 source, dtype=resolve_dtype(self.settings.dtype, device), use_safetensors=True)
         except Exception as err:  # noqa: BLE001
-            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path") from err
+            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         self._vl = (model.to(device).eval(), processor)
         self.load_counts["vl"] += 1
 

@@ -103,7 +103,7 @@ def test_lora_changes_the_output_and_scale_zero_does_not(manager, lora_file):
     assert np.array_equal(base, at_zero)
     assert np.array_equal(base, pixels(txt2img(manager, small())))  # unused LoRAs are switched off
     meta = txt2img(manager, small(loras=f"{lora_file}:0.5")).metadata
-    assert meta["loras"] == [{"path": lora_file, "scale": 0.5}]
+    assert meta["loras"] == [{"name": "pytorch_lora_weights", "scale": 0.5}]  # a name, never a server path
 
 
 def test_attention_backend_is_applied_and_reset(manager):
@@ -118,10 +118,10 @@ def test_attention_backend_is_applied_and_reset(manager):
     assert attention_backend_of(dit) == "native"
 
 
-def test_unavailable_attention_backend_falls_back(manager):
+def test_an_attention_backend_that_cannot_run_here_is_refused(manager):
     from llm_dit.generate import attention_backend_of
 
-    with pytest.raises(ValueError, match=r"attention_backend='flash' is not available here .*use 'native'"):
+    with pytest.raises(ValueError, match=r"attention_backend='flash' cannot run here: use one of native"):
         txt2img(manager, small(attention_backend="flash"))  # no flash-attn on this machine
     assert attention_backend_of(manager.pipeline().transformer) == "native"
     assert txt2img(manager, small()).image.size == (64, 64)
@@ -145,7 +145,7 @@ BAD = [
     ({"long_prompt_mode": "squash"}, r"long_prompt_mode='squash' is unknown: use one of truncate"),
     ({"guidance_scale": -1.0}, r"guidance_scale=-1.0 is out of range"),
     ({"shift": 0.0}, r"shift=0.0 is out of range"),
-    ({"attention_backend": "warp"}, r"attention_backend='warp' is unknown"),
+    ({"attention_backend": "warp"}, r"attention_backend='warp' cannot run here: use one of native"),
     ({"height": 4096, "width": 4096}, r"height=4096 is larger than this DiT supports: use at most 2048"),
 ]
 
