@@ -97,12 +97,18 @@ class SweepSpec:
     def axes(self) -> list[tuple[str, list]]:
         """[(axis, values)] for x, y, z (the ones given), checked."""
         axes = []
-        for axis, values in ((self.x_axis, self.x_values), (self.y_axis, self.y_values), (self.z_axis, self.z_values)):
+        for side, axis, values in (("x", self.x_axis, self.x_values), ("y", self.y_axis, self.y_values),
+                                   ("z", self.z_axis, self.z_values)):
             if not str(axis).strip():
                 continue
             if any(axis == a for a, _ in axes):
-                raise ValueError(f"axis {axis!r} is used twice: each axis may appear once.")
-            axes.append((axis, parse_values(axis, values)))
+                raise ValueError(f"{side}_axis: axis {axis!r} is used twice: each axis may appear once.")
+            if axis not in AXES:
+                raise ValueError(f"{side}_axis={axis!r} is unknown: use one of {', '.join(AXES)}.")
+            try:
+                axes.append((axis, parse_values(axis, values)))
+            except ValueError as err:
+                raise ValueError(f"{side}_values: {err}") from None
         if not axes or axes[0][0] != self.x_axis:
             raise ValueError("x_axis is empty: choose at least the X axis (e.g. alpha).")
         if str(self.z_axis).strip() and not str(self.y_axis).strip():
@@ -117,7 +123,7 @@ class SweepSpec:
         for _, values in axes:
             count *= len(values)
         if count > int(self.cell_limit):
-            raise ValueError(f"the sweep has {count} cells, more than cell_limit={self.cell_limit}: "
+            raise ValueError(f"cell_limit: the sweep has {count} cells, more than cell_limit={self.cell_limit}: "
                              f"use fewer values or raise the limit.")
         return axes
 

@@ -80,21 +80,6 @@ def test_guidance_uses_the_negative_prompt(manager):
                           pixels(txt2img(manager, small(negative_prompt="dark night"))))
 
 
-@pytest.fixture(scope="module")
-def lora_file(zimage_dir, tmp_path_factory):
-    """A real LoRA for the tiny DiT, made with peft and saved by diffusers' own saver."""
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    dit = ZImageTransformer2DModel.from_pretrained(zimage_dir / "transformer")
-    torch.manual_seed(3)
-    dit.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                               init_lora_weights=False))
-    folder = tmp_path_factory.mktemp("lora")
-    ZImagePipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(dit))
-    return str(folder / "pytorch_lora_weights.safetensors")
-
-
 def test_lora_changes_the_output_and_scale_zero_does_not(manager, lora_file):
     base = pixels(txt2img(manager, small()))
     with_lora = pixels(txt2img(manager, small(loras=f"{lora_file}:1.0")))

@@ -13,6 +13,7 @@ from llm_dit.compare import AXES, EXAMPLE_VALUES, SweepResult, SweepSpec, iter_s
 from llm_dit.request import VLRequest, validate
 
 from .common import Endpoint
+from .fields import FieldDropdown, FieldNumber, FieldSlider
 from .gpu import gpu_seconds, on_gpu
 from .studio import GPU
 from .vl import check as check_vl
@@ -67,15 +68,15 @@ def build(studio, vl_tab) -> None:
                 preset = gr.Dropdown(choices=list(presets), value=None, label="Sweep preset (presets/sweeps.toml)")
                 note = gr.Markdown()
                 axes = list(AXES)
-                c = {"x_axis": gr.Dropdown(choices=axes, value=DEFAULTS.x_axis, label="X axis"),
+                c = {"x_axis": FieldDropdown(choices=axes, value=DEFAULTS.x_axis, label="X axis"),
                      "x_values": gr.Textbox(value=DEFAULTS.x_values, label="X values", info="comma-separated "
                                             "(vl_text: |-separated)"),
-                     "y_axis": gr.Dropdown(choices=[("(none)", "")] + axes, value="", label="Y axis"),
+                     "y_axis": FieldDropdown(choices=[("(none)", "")] + axes, value="", label="Y axis"),
                      "y_values": gr.Textbox(value="", label="Y values"),
-                     "z_axis": gr.Dropdown(choices=[("(none)", "")] + axes, value="", label="Z axis (one grid each)"),
+                     "z_axis": FieldDropdown(choices=[("(none)", "")] + axes, value="", label="Z axis (one grid each)"),
                      "z_values": gr.Textbox(value="", label="Z values"),
-                     "cell_limit": gr.Number(value=DEFAULTS.cell_limit, precision=0, label="Cell limit"),
-                     "batch_size": gr.Slider(1, 16, value=DEFAULTS.batch_size, step=1, label="Batch size",
+                     "cell_limit": FieldNumber(value=DEFAULTS.cell_limit, precision=0, label="Cell limit"),
+                     "batch_size": FieldSlider(1, 16, value=DEFAULTS.batch_size, step=1, label="Batch size",
                                              info="cells per pipeline call, where they can share one")}
                 with gr.Row():
                     go = gr.Button("Run sweep", variant="primary", elem_id="compare-run")

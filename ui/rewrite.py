@@ -12,6 +12,7 @@ from llm_dit.rewrite import rewrite_stream
 from llm_dit.templates import get_template, names, shipped
 
 from .common import Endpoint, control, image_input
+from .fields import FieldDropdown
 from .gpu import gpu_seconds, on_gpu
 from .studio import HTTP, HTTP_LIMIT
 
@@ -43,7 +44,7 @@ def build(studio) -> dict:
             with gr.Column():
                 c = {"prompt": control("prompt")}
                 image = image_input("Image (for qwen3_vl or a vision server)")
-                c["template"] = gr.Dropdown(choices=names("rewriter"), value=RewriteRequest.template,
+                c["template"] = FieldDropdown(choices=names("rewriter"), value=RewriteRequest.template,
                                             label="Rewriter template")
                 template_info = gr.Markdown(get_template(RewriteRequest.template, "rewriter").description)
                 c["backend"] = control("backend")
@@ -52,7 +53,7 @@ def build(studio) -> dict:
                         c[f] = control(f)
                 with gr.Accordion("OpenAI-compatible server", open=False):
                     servers = list(policy.rewrite_servers)
-                    c["server"] = gr.Dropdown(choices=[("(none)", "")] + servers, value=servers[0] if servers else "",
+                    c["server"] = FieldDropdown(choices=[("(none)", "")] + servers, value=servers[0] if servers else "",
                                               label="Server", info="configured by the operator (--rewrite-servers)")
                     c["model"] = control("model")
                     for f in ("base_url", "api_key_env"):  # local only: hosted, a client names no URL or secret
