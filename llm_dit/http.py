@@ -14,10 +14,13 @@ import threading
 import time
 from typing import Iterator
 
+from . import cancel
+
 RETRIES = 3
 BACKOFF_S = 0.5
 MAX_REPLY_BYTES = 1 << 20  # a rewritten prompt is a few KB; a larger reply is refused
 RETRY_STATUS = {429, 500, 502, 503, 504}
+POLL_S = 0.1  # how often a wait checks whether the client went away
 _END = object()
 
 
@@ -42,8 +45,11 @@ class HttpExchange:
             while True:
                 left = self.deadline_s - (time.monotonic() - started)
                 try:
-                    item = items.get(timeout=max(left, 0.0))
+                    item = items.get(timeout=min(max(left, 0.0), POLL_S))
                 except queue.Empty:
+                    cancel.check()  # the client went away
+                    if left > POLL_S:
+                        continue
                     raise ValueError(f"timeout: the {self.label} did not finish its reply within "
                                      f"{self.deadline_s:g} s: raise the timeout or check the server.") from None
                 if item is _END:

@@ -30,7 +30,7 @@ from .fields import FieldDropdown, FieldNumber, FieldSlider, UploadImage
 
 LONG_TEXT = {"prompt": 3, "negative_prompt": 2, "system_prompt": 2, "thinking_content": 2,
              "assistant_content": 2, "loras": 2}
-HEARTBEAT_S = 0.25  # how often a running job checks whether its client is still there
+HEARTBEAT_S = 0.1  # how often a running job checks whether its client is still there
 FIELD_AT_START = re.compile(r"^\s*([a-z_]+)(?:\[\d+\])?\s*[=:]")
 
 
@@ -154,8 +154,9 @@ class Endpoint:
 def run_cancellable(job, stream: bool, heartbeat):
     """Run `job()` (returning a value, or with `stream` a generator) in a worker thread; yield what
     it produces, and `heartbeat` every HEARTBEAT_S while it works. Closing this generator (gradio
-    does so when the client cancels or disconnects) sets the job's stop event (`llm_dit.cancel`),
-    waits for it to stop at its next step, and drops its result."""
+    does so when the client cancels or disconnects) sets the job's stop event (`llm_dit.cancel`):
+    the job stops at its next step and its result is dropped. The close does not wait for that
+    (gradio closes generators on its event loop, which must not block)."""
     items: queue.Queue = queue.Queue()
     stop = threading.Event()
     done = object()
@@ -194,13 +195,13 @@ def run_cancellable(job, stream: bool, heartbeat):
             yield item
     finally:
         stop.set()
-        worker.join()
 
 
 def saved(result, studio):
     """Handler outputs for a generation: PNG path (saved with metadata), seed used, metadata. When
     the disk refuses, the image is still returned (gradio serves it from its cache) with a
     warning that names the output folder and the fix, and the app keeps serving."""
+    cancel.check()  # the client left while the image was finishing: keep nothing
     try:
         return str(result.save(studio.outputs)), result.seed, result.metadata
     except ValueError as err:

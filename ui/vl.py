@@ -10,6 +10,7 @@ import gradio as gr
 
 from llm_dit import conditioning
 from llm_dit.images import load_image
+from llm_dit.vl import check_aspect
 from llm_dit.request import VLRequest, parse_weights, validate
 
 from .common import Endpoint, control, image_input, saved
@@ -58,7 +59,7 @@ def check(request, references, policy, structure_image=None) -> None:
     refs = _references(references)
     parse_weights(request.reference_weights, len(refs))
     for i, ref in enumerate(refs):
-        load_image(ref, field=f"references[{i}]")
+        check_aspect(load_image(ref, field=f"references[{i}]"), field=f"references[{i}]")
     if structure_image is not None:
         load_image(structure_image, field="structure_image")
 
