@@ -225,11 +225,14 @@ def check_field(name: str, value):
 
 
 def check_text(request) -> None:
-    """Every text field is text and within its declared length (cheap: runs before the queue)."""
+    """Every text field is text within its declared length, every switch true/false (cheap: runs
+    before the queue)."""
     for f in fields(request):
+        value = getattr(request, f.name)
+        if isinstance(f.default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{f.name}={value!r} is not true/false.")
         if not isinstance(f.default, str):
             continue
-        value = getattr(request, f.name)
         if not isinstance(value, str):
             raise ValueError(f"{f.name}={value!r} is not text.")
         most = f.metadata.get("max_chars", TEXT_MAX_CHARS)

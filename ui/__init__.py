@@ -46,7 +46,8 @@ class StudioBlocks(gr.Blocks):
             names = getattr(block_fn.fn, "__signature__", None)
             params = [p for p in (names.parameters if names else ()) if p not in ("progress", "session")]
             missing = params[len(inputs):len(block_fn.inputs)] or [f"{len(block_fn.inputs) - len(inputs)} more"]
-            raise ValueError(f"{block_fn.name or 'this event'}: got {len(inputs)} value(s) for "
+            name = (block_fn.name or "this event").removesuffix("_validator")
+            raise ValueError(f"{name}: got {len(inputs)} value(s) for "
                              f"{len(block_fn.inputs)} parameters; missing: {', '.join(missing)}. Send every "
                              f"parameter (gradio_client fills in the defaults for you).")
         super().validate_inputs(block_fn, inputs)

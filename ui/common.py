@@ -31,7 +31,7 @@ from .fields import FieldDropdown, FieldNumber, FieldSlider, UploadImage
 LONG_TEXT = {"prompt": 3, "negative_prompt": 2, "system_prompt": 2, "thinking_content": 2,
              "assistant_content": 2, "loras": 2}
 HEARTBEAT_S = 0.1  # how often a running job checks whether its client is still there
-FIELD_AT_START = re.compile(r"^\s*([a-z_]+)(?:\[\d+\])?\s*[=:]")
+FIELD_AT_START = re.compile(r"^\s*([a-z_]+)(?:\[\d+\])?(?:\s*[=:]|\s+(?:is|has|needs)\b)")
 
 
 def control(name: str, hosted: bool = False, **kwargs):
