@@ -39,6 +39,9 @@ class Settings:
     zero_gpu: bool = False  # on a ZeroGPU Space: models placed at start-up, never offloaded
     host: str = ""  # "" = gradio's default (GRADIO_SERVER_NAME, else 127.0.0.1; Spaces set 0.0.0.0)
     port: int = 0  # 0 = gradio's default (GRADIO_SERVER_PORT, else the first free port from 7860)
+    text_encoder_url: str = ""  # another running instance encodes prompts (no local Qwen3-4B)
+    vl_url: str = ""  # another running instance runs the VL extractions (no local Qwen3-VL)
+    mcp_server: bool = False  # also serve the API as MCP tools (needs the gradio[mcp] extra)
 
     def __post_init__(self):
         for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
@@ -57,6 +60,11 @@ class Settings:
                 f"vl_min_pixels={self.vl_min_pixels} / vl_max_pixels={self.vl_max_pixels}: "
                 f"need 0 < min <= max (e.g. 4096 and 1048576)."
             )
+        for name in ("text_encoder_url", "vl_url"):
+            value = getattr(self, name)
+            if value and not value.startswith(("http://", "https://")):
+                raise ValueError(f"{name}={value!r} is not an http(s) URL: give a running instance's address, "
+                                 f"e.g. http://127.0.0.1:7860/ (or '' to load the model here).")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port={self.port} is out of range: use 1-65535 (0 = gradio's default).")
 
@@ -86,6 +94,11 @@ _HELP = {
                 "SPACES_ZERO_GPU is set)",
     "host": "address the web server listens on ('' = gradio's default)",
     "port": "port the web server listens on (0 = gradio's default)",
+    "text_encoder_url": "URL of another running instance that encodes prompts for this one (it then loads no "
+                        "Qwen3-4B; '' = encode here)",
+    "vl_url": "URL of another running instance that runs the VL extractions for this one (it then loads no "
+              "Qwen3-VL; '' = extract here)",
+    "mcp_server": "also serve the app's API as MCP tools at /gradio_api/mcp/ (needs the gradio[mcp] extra)",
 }
 
 
@@ -104,6 +117,12 @@ def _parse_bool(name: str, text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Z-Image VL Studio")
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser) -> None:
+    """One flag per setting, on `parser` (or an argument group); unset flags parse as None."""
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{_HELP[f.name]} (env {env_name(f.name)}; default {f.default!r})"
@@ -115,13 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
                 choices = DEVICES
             kind = int if f.type in ("int", int) else str
             parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
-    return parser
 
 
 def load_settings(argv: list[str] | None = None, environ: dict | None = None) -> Settings:
     """Settings from flags (highest), then environment variables, then defaults."""
+    return settings_from_args(vars(build_parser().parse_args(argv if argv is not None else [])), environ)
+
+
+def settings_from_args(args: dict, environ: dict | None = None) -> Settings:
+    """Settings from parsed flags (None = not given), then environment variables, then defaults."""
     environ = os.environ if environ is None else environ
-    args = vars(build_parser().parse_args(argv if argv is not None else []))
     values = {}
     for f in fields(Settings):
         if args[f.name] is not None:
