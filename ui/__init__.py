@@ -12,7 +12,7 @@ from llm_dit.models import ModelManager
 from llm_dit.pnginfo import read_parameters
 from llm_dit.settings import Settings
 
-from . import compare, history, img2img, pnginfo, rewrite, status, txt2img, vl
+from . import compare, history, img2img, pnginfo, remote, rewrite, status, txt2img, vl
 
 TINY_BANNER = (
     "**Offline tiny models in use** (`--tiny`): random weights, so every image is noise. "
@@ -50,6 +50,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             rewriter = rewrite.build(manager)
             png, png_report, png_raw = pnginfo.build()
             status.build(manager)
+        remote.build(manager, settings)  # encode / vl_encode endpoints: encoding for another instance
         state, gallery, history_info = history.build(settings.history_size)
         targets = _targets(parts)
         components = [comp for _, _, comp in targets]
