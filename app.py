@@ -9,7 +9,8 @@ from ui import build_demo
 def main(argv=None) -> None:
     settings = load_settings(sys.argv[1:] if argv is None else argv)
     demo = build_demo(settings)
-    demo.launch(server_name=settings.host or None, server_port=settings.port or None)
+    demo.launch(server_name=settings.host or None, server_port=settings.port or None,
+                mcp_server=settings.mcp_server)
 
 
 if __name__ == "__main__":

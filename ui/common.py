@@ -12,6 +12,8 @@ from llm_dit.models import ModelLoadError
 from llm_dit.templates import names as template_names
 from llm_dit.request import GenerationRequest, check_number, field_meta
 
+from .docs import docstring
+
 LONG_TEXT = {"prompt": 3, "negative_prompt": 2, "system_prompt": 2, "thinking_content": 2,
              "assistant_content": 2, "loras": 2}
 
@@ -106,6 +108,7 @@ def make_handler(name: str, fields: list[str], action, leading: tuple = (), requ
     chosen = stream_handler if stream else handler
     chosen.__name__ = chosen.__qualname__ = name
     chosen.__signature__ = signature
+    chosen.__doc__ = docstring(name, leading, fields, request_cls)  # API page and MCP tool descriptions
     chosen.__annotations__ = {"session": gr.Request} if with_session else {}
     return chosen
 
