@@ -13,6 +13,8 @@ sweep. ZeroGPU Spaces stay single-process: each call there gets one GPU in a for
 
 from __future__ import annotations
 
+import sys
+
 from tqdm.auto import tqdm
 
 from .compare import SweepResult, SweepSpec, iter_sweep, plan, save_outputs
@@ -39,6 +41,8 @@ def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure
     # Processes without a GPU talk over gloo (accelerate's MULTI_CPU); with one, over nccl.
     state = PartialState(cpu=not _uses_gpu(manager.settings))
     # One seed for every process: a drawn seed (-1) is drawn once, on the main process.
+    with state.main_process_first():  # checkpoints that are built (tiny) or fetched on first use: once
+        manager.zimage_source, manager.vl_source
     base = [resolve_seed(validate(base, img2img=base.strength < 1.0)) if state.is_main_process else None]
     if state.num_processes > 1:
         broadcast_object_list(base)
@@ -61,8 +65,19 @@ def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure
     for cell in cells:  # the main process's cell list, filled with every process's results
         if cell.index in by_index:
             cell.result, cell.metrics = by_index[cell.index].result, by_index[cell.index].metrics
-    total = {**counts[0], "finished": len(by_index), "processes": state.num_processes,
-             **{k: sum(c[k] for c in counts) for k in COUNTED}}
+    total = {"cells": len(cells), "finished": len(by_index), "processes": state.num_processes,
+             "batch_size": spec.batch_size, **{k: sum(c[k] for c in counts) for k in COUNTED}}
+    total.update(counts[0] if state.num_processes == 1 else {"per_process": counts})
     gathered = SweepResult(axes, cells, total, caption)
     outputs = save_outputs(gathered, output_dir, stem)
     return {**outputs, "counts": total, "caption": caption, "seed": base.seed}
+
+
+def launch_command(num_processes: int, port: int = 29500) -> list[str]:
+    """`accelerate launch -m llm_dit` for `num_processes` processes on this machine (append the
+    sweep's arguments). Several processes use every GPU accelerate sees, or gloo on the CPU."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if num_processes > 1:
+        command += ["--multi_gpu", "--main_process_port", str(port)]
+    return command + ["-m", "llm_dit"]
