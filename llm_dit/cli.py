@@ -30,7 +30,7 @@ DESCRIPTIONS = {
     "sweep": "a comparison sweep over up to three axes -> labelled grids, cell PNGs, a table "
              "(several processes with `accelerate launch -m llm_dit sweep ...`)",
     "rewrite": "prompt rewriting with a rewriter template (local Qwen3 / Qwen3-VL, or an OpenAI-compatible server)",
-    "info": "settings, devices, library versions and what is loaded",
+    "info": "settings, devices, library versions, the models in use and what is loaded",
 }
 # command -> (request class, fields it leaves out)
 REQUESTS = {"generate": (GenerationRequest, {"strength"}), "img2img": (GenerationRequest, set()),
@@ -205,15 +205,9 @@ def _info(args, manager, notes):
         devices["cuda_devices"] = [{"name": torch.cuda.get_device_name(i),
                                     "memory_bytes": torch.cuda.get_device_properties(i).total_memory}
                                    for i in range(torch.cuda.device_count())]
-    try:
-        from .memory import plan  # the placement plan, where this version has one
-    except ImportError:
-        memory_plan = None
-    else:
-        memory_plan = plan(manager.settings)
     return {"settings": asdict(manager.settings), "devices": devices, "versions": _versions(),
-            "models": {"z_image": manager.zimage_model_id, "vl": manager.vl_model_id}, "status": manager.status(),
-            "memory_plan": memory_plan}
+            "models": {"z_image": manager.zimage_model_id, "text_encoder": manager.text_encoder_id,
+                       "vl": manager.vl_model_id}, "status": manager.status()}
 
 
 COMMANDS = {"generate": _generate, "img2img": _generate, "vl": _vl, "extract": _extract, "sweep": _sweep,

@@ -110,6 +110,7 @@ class ModelManager:
         self._vl = None  # (Qwen3VLForConditionalGeneration, processor) while loaded
         self._vl_depth = 0  # nesting of vl_session()
         self._vl_config = None
+        self._text_config = None
         self._reference_stats: dict = {}
         self.vl_cache = LRUCache(settings.vl_cache_size)
         self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
@@ -240,13 +241,15 @@ class ModelManager:
 
     def text_encoder_config(self):
         """The text encoder's config as the Z-Image checkpoint declares it (no weights loaded)."""
-        from transformers import AutoConfig
+        if self._text_config is None:
+            from transformers import AutoConfig
 
-        source = os.path.expanduser(self.zimage_source)
-        try:
-            return AutoConfig.from_pretrained(source, subfolder="text_encoder")
-        except Exception as err:  # noqa: BLE001
-            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
+            source = os.path.expanduser(self.zimage_source)
+            try:
+                self._text_config = AutoConfig.from_pretrained(source, subfolder="text_encoder")
+            except Exception as err:  # noqa: BLE001
+                raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
+        return self._text_config
 
     def vl_config(self):
         """The VL model's config, read from its folder without loading weights (for early checks)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import gradio as gr
 
@@ -27,6 +28,17 @@ ENCODE = ["prompt", "system_prompt", "thinking_content", "assistant_content", "f
 VL_ENCODE = ["vl_text", "vl_system_prompt", "vl_think_block", "vl_hidden_layer", "vl_text_hidden_layer", "token_mode"]
 
 
+KEPT_FILES = 16  # gradio copies each result into its cache; older originals are deleted
+
+
+def _pruned(path) -> str:
+    """`path`, after deleting all but the newest KEPT_FILES files beside it."""
+    files = sorted(Path(path).parent.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+    for old in files[:-KEPT_FILES]:
+        old.unlink(missing_ok=True)
+    return str(path)
+
+
 def build(manager, settings) -> None:
     folder = tempfile.mkdtemp(prefix="llm_dit-encodings-")
 
@@ -36,7 +48,7 @@ def build(manager, settings) -> None:
         check_field("long_prompt_mode", request.long_prompt_mode)
         check_field("hidden_layer", request.hidden_layer)
         parts = {"prompt": request.prompt, "strip_quotes": request.strip_quotes, **prompt_parts(request)}
-        return str(remote.encode_file(manager, parts, request.hidden_layer, request.long_prompt_mode, folder))
+        return _pruned(remote.encode_file(manager, parts, request.hidden_layer, request.long_prompt_mode, folder))
 
     def vl_encode_action(request, reference):
         request = replace(request, vl_use_prompt=False)  # the text is exactly vl_text
@@ -44,7 +56,7 @@ def build(manager, settings) -> None:
             check_field(name, getattr(request, name))
         if reference is None and not request.vl_text:
             raise ValueError("reference and vl_text are both empty: give an image, some text, or both.")
-        return str(remote.extract_file(manager, reference, extraction_params(request), folder))
+        return _pruned(remote.extract_file(manager, reference, extraction_params(request), folder))
 
     gpu_encode = on_gpu(encode_action, duration=lambda request: gpu_seconds(None))
     gpu_vl_encode = on_gpu(vl_encode_action, duration=lambda request, reference: gpu_seconds(None, extractions=1))
