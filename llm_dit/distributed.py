@@ -43,7 +43,8 @@ def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure
     # One seed for every process: a drawn seed (-1) is drawn once, on the main process.
     with state.main_process_first():  # checkpoints that are built (tiny) or fetched on first use: once
         manager.zimage_source, manager.vl_source
-    base = [resolve_seed(validate(base, img2img=base.strength < 1.0)) if state.is_main_process else None]
+    base = [resolve_seed(validate(base, img2img=base.strength < 1.0, policy=manager.policy))
+            if state.is_main_process else None]
     if state.num_processes > 1:
         broadcast_object_list(base)
     base = base[0]

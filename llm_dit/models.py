@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import os
 import threading
 from collections import Counter
@@ -18,6 +19,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from . import policy
 from .cache import LRUCache
 from .settings import VL_REPO, ZIMAGE_REPO, Settings
 
@@ -76,7 +78,14 @@ def _is_local(source: str) -> bool:
     return os.path.isdir(source) or source.startswith(("/", ".", "~")) or os.path.isabs(source)
 
 
-def _load_error(what: str, source: str, err: Exception, repo: str, flag: str) -> ModelLoadError:
+log = logging.getLogger(__name__)
+
+
+def _load_error(what: str, source: str, err: Exception, repo: str, flag: str, hosted: bool = False) -> ModelLoadError:
+    if hosted:  # remote clients learn no server path; the operator reads the log
+        log.error("could not load the %s from %s: %s", what, source, err, exc_info=err)
+        return ModelLoadError(f"The {what} could not be loaded on this server ({type(err).__name__}); the operator "
+                              f"can read the details in the server log.")
     if _is_local(source):
         where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
     else:
@@ -97,6 +106,7 @@ class ModelManager:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.policy = policy.from_settings(settings)
         self._lock = threading.RLock()
         # The DiT's LoRA adapters and attention backend are module state: one generation at a time.
         self.generation_lock = threading.Lock()
@@ -120,9 +130,10 @@ class ModelManager:
             from .remote import RemoteEncoder
 
             if settings.text_encoder_url:
-                self.remote_text = RemoteEncoder(settings.text_encoder_url, "text encoder", "--text-encoder-url")
+                self.remote_text = RemoteEncoder(settings.text_encoder_url, "text encoder", "--text-encoder-url",
+                                                 self.policy.hosted)
             if settings.vl_url:
-                self.remote_vl = RemoteEncoder(settings.vl_url, "VL model", "--vl-url")
+                self.remote_vl = RemoteEncoder(settings.vl_url, "VL model", "--vl-url", self.policy.hosted)
 
     # ---- sources -----------------------------------------------------------------------------
     # With --tiny, both models come from offline random-weight folders built on first use.
@@ -142,17 +153,17 @@ class ModelManager:
 
     @property
     def zimage_model_id(self) -> str:
-        return "tiny-random-zimage" if self.settings.tiny else self.settings.model_path
+        return "tiny-random-zimage" if self.settings.tiny else self.policy.public_name(self.settings.model_path)
 
     @property
     def vl_model_id(self) -> str:
         if self.remote_vl:
-            return self.remote_vl.url
-        return "tiny-random-qwen3-vl" if self.settings.tiny else self.settings.vl_model_path
+            return self.remote_vl.shown
+        return "tiny-random-qwen3-vl" if self.settings.tiny else self.policy.public_name(self.settings.vl_model_path)
 
     @property
     def text_encoder_id(self) -> str:
-        return self.remote_text.url if self.remote_text else self.zimage_model_id
+        return self.remote_text.shown if self.remote_text else self.zimage_model_id
 
     # ---- loading -----------------------------------------------------------------------------
     @property
@@ -171,7 +182,7 @@ class ModelManager:
         """The Qwen3 text encoder as `Qwen3ForCausalLM`: the same weights the pipeline encodes with."""
         if self.remote_text:
             raise ValueError(f"this needs the Qwen3 text encoder, which this instance does not load (it encodes "
-                             f"at {self.remote_text.url}): use that instance, or another backend.")
+                             f"at {self.remote_text.shown}): use that instance, or another backend.")
         with self._lock:  # never None, even if an unload runs concurrently
             self.pipeline()
             return self._lm
@@ -183,7 +194,7 @@ class ModelManager:
         source = self.zimage_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
-                              ZIMAGE_REPO, "--model-path")
+                              ZIMAGE_REPO, "--model-path", self.policy.hosted)
         source = os.path.expanduser(source)
         te_device = resolve_device(self.settings.text_encoder_device, not self.settings.zero_gpu)
         dit_device = resolve_device(self.settings.transformer_device, not self.settings.zero_gpu)
@@ -202,7 +213,7 @@ class ModelManager:
                 source, text_encoder=lm.model if lm else None, dtype=dtypes, use_safetensors=True
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
+            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path", self.policy.hosted) from err
         if lm is not None:
             lm.to(te_device).eval()
         pipe.transformer.to(dit_device).eval()
@@ -233,7 +244,7 @@ class ModelManager:
         """(Qwen3-VL model, processor), loaded if needed, inside a `vl_session`."""
         if self.remote_vl:
             raise ValueError(f"this needs the Qwen3-VL model, which this instance does not load (it extracts "
-                             f"at {self.remote_vl.url}): use that instance, or another backend.")
+                             f"at {self.remote_vl.shown}): use that instance, or another backend.")
         with self.vl_session():
             if self._vl is None:
                 self._load_vl()
@@ -248,7 +259,8 @@ class ModelManager:
             try:
                 self._text_config = AutoConfig.from_pretrained(source, subfolder="text_encoder")
             except Exception as err:  # noqa: BLE001
-                raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
+                raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+                                  self.policy.hosted) from err
         return self._text_config
 
     def vl_config(self):
@@ -261,7 +273,7 @@ class ModelManager:
             try:
                 self._vl_config = AutoConfig.from_pretrained(os.path.expanduser(self.vl_source))
             except Exception as err:  # noqa: BLE001
-                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path") from err
+                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         return self._vl_config
 
     @property
@@ -314,7 +326,7 @@ class ModelManager:
         source = self.vl_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Qwen3-VL model", source, FileNotFoundError("no such folder"), VL_REPO,
-                              "--vl-model-path")
+                              "--vl-model-path", self.policy.hosted)
         source = os.path.expanduser(source)
         device = resolve_device(self.settings.vl_device, not self.settings.zero_gpu)
         try:
@@ -322,7 +334,7 @@ class ModelManager:
             model = Qwen3VLForConditionalGeneration.from_pretrained(
                 source, dtype=resolve_dtype(self.settings.dtype, device), use_safetensors=True)
         except Exception as err:  # noqa: BLE001
-            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path") from err
+            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         self._vl = (model.to(device).eval(), processor)
         self.load_counts["vl"] += 1
 

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from .encode import Encoded, caption_limit, encode_text
 from .models import ModelLoadError
 from .prompt import format_chat
+from .request import field_meta
 
 # `format_chat`'s arguments: the prompt parts a remote encoding is asked for
 PROMPT_PARTS = {"prompt": "", "system_prompt": "", "thinking_content": "", "assistant_content": "",
@@ -54,7 +55,8 @@ def encode_file(manager, parts: dict, hidden_layer: int, long_prompt_mode: str, 
     pipe, lm = manager.pipeline(), manager.language_model()
     chat = format_chat(**parts)
     limit = caption_limit(pipe.transformer)
-    encoded = encode_text(lm.model, pipe.tokenizer, chat, limit, hidden_layer, long_prompt_mode)
+    encoded = encode_text(lm.model, pipe.tokenizer, chat, limit, hidden_layer, long_prompt_mode,
+                          max_tokens=field_meta("prompt")["max_tokens"])
     config = lm.config
     return _write({"embeds": encoded.embeds.cpu()}, {
         "chat": chat, "token_count": encoded.token_count, "caption_limit": limit,
@@ -79,8 +81,10 @@ def extract_file(manager, image, params, folder) -> Path:
 class RemoteEncoder:
     """Another running instance of this app, used as the text encoder or the VL model."""
 
-    def __init__(self, url: str, what: str, flag: str):
+    def __init__(self, url: str, what: str, flag: str, hosted: bool = False):
         self.url, self.what, self.flag = url, what, flag
+        # Messages and metadata name the URL; hosted, remote clients see only which setting it is.
+        self.hosted, self.shown = hosted, (f"the {flag} address" if hosted else url)
         self._client = None
         self._lock = threading.Lock()
 
@@ -98,12 +102,12 @@ class RemoteEncoder:
                     self._client = Client(self.url, verbose=False, download_files=tempfile.gettempdir())
                 path = self._client.predict(**kwargs, api_name=f"/{api_name}")
             except AppError as err:  # the other instance ran and said no
-                raise RemoteEncoderError(f"the {self.what} at {self.url} refused the request: {err}") from err
+                raise RemoteEncoderError(f"the {self.what} at {self.shown} refused the request: {err}") from err
             except Exception as err:  # noqa: BLE001 - unreachable, not this app, a broken reply
                 self._client = None
-                raise RemoteEncoderError(
-                    f"the {self.what} at {self.url} could not be used for /{api_name} "
-                    f"({type(err).__name__}: {err}): {self._fix()}.") from err
+                detail = type(err).__name__ if self.hosted else f"{type(err).__name__}: {err}"
+                raise RemoteEncoderError(f"the {self.what} at {self.shown} could not be used for /{api_name} "
+                                         f"({detail}): {self._fix()}.") from err
         try:
             return _read(path)
         finally:
@@ -114,7 +118,7 @@ class RemoteEncoder:
         if theirs[0] != hidden_size or (num_hidden_layers is not None and theirs[1] != num_hidden_layers):
             ours = f"hidden size {hidden_size}" + (f", {num_hidden_layers} layers" if num_hidden_layers else "")
             raise RemoteEncoderError(
-                f"the {self.what} at {self.url} ({metadata['model']}) has hidden size {theirs[0]} and "
+                f"the {self.what} at {self.shown} ({metadata['model']}) has hidden size {theirs[0]} and "
                 f"{theirs[1]} layers, but this instance needs {ours}: point {self.flag} at an instance "
                 f"serving the matching model.")
 
@@ -126,10 +130,10 @@ class RemoteEncoder:
                                    long_prompt_mode=long_prompt_mode)
         self._check(meta, config.hidden_size, config.num_hidden_layers)
         if meta["caption_limit"] != limit:
-            raise RemoteEncoderError(f"the {self.what} at {self.url} cuts captions at {meta['caption_limit']} "
+            raise RemoteEncoderError(f"the {self.what} at {self.shown} cuts captions at {meta['caption_limit']} "
                                      f"tokens, this DiT at {limit}: serve the same Z-Image checkpoint there.")
         if meta["chat"] != format_chat(**parts):
-            raise RemoteEncoderError(f"the {self.what} at {self.url} formats prompts differently (another "
+            raise RemoteEncoderError(f"the {self.what} at {self.shown} formats prompts differently (another "
                                      f"version?): run the same version of this app there.")
         return Encoded(tensors["embeds"], meta["token_count"], limit, long_prompt_mode, meta["long_prompt_applied"])
 
