@@ -145,3 +145,11 @@ def test_mismatched_encoders_name_the_url(settings, zimage_dir, tmp_path, refere
             condition(text_only, _vl(), [reference])
     finally:
         demo.close()
+
+
+def test_hosted_instances_keep_the_encoder_address_to_themselves(settings):
+    lonely = ModelManager(replace(settings, hosting="hosted", text_encoder_url="http://127.0.0.1:9/"))
+    with pytest.raises(RemoteEncoderError) as info:
+        encode_prompt(lonely, small())
+    assert "the --text-encoder-url address could not be used" in str(info.value)
+    assert "127.0.0.1" not in str(info.value) and "127.0.0.1" not in lonely.text_encoder_id
