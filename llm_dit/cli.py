@@ -205,7 +205,8 @@ def _info(args, manager, notes):
         devices["cuda_devices"] = [{"name": torch.cuda.get_device_name(i),
                                     "memory_bytes": torch.cuda.get_device_properties(i).total_memory}
                                    for i in range(torch.cuda.device_count())]
-    return {"settings": asdict(manager.settings), "devices": devices, "versions": _versions(),
+    return {"settings": asdict(manager.settings), "hosting": manager.policy.describe(), "devices": devices,
+            "versions": _versions(),
             "models": {"z_image": manager.zimage_model_id, "text_encoder": manager.text_encoder_id,
                        "vl": manager.vl_model_id}, "status": manager.status()}
 

@@ -132,6 +132,7 @@ def test_rewrite_and_info(run):
     assert code == 0 and isinstance(out["text"], str) and out["seed"] == 1
     code, out, _ = run("info")
     assert code == 0 and out["settings"]["tiny"] and out["devices"]["cpu"] and "torch" in out["versions"]
+    assert out["hosting"].startswith("local")
 
 
 def test_python_dash_m_and_the_console_script(settings, tmp_path):
