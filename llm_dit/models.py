@@ -120,9 +120,20 @@ class ModelManager:
         self._vl = None  # (Qwen3VLForConditionalGeneration, processor) while loaded
         self._vl_depth = 0  # nesting of vl_session()
         self._vl_config = None
+        self._text_config = None
         self._reference_stats: dict = {}
         self.vl_cache = LRUCache(settings.vl_cache_size)
         self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
+        # Another running instance as the text encoder / VL model (operator settings only).
+        self.remote_text = self.remote_vl = None
+        if settings.text_encoder_url or settings.vl_url:
+            from .remote import RemoteEncoder
+
+            if settings.text_encoder_url:
+                self.remote_text = RemoteEncoder(settings.text_encoder_url, "text encoder", "--text-encoder-url",
+                                                 self.policy.hosted)
+            if settings.vl_url:
+                self.remote_vl = RemoteEncoder(settings.vl_url, "VL model", "--vl-url", self.policy.hosted)
 
     # ---- sources -----------------------------------------------------------------------------
     # With --tiny, both models come from offline random-weight folders built on first use.
@@ -146,7 +157,13 @@ class ModelManager:
 
     @property
     def vl_model_id(self) -> str:
+        if self.remote_vl:
+            return self.remote_vl.shown
         return "tiny-random-qwen3-vl" if self.settings.tiny else self.policy.public_name(self.settings.vl_model_path)
+
+    @property
+    def text_encoder_id(self) -> str:
+        return self.remote_text.shown if self.remote_text else self.zimage_model_id
 
     # ---- loading -----------------------------------------------------------------------------
     @property
@@ -163,6 +180,9 @@ class ModelManager:
 
     def language_model(self):
         """The Qwen3 text encoder as `Qwen3ForCausalLM`: the same weights the pipeline encodes with."""
+        if self.remote_text:
+            raise ValueError(f"this needs the Qwen3 text encoder, which this instance does not load (it encodes "
+                             f"at {self.remote_text.shown}): use that instance, or another backend.")
         with self._lock:  # never None, even if an unload runs concurrently
             self.pipeline()
             return self._lm
@@ -185,16 +205,17 @@ class ModelManager:
             "default": torch.float32,
         }
         try:
-            lm = Qwen3ForCausalLM.from_pretrained(
+            lm = None if self.remote_text else Qwen3ForCausalLM.from_pretrained(
                 source, subfolder="text_encoder", dtype=resolve_dtype(self.settings.dtype, te_device),
                 use_safetensors=True,
             )
             pipe = ZImagePipeline.from_pretrained(
-                source, text_encoder=lm.model, dtype=dtypes, use_safetensors=True
+                source, text_encoder=lm.model if lm else None, dtype=dtypes, use_safetensors=True
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
             raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path", self.policy.hosted) from err
-        lm.to(te_device).eval()
+        if lm is not None:
+            lm.to(te_device).eval()
         pipe.transformer.to(dit_device).eval()
         pipe.vae.to(vae_device).eval()
         self._views = self._make_views(pipe)
@@ -221,10 +242,26 @@ class ModelManager:
     @contextmanager
     def vl_model(self):
         """(Qwen3-VL model, processor), loaded if needed, inside a `vl_session`."""
+        if self.remote_vl:
+            raise ValueError(f"this needs the Qwen3-VL model, which this instance does not load (it extracts "
+                             f"at {self.remote_vl.shown}): use that instance, or another backend.")
         with self.vl_session():
             if self._vl is None:
                 self._load_vl()
             yield self._vl
+
+    def text_encoder_config(self):
+        """The text encoder's config as the Z-Image checkpoint declares it (no weights loaded)."""
+        if self._text_config is None:
+            from transformers import AutoConfig
+
+            source = os.path.expanduser(self.zimage_source)
+            try:
+                self._text_config = AutoConfig.from_pretrained(source, subfolder="text_encoder")
+            except Exception as err:  # noqa: BLE001
+                raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+                                  self.policy.hosted) from err
+        return self._text_config
 
     def vl_config(self):
         """The VL model's config, read from its folder without loading weights (for early checks)."""
@@ -254,8 +291,9 @@ class ModelManager:
     def preload(self) -> None:
         """Load every model now (ZeroGPU: at start-up, on cuda, kept for the app's lifetime)."""
         self.pipeline()
-        with self.vl_model():
-            pass
+        if not self.remote_vl:
+            with self.vl_model():
+                pass
 
     def unload(self) -> None:
         """Release every model. A running generation finishes first (it holds the generation
@@ -302,12 +340,18 @@ class ModelManager:
 
     def reference_stats(self, layer: int):
         """The text encoder's per-dim statistics at `layer`, computed once per model and layer."""
-        key = (self.zimage_model_id, layer)
+        key = (self.text_encoder_id, layer)
         if key not in self._reference_stats:
+            from .encode import caption_limit
+            from .remote import reference_stats as remote_stats
             from .vl import reference_stats
 
             pipe = self.pipeline()
-            self._reference_stats[key] = reference_stats(self.language_model().model, pipe.tokenizer, layer)
+            if self.remote_text:
+                self._reference_stats[key] = remote_stats(self.remote_text, layer, caption_limit(pipe.transformer),
+                                                          self.text_encoder_config())
+            else:
+                self._reference_stats[key] = reference_stats(self.language_model().model, pipe.tokenizer, layer)
         return self._reference_stats[key]
 
     # ---- pipeline views ----------------------------------------------------------------------
@@ -348,6 +392,7 @@ class ModelManager:
         parts = {}
         if self._pipe is not None:
             parts = {"text_encoder": self._lm, "transformer": self._pipe.transformer, "vae": self._pipe.vae}
+            parts = {name: module for name, module in parts.items() if module is not None}
         vl = self._vl
         if vl is not None:
             parts["vl"] = vl[0]
