@@ -20,7 +20,7 @@ from llm_dit import remote
 from llm_dit.conditioning import extraction_params
 from llm_dit.generate import prompt_parts
 from llm_dit.images import load_image
-from llm_dit.request import VLRequest, check_field
+from llm_dit.request import VLRequest, check_field, check_text
 
 from .common import Endpoint, control, image_input
 from .gpu import gpu_seconds, on_gpu
@@ -42,12 +42,14 @@ def _pruned(path) -> str:
 
 def check_encode(request) -> None:
     """Before the queue: the knobs an encoding reads (the prompt may be empty: negative prompts)."""
+    check_text(request)  # every text within its declared length
     for name in ("hidden_layer", "long_prompt_mode", "template"):
         check_field(name, getattr(request, name))
     prompt_parts(request)  # an unknown template names itself
 
 
 def check_vl_encode(request, reference) -> None:
+    check_text(request)
     for name in ("token_mode", "vl_hidden_layer", "vl_text_hidden_layer"):
         check_field(name, getattr(request, name))
     if reference is None and not request.vl_text:
