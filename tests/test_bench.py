@@ -11,6 +11,7 @@ def test_benchmark_smoke(tiny_cache, tmp_path):
                           "--json", str(out)])
     saved = json.loads(out.read_text())
     assert set(saved) >= {"machine", "P1", "P2", "P3", "P4", "P5", "P6"}
+    assert "failed" not in saved["P6"], saved["P6"]["failed"]  # the launch's own stderr tells why
     assert saved["P6"]["2_process"]["cells"] == saved["P6"]["1_process"]["cells"] == 8
     assert saved["P5"] == {"skipped": "no CUDA GPU on this machine"}
     assert set(saved["P1"]) == {"a_new_prompt", "b_text_encoder_on_cpu", "c_same_prompt"}
