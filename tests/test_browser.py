@@ -138,6 +138,11 @@ def test_send_to_img2img_and_restore_from_history(page):
     page.locator("#history img").first.click()  # newest first: the "first prompt" result
     expect(page.get_by_role("tab", name="txt2img")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#txt2img textarea").first).to_have_value("first prompt")
+    # the seed controls agree with what will run: the restored seed, "Random seed" off
+    tab = page.locator("#txt2img")
+    expect(tab.get_by_label("Random seed")).not_to_be_checked()
+    expect(tab.get_by_label("Seed", exact=True)).to_have_value(tab.get_by_label("Seed used").input_value())
+    tab.get_by_label("Random seed").check()
 
 
 def test_png_info_loads_parameters_into_their_tab(page, manager, tmp_path):

@@ -35,6 +35,10 @@ def _targets(parts: dict) -> list:
 
 
 def _updates(targets: list, tab: str, values: dict) -> list:
+    """Updates for a restore into `tab`: its fields from `values`; a restored seed is used as is,
+    so "Random seed" goes off with it (the controls agree with what will run)."""
+    if "seed" in values:
+        values = {**values, "_randomize": False}
     return [values[field] if name == tab and field in values else gr.skip() for name, field, _ in targets]
 
 

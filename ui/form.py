@@ -111,6 +111,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
             c[f] = control(f, hosted=studio.hosted)
         lora_picker(c["loras"], studio.policy.lora_names())
     names = [n for n in c if not n.startswith("_")]
+    c["_randomize"] = randomize  # a restore writes it too: a restored seed is a fixed seed
 
     def apply_preset(name):
         if name not in presets:
@@ -134,6 +135,14 @@ def result_panel(tab: str) -> Result:
 
 
 def wire_reuse(form: Form, result: Result) -> None:
-    """'Reuse last seed': the seed used goes back into the seed box, randomising off."""
-    form.reuse.click(lambda used: (used if used is not None else -1, used is None), result.seed,
-                     [form.controls["seed"], form.randomize], api_visibility="private", queue=False)
+    """'Reuse last seed': the seed used goes back into the seed box, randomising off. Before any
+    run there is no seed to reuse (the empty box reads as 0): nothing changes."""
+
+    def reuse(used, metadata):
+        if not metadata:
+            gr.Info("No result yet: generate once, then reuse its seed.")
+            return gr.skip(), gr.skip()
+        return used, False
+
+    form.reuse.click(reuse, [result.seed, result.metadata], [form.controls["seed"], form.randomize],
+                     api_visibility="private", queue=False)
