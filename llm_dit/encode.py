@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .levers import input_device
 from .sequence import RESAMPLE_MODES, resample
 
 try:  # the DiT pads caption and image sequences to this multiple
@@ -74,7 +75,7 @@ def encode_text(
         )
     check_hidden_layer(hidden_layer, text_encoder.config.num_hidden_layers)
     ids = tokenizer(chat_text, return_tensors="pt", add_special_tokens=False).input_ids
-    device = next(text_encoder.parameters()).device
+    device = input_device(text_encoder)
     out = text_encoder(input_ids=ids.to(device), output_hidden_states=True)
     embeds = out.hidden_states[hidden_layer][0]
     count = embeds.shape[0]

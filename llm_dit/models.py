@@ -18,9 +18,10 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from . import levers
 from .cache import LRUCache
+from .memory import Plan, plan_for
 from .settings import VL_REPO, ZIMAGE_REPO, Settings
-
 
 
 class ModelLoadError(RuntimeError):
@@ -62,13 +63,13 @@ def release_memory() -> None:
 
 
 def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes held by a module's parameters and buffers, counting shared (tied) storage once."""
+    """Bytes held by a module's parameters and buffers, counting shared (tied) tensors once
+    (quantized weights count their int8/fp8 data and scales)."""
     seen, total = set(), 0
     for tensor in list(module.parameters()) + list(module.buffers()):
-        key = tensor.untyped_storage().data_ptr()
-        if key not in seen:
-            seen.add(key)
-            total += tensor.untyped_storage().nbytes()
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += levers.tensor_bytes(tensor)
     return total
 
 
@@ -111,6 +112,9 @@ class ModelManager:
         self._vl_depth = 0  # nesting of vl_session()
         self._vl_config = None
         self._reference_stats: dict = {}
+        self._plan: Plan | None = None
+        self._offload_hooks: list = []
+        self._parked: list = []  # models moved to the CPU while the VL model uses the GPU
         self.vl_cache = LRUCache(settings.vl_cache_size)
         self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
 
@@ -157,8 +161,49 @@ class ModelManager:
             self.pipeline()
             return self._lm
 
+    # ---- memory plan and levers ---------------------------------------------------------------
+    def memory_plan(self) -> Plan:
+        """Where each model goes and which levers it needs, from checkpoint metadata (loads nothing)."""
+        if self._plan is None:
+            with self._lock:
+                if self._plan is None:
+                    self._plan = plan_for(self.settings, self.zimage_source, self.vl_source)
+        return self._plan
+
+    def _device(self, setting: str, placed: bool) -> torch.device:
+        """An explicit device setting wins; else the plan's device when `placed`, else the CPU."""
+        check = not self.settings.zero_gpu
+        if setting != "auto":
+            return resolve_device(setting, check)
+        return resolve_device(self.memory_plan().device if placed else "cpu", check)
+
+    def _quantization(self, component: str, library: str, device: torch.device, dtype: torch.dtype):
+        kind = self.memory_plan().placement.quantize[component]
+        try:
+            return levers.quantization_config(kind, library, device, dtype)
+        except ValueError as err:
+            raise ModelLoadError(f"quantize_{component}={kind}: {err}") from None
+
+    def levers(self) -> dict:
+        """The levers in force (for the Status tab and the images' metadata)."""
+        placement = self.memory_plan().placement
+        return {"plan": self.memory_plan().name, "offload": placement.offload,
+                "quantize": {k: v for k, v in placement.quantize.items() if v != "none"},
+                "vae_tiling": {"on": "on", "off": "off"}.get(self.settings.vae_tiling,
+                                                             "on" if placement.vae_tiling else
+                                                             f"above {self.settings.vae_tiling_pixels:,} px"),
+                "compile": self.settings.compile, "vl": placement.vl}
+
+    def apply_vae_tiling(self, height: int, width: int) -> bool:
+        """Tile the VAE for this size (auto: above the pixel threshold); call under generation_lock."""
+        mode = self.settings.vae_tiling
+        on = mode == "on" or (mode == "auto" and (self.memory_plan().placement.vae_tiling or
+                                                  height * width > self.settings.vae_tiling_pixels))
+        levers.set_vae_tiling(self.pipeline().vae, on)
+        return on
+
     def _load_zimage(self) -> None:
-        from diffusers import ZImagePipeline
+        from diffusers import PipelineQuantizationConfig, ZImagePipeline
         from transformers import Qwen3ForCausalLM
 
         source = self.zimage_source
@@ -166,27 +211,47 @@ class ModelManager:
             raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
                               ZIMAGE_REPO, "--model-path")
         source = os.path.expanduser(source)
-        te_device = resolve_device(self.settings.text_encoder_device, not self.settings.zero_gpu)
-        dit_device = resolve_device(self.settings.transformer_device, not self.settings.zero_gpu)
-        vae_device = resolve_device(self.settings.vae_device, not self.settings.zero_gpu)
+        placement = self.memory_plan().placement
+        te_device = self._device(self.settings.text_encoder_device, placement.text_encoder_on_gpu)
+        dit_device = self._device(self.settings.transformer_device, True)
+        vae_device = self._device(self.settings.vae_device, True)
+        te_dtype = resolve_dtype(self.settings.dtype, te_device)
         dtypes = {
             "transformer": resolve_dtype(self.settings.dtype, dit_device),
             "vae": resolve_dtype(self.settings.dtype, vae_device),
             "default": torch.float32,
         }
+        dit_quant = self._quantization("transformer", "diffusers", dit_device, dtypes["transformer"])
+        te_quant = self._quantization("text_encoder", "transformers", te_device, te_dtype)
         try:
             lm = Qwen3ForCausalLM.from_pretrained(
-                source, subfolder="text_encoder", dtype=resolve_dtype(self.settings.dtype, te_device),
-                use_safetensors=True,
+                source, subfolder="text_encoder", dtype=te_dtype, use_safetensors=True, quantization_config=te_quant,
             )
             pipe = ZImagePipeline.from_pretrained(
-                source, text_encoder=lm.model, dtype=dtypes, use_safetensors=True
+                source, text_encoder=lm.model, dtype=dtypes, use_safetensors=True,
+                quantization_config=PipelineQuantizationConfig(quant_mapping={"transformer": dit_quant})
+                if dit_quant else None,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
             raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
-        lm.to(te_device).eval()
-        pipe.transformer.to(dit_device).eval()
-        pipe.vae.to(vae_device).eval()
+        lm.eval(), pipe.transformer.eval(), pipe.vae.eval()
+        # Model offload hooks the encoder itself (the pipeline calls `lm.model`); the finer modes hook
+        # every layer of `lm`, so its tied LM head (used by rewriting) moves along.
+        offloaded = {"text_encoder": lm.model if placement.offload == "model" else lm} if te_device == dit_device else {}
+        offloaded["transformer"] = pipe.transformer
+        if placement.offload == "none":
+            offloaded = {}
+        else:
+            self._offload_hooks = levers.apply_offload(placement.offload, offloaded, dit_device)
+        if "text_encoder" not in offloaded:
+            lm.to(te_device)
+        if "transformer" not in offloaded:
+            pipe.transformer.to(dit_device)
+        pipe.vae.to(vae_device)
+        if self.settings.vae_tiling == "on" or placement.vae_tiling:
+            levers.set_vae_tiling(pipe.vae, True)
+        if self.settings.compile:
+            levers.compile_dit(pipe.transformer)
         self._views = self._make_views(pipe)
         self._lm = lm
         self._pipe = pipe
@@ -207,14 +272,42 @@ class ModelManager:
                 if self._vl_depth == 0 and self.settings.vl_auto_unload and self._vl is not None:
                     with timeline.stage("offload") if timeline else nullcontext():
                         self.unload_vl()
+                if self._vl_depth == 0:
+                    self._unpark()
 
     @contextmanager
     def vl_model(self):
         """(Qwen3-VL model, processor), loaded if needed, inside a `vl_session`."""
         with self.vl_session():
             if self._vl is None:
+                self._park()
                 self._load_vl()
             yield self._vl
+
+    def _park(self) -> None:
+        """Plan "gpu-park": move the text encoder and DiT to the CPU while the VL model needs the GPU.
+        Generations wait meanwhile (the generation lock is held until `_unpark`)."""
+        if self.memory_plan().placement.vl != "gpu-park" or self._pipe is None or self._parked:
+            return
+        if self._offload_hooks:  # model offload: the hooks bring each model back when it runs
+            for hook in self._offload_hooks:
+                hook.offload()
+            return
+        if self.memory_plan().placement.offload != "none":
+            return  # group / sequential offload keep the models on the CPU between uses anyway
+        self.generation_lock.acquire()
+        for module in (self._lm, self._pipe.transformer):
+            self._parked.append((module, next(module.parameters()).device))
+            module.to("cpu")
+        release_memory()
+
+    def _unpark(self) -> None:
+        if not self._parked:
+            return
+        for module, device in self._parked:
+            module.to(device)
+        self._parked = []
+        self.generation_lock.release()
 
     def vl_config(self):
         """The VL model's config, read from its folder without loading weights (for early checks)."""
@@ -262,7 +355,7 @@ class ModelManager:
 
     def status(self) -> dict:
         """What the status panel shows: models and their memory, caches, the last timeline."""
-        status = {"models": self.memory_report(),
+        status = {"models": self.memory_report(), "plan": self.memory_plan().lines(), "levers": self.levers(),
                   "vl_cache": self.vl_cache.stats(), "text_cache": self.text_cache.stats(),
                   "last_timeline": self.last_timeline, "load_counts": dict(self.load_counts)}
         if torch.cuda.is_available():
@@ -280,11 +373,13 @@ class ModelManager:
             raise _load_error("Qwen3-VL model", source, FileNotFoundError("no such folder"), VL_REPO,
                               "--vl-model-path")
         source = os.path.expanduser(source)
-        device = resolve_device(self.settings.vl_device, not self.settings.zero_gpu)
+        device = self._device(self.settings.vl_device, self.memory_plan().placement.vl != "cpu")
+        dtype = resolve_dtype(self.settings.dtype, device)
+        quantization = self._quantization("vl", "transformers", device, dtype)
         try:
             processor = ImageOnlyProcessor.from_pretrained(source)
             model = Qwen3VLForConditionalGeneration.from_pretrained(
-                source, dtype=resolve_dtype(self.settings.dtype, device), use_safetensors=True)
+                source, dtype=dtype, use_safetensors=True, quantization_config=quantization)
         except Exception as err:  # noqa: BLE001
             raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path") from err
         self._vl = (model.to(device).eval(), processor)

@@ -22,6 +22,7 @@ from typing import Iterator
 import torch
 
 from .images import load_image
+from .levers import input_device
 from .prompt import format_chat
 from .request import RewriteRequest, validate_rewrite
 from .templates import Template, get_template
@@ -80,7 +81,7 @@ def _generate(job, request: RewriteRequest, seed: int, stream: bool) -> Iterator
 
 def _generate_here(job, request: RewriteRequest, seed: int) -> Iterator[str]:
     with job() as (model, tokenizer, inputs):
-        device = next(model.parameters()).device
+        device = input_device(model)
         ids = _stop_ids(tokenizer)
         torch.manual_seed(seed)
         with torch.no_grad():
@@ -111,7 +112,7 @@ def _stream_generate(job, request: RewriteRequest, seed: int) -> Iterator[str]:
                 streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
                 holder["streamer"] = streamer
                 ready.set()
-                device = next(model.parameters()).device
+                device = input_device(model)
                 ids = _stop_ids(tokenizer)
                 torch.manual_seed(seed)
                 with torch.no_grad():
