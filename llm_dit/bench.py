@@ -204,6 +204,49 @@ def p4(cache_dir: Path, repeats: int) -> dict:
     return {"bare_import_s": imp, "app_first_200_s": start, "ratio": round(start / imp, 3)}
 
 
+def decode_probe(folder: str, side: int, tiled: bool, out: str) -> None:
+    """In a fresh process: one VAE decode of side² pixels; prints the peak RSS it added (bytes)."""
+    import resource
+
+    import numpy as np
+    from diffusers import AutoencoderKL
+
+    from .levers import set_vae_tiling
+
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae").eval()
+    set_vae_tiling(vae, tiled)
+    latents = torch.randn(1, 16, side // 8, side // 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        vae.decode(latents[..., :8, :8])  # warm-up: kernels and allocator
+        before = _rss()
+        image = vae.decode(latents).sample
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # ru_maxrss is in KiB on Linux
+    np.save(out, image[0].float().numpy())
+    print(json.dumps({"peak_bytes": peak}))
+
+
+def vae_tiling(folder: Path, side: int = 2048) -> dict:
+    """Tiled vs whole-image decode at side²: added peak memory (each in its own process) and agreement."""
+    import numpy as np
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    row, images = {"side": side}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for tiled in (False, True):
+            out = str(Path(tmp) / f"{tiled}.npy")
+            code = f"from llm_dit.bench import decode_probe; decode_probe({str(folder)!r}, {side}, {tiled}, {out!r})"
+            done = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+            row[f"{'tiled' if tiled else 'whole'}_peak_mb"] = json.loads(done.stdout.strip().splitlines()[-1])[
+                "peak_bytes"] >> 20
+            images[tiled] = np.load(out)
+    diff = np.abs(images[True] - images[False])  # pixel values in [-1, 1]
+    row.update(max_abs_diff=round(float(diff.max()), 4), mean_abs_diff=round(float(diff.mean()), 5),
+               p99_abs_diff=round(float(np.quantile(diff, 0.99)), 4),
+               tiled_vs_whole_peak=round(row["tiled_peak_mb"] / max(row["whole_peak_mb"], 1), 3))
+    return row
+
+
 FULL_TFLOP_PER_IMAGE = 467.0  # 1024², 8 steps: DiT 8 × 56.6, text encoder 3.9, VAE 10.5
 
 

@@ -3,7 +3,7 @@
 The page is served before anything loads. The Qwen3 text encoder is loaded once as
 `Qwen3ForCausalLM` (its tied head restores the LM head the Z-Image repo leaves out), so the same
 weights serve embedding extraction (`lm.model`, passed to the pipeline) and text generation.
-The txt2img and img2img pipelines that run are views made with diffusers' `from_pipe`: they share
+The txt2img and img2img pipelines that run are views built from the loaded modules: they share
 the one loaded DiT.
 """
 
@@ -38,8 +38,12 @@ def resolve_device(name: str, check: bool = True) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("device 'cuda' was asked for, but torch sees no CUDA GPU: use --*-device cpu or auto.")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise ModelLoadError(f"device {name!r} was asked for, but torch sees {count} CUDA GPU(s): "
+                                 f"use --*-device cpu, auto{', or cuda:0 to cuda:' + str(count - 1) if count else ''}.")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ModelLoadError("device 'mps' was asked for, but this torch has no MPS backend: use cpu or auto.")
     return torch.device(name)
@@ -399,7 +403,7 @@ class ModelManager:
     def view(self, mode: str, scheduler):
         """The txt2img or img2img pipeline with `scheduler` installed, for one call.
 
-        Both views are made once with diffusers' `from_pipe` and share the loaded DiT; they have
+        Both views are made once from the loaded modules and share the loaded DiT; they have
         no text encoder or VAE (we pass embeddings and encode/decode ourselves, so each part may
         live on its own device). Call it under `generation_lock`: the scheduler is per call.
         """
@@ -414,9 +418,10 @@ class ModelManager:
 
         views = {}
         for mode, cls in (("txt2img", ZImagePipeline), ("img2img", ZImageImg2ImgPipeline)):
-            # from_pipe casts to `dtype` (float32 unless told): pass the DiT's own dtype.
-            view = cls.from_pipe(pipe, vae=None, text_encoder=None, tokenizer=None,
-                                 dtype=pipe.transformer.dtype)
+            # Built from the loaded modules as `from_pipe` does, without its final cast to a dtype
+            # (which a quantized DiT refuses, and which would touch offloaded weights).
+            view = cls(scheduler=pipe.scheduler, vae=None, text_encoder=None, tokenizer=None,
+                       transformer=pipe.transformer)
             view.vae_scale_factor = pipe.vae_scale_factor
             # img2img gets VAE latents as `image`; the processor must know their channel count.
             view.image_processor = VaeImageProcessor(
