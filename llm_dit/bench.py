@@ -10,8 +10,16 @@ sides and reports medians and the ratio ours / reference. Cases:
      batched vs unbatched;
   P3 resident memory before the VL model loads, after extraction, after auto-unload;
   P4 cold start: `app.py --tiny` to the first HTTP 200 vs the bare import of gradio+diffusers+transformers;
-  P5 (GPU only; `--size full --image 1024`) attention backends × torch.compile, TFLOP/s, peak memory.
+  P5 (GPU only; `--size full --image 1024`) attention backends × torch.compile, TFLOP/s, peak memory;
+  P6-P8 memory (llm_dit.bench_memory): VL cost vs pixel budget, one generation per memory plan,
+     tiled vs whole VAE decode.
 Speed targets are read from the printed ratios, never asserted in tests.
+
+The GPU proof (the released architecture, random weights, bf16):
+
+    python -m llm_dit.bench --size full --image 1024 --repeats 3 --cases P5,P6,P7,P8 \
+        --budgets 0,24,16 --vl --json gpu.json
+
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from pathlib import Path
 
 import psutil
 import torch
+
+from .bench_memory import PLANS, plans, vae_tiling, vl_pixel_budget
 
 PROMPTS = [
     "A red fox curled up in fresh snow at dawn, soft pink light, shallow depth of field, 85mm lens.",
@@ -204,49 +214,6 @@ def p4(cache_dir: Path, repeats: int) -> dict:
     return {"bare_import_s": imp, "app_first_200_s": start, "ratio": round(start / imp, 3)}
 
 
-def decode_probe(folder: str, side: int, tiled: bool, out: str) -> None:
-    """In a fresh process: one VAE decode of side² pixels; prints the peak RSS it added (bytes)."""
-    import resource
-
-    import numpy as np
-    from diffusers import AutoencoderKL
-
-    from .levers import set_vae_tiling
-
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae").eval()
-    set_vae_tiling(vae, tiled)
-    latents = torch.randn(1, 16, side // 8, side // 8, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        vae.decode(latents[..., :8, :8])  # warm-up: kernels and allocator
-        before = _rss()
-        image = vae.decode(latents).sample
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # ru_maxrss is in KiB on Linux
-    np.save(out, image[0].float().numpy())
-    print(json.dumps({"peak_bytes": peak}))
-
-
-def vae_tiling(folder: Path, side: int = 2048) -> dict:
-    """Tiled vs whole-image decode at side²: added peak memory (each in its own process) and agreement."""
-    import numpy as np
-
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    row, images = {"side": side}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for tiled in (False, True):
-            out = str(Path(tmp) / f"{tiled}.npy")
-            code = f"from llm_dit.bench import decode_probe; decode_probe({str(folder)!r}, {side}, {tiled}, {out!r})"
-            done = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
-            row[f"{'tiled' if tiled else 'whole'}_peak_mb"] = json.loads(done.stdout.strip().splitlines()[-1])[
-                "peak_bytes"] >> 20
-            images[tiled] = np.load(out)
-    diff = np.abs(images[True] - images[False])  # pixel values in [-1, 1]
-    row.update(max_abs_diff=round(float(diff.max()), 4), mean_abs_diff=round(float(diff.mean()), 5),
-               p99_abs_diff=round(float(np.quantile(diff, 0.99)), 4),
-               tiled_vs_whole_peak=round(row["tiled_peak_mb"] / max(row["whole_peak_mb"], 1), 3))
-    return row
-
-
 FULL_TFLOP_PER_IMAGE = 467.0  # 1024², 8 steps: DiT 8 × 56.6, text encoder 3.9, VAE 10.5
 
 
@@ -259,13 +226,11 @@ def p5(folder: Path, size: int, repeats: int) -> dict:
     from .request import GenerationRequest
     from .settings import Settings
 
-    manager = ModelManager(Settings(model_path=str(folder)))
-    manager.pipeline()
+    managers = {compiled: ModelManager(Settings(model_path=str(folder), compile=compiled))  # regional compile
+                for compiled in (False, True)}
     rows = {}
     for backend in [b for b in ("native", "flash", "_flash_3") if b in attention_backends()]:
-        for compiled in (False, True):
-            if compiled:
-                manager.pipeline().transformer.compile()
+        for compiled, manager in managers.items():
             request = GenerationRequest(prompt=PROMPTS[0], height=size, width=size, attention_backend=backend, seed=1)
             try:
                 times, result = [], txt2img(manager, request)  # warm-up (and compilation)
@@ -291,7 +256,10 @@ def main(argv=None) -> dict:
                         help="model size to build (full = the released architecture, for GPUs)")
     parser.add_argument("--image", type=int, default=256, help="image side in pixels (multiple of 16)")
     parser.add_argument("--repeats", type=int, default=5, help="runs per side of each case")
-    parser.add_argument("--cases", default="P1,P2,P3,P4,P5", help="comma-separated subset of P1..P5")
+    parser.add_argument("--cases", default="P1,P2,P3,P4,P5", help="comma-separated subset of P1..P8")
+    parser.add_argument("--budgets", default="0", help="P7: GiB budgets to simulate on a GPU (0 = the whole card)")
+    parser.add_argument("--plans", default=",".join(PLANS), help="P7: lever sets to run, comma-separated")
+    parser.add_argument("--vl", action="store_true", help="P7: add a VL extraction to each run")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cache-dir", default=None, help="where the benchmark checkpoints are built")
     parser.add_argument("--json", default="bench.json", help="where to write the results")
@@ -316,6 +284,14 @@ def main(argv=None) -> dict:
         results["P4"] = p4(cache, min(args.repeats, 3))
     if "P5" in cases:
         results["P5"] = p5(folder, args.image, args.repeats)
+    if "P6" in cases:
+        results["P6"] = vl_pixel_budget(vl_folder, args.repeats)
+    if "P7" in cases:
+        budgets = [float(b) or None for b in args.budgets.split(",")]
+        names = [n.strip() for n in args.plans.split(",") if n.strip()]
+        results["P7"] = plans(folder, vl_folder, args.image, args.repeats, budgets, names, args.vl)
+    if "P8" in cases:
+        results["P8"] = vae_tiling(folder, 2048)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(table(results))
     return results
@@ -350,6 +326,16 @@ def table(results: dict) -> str:
     else:
         for key, row in p5_rows.items():
             lines.append(f"| P5 {key} | {row.get('tflops', '—')} TFLOP/s | {row} |")
+    for key, row in results.get("P6", {}).items():
+        lines.append(f"| P6 VL extraction at {key} px | {row['vs_64k']}x the 64k time | {row['image_tokens']} image "
+                     f"tokens, {row['seconds']} s |")
+    for key, row in results.get("P7", {}).items():
+        lines.append(f"| P7 {key} | {row.get('seconds', '—')} s | {row} |")
+    if "P8" in results:
+        r = results["P8"]
+        lines.append(f"| P8 tiled / whole VAE decode peak at {r['side']}² | {r['tiled_vs_whole_peak']} | "
+                     f"{r['tiled_peak_mb']} MB vs {r['whole_peak_mb']} MB; mean |diff| {r['mean_abs_diff']}, "
+                     f"99th pct {r['p99_abs_diff']}, max {r['max_abs_diff']} |")
     return "\n".join(lines)
 
 

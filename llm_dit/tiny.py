@@ -229,6 +229,8 @@ def _build_zimage(folder: Path, seed: int, size: str = "tiny") -> None:
     scheduler = FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False
     )
+    if size == "full":  # stored in bfloat16, as the released checkpoints are (half the disk)
+        transformer.to(torch.bfloat16), text_encoder.to(torch.bfloat16)
     transformer.save_pretrained(folder / "transformer", max_shard_size=SHARD[size])
     text_encoder.save_pretrained(folder / "text_encoder", max_shard_size=SHARD[size])
     vae.save_pretrained(folder / "vae")
@@ -257,6 +259,8 @@ def _build_qwen3_vl(folder: Path, seed: int, size: str = "tiny", hidden: int | N
                         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
     model = Qwen3VLForConditionalGeneration(config)
+    if size == "full":
+        model.to(torch.bfloat16)
     model.save_pretrained(folder, max_shard_size=SHARD[size])
     tokenizer.chat_template = None  # the VL repo keeps its template in chat_template.json
     _save_tokenizer(tokenizer, vocab, merges, folder)

@@ -212,8 +212,39 @@ def test_tiled_decode_agrees_and_peaks_lower(zimage_dir):
     """2048² on the tiny VAE, each decode in a fresh process: the tiled one adds far less memory.
     Tolerance: mean |difference| below 0.02 of the [-1, 1] range (2.5/255) and 99% of the pixels
     within 0.1; the seams of a random-weight VAE differ more (the max is reported, not bounded)."""
-    from llm_dit.bench import vae_tiling
+    from llm_dit.bench_memory import vae_tiling
 
     row = vae_tiling(zimage_dir, 2048)
     assert row["tiled_peak_mb"] < 0.6 * row["whole_peak_mb"]
     assert row["mean_abs_diff"] < 0.02 and row["p99_abs_diff"] < 0.1
+
+
+def test_status_tab_renders_the_plan(manager):
+    from ui.status import render_plan
+
+    text = render_plan(manager.memory_plan().lines(), manager.levers())
+    assert text.startswith("**Memory plan: everything on the CPU")
+    assert "offload: none" in text and "no accelerator: every model runs on the CPU" in text
+
+
+def test_vl_model_quantizes_too(settings):
+    from torchao.quantization import Int8Tensor
+
+    manager = ModelManager(replace(settings, quantize_vl="int8", vl_auto_unload=False))
+    with manager.vl_model() as (model, _):
+        assert isinstance(model.model.language_model.layers[0].mlp.up_proj.weight, Int8Tensor)
+    assert manager.levers()["quantize"] == {"vl": "int8"}
+
+
+def test_parking_holds_generations_until_the_vl_model_is_gone(settings):
+    """Plan "gpu-park" (a GPU plan, given here as data): while the VL model runs, the DiT and text
+    encoder wait on the CPU and generations wait for the lock; afterwards both come back."""
+    manager = ModelManager(settings)
+    manager.pipeline()
+    plan = manager.memory_plan()
+    manager._plan = replace(plan, placement=replace(plan.placement, vl="gpu-park"))
+    with manager.vl_model():
+        assert manager.generation_lock.locked()
+        assert [module for module, _ in manager._parked] == [manager.language_model(), manager.pipeline().transformer]
+    assert not manager.generation_lock.locked() and not manager._parked and not manager.vl_loaded
+    assert txt2img(manager, small()).image.size == (64, 64)
