@@ -11,13 +11,13 @@ sides and reports medians and the ratio ours / reference. Cases:
   P3 resident memory before the VL model loads, after extraction, after auto-unload;
   P4 cold start: `app.py --tiny` to the first HTTP 200 vs the bare import of gradio+diffusers+transformers;
   P5 (GPU only; `--size full --image 1024`) attention backends × torch.compile, TFLOP/s, peak memory;
-  P6-P8 memory (llm_dit.bench_memory): VL cost vs pixel budget, one generation per memory plan,
+  M1-M3 memory (llm_dit.bench_memory): VL cost vs pixel budget, one generation per memory plan,
      tiled vs whole VAE decode.
 Speed targets are read from the printed ratios, never asserted in tests.
 
 The GPU proof (the released architecture, random weights, bf16):
 
-    python -m llm_dit.bench --size full --image 1024 --repeats 3 --cases P5,P6,P7,P8 \
+    python -m llm_dit.bench --size full --image 1024 --repeats 3 --cases P5,M1,M2,M3 \
         --budgets 0,24,16 --vl --json gpu.json
 
 """
@@ -256,10 +256,11 @@ def main(argv=None) -> dict:
                         help="model size to build (full = the released architecture, for GPUs)")
     parser.add_argument("--image", type=int, default=256, help="image side in pixels (multiple of 16)")
     parser.add_argument("--repeats", type=int, default=5, help="runs per side of each case")
-    parser.add_argument("--cases", default="P1,P2,P3,P4,P5", help="comma-separated subset of P1..P8")
-    parser.add_argument("--budgets", default="0", help="P7: GiB budgets to simulate on a GPU (0 = the whole card)")
-    parser.add_argument("--plans", default=",".join(PLANS), help="P7: lever sets to run, comma-separated")
-    parser.add_argument("--vl", action="store_true", help="P7: add a VL extraction to each run")
+    parser.add_argument("--cases", default="P1,P2,P3,P4,P5",
+                        help="comma-separated subset of P1..P5 and M1..M3 (memory)")
+    parser.add_argument("--budgets", default="0", help="M2: GiB budgets to simulate on a GPU (0 = the whole card)")
+    parser.add_argument("--plans", default=",".join(PLANS), help="M2: lever sets to run, comma-separated")
+    parser.add_argument("--vl", action="store_true", help="M2: add a VL extraction to each run")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cache-dir", default=None, help="where the benchmark checkpoints are built")
     parser.add_argument("--json", default="bench.json", help="where to write the results")
@@ -284,14 +285,14 @@ def main(argv=None) -> dict:
         results["P4"] = p4(cache, min(args.repeats, 3))
     if "P5" in cases:
         results["P5"] = p5(folder, args.image, args.repeats)
-    if "P6" in cases:
-        results["P6"] = vl_pixel_budget(vl_folder, args.repeats)
-    if "P7" in cases:
+    if "M1" in cases:
+        results["M1"] = vl_pixel_budget(vl_folder, args.repeats)
+    if "M2" in cases:
         budgets = [float(b) or None for b in args.budgets.split(",")]
         names = [n.strip() for n in args.plans.split(",") if n.strip()]
-        results["P7"] = plans(folder, vl_folder, args.image, args.repeats, budgets, names, args.vl)
-    if "P8" in cases:
-        results["P8"] = vae_tiling(folder, 2048)
+        results["M2"] = plans(folder, vl_folder, args.image, args.repeats, budgets, names, args.vl)
+    if "M3" in cases:
+        results["M3"] = vae_tiling(folder, 2048)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(table(results))
     return results
@@ -326,14 +327,14 @@ def table(results: dict) -> str:
     else:
         for key, row in p5_rows.items():
             lines.append(f"| P5 {key} | {row.get('tflops', '—')} TFLOP/s | {row} |")
-    for key, row in results.get("P6", {}).items():
-        lines.append(f"| P6 VL extraction at {key} px | {row['vs_64k']}x the 64k time | {row['image_tokens']} image "
+    for key, row in results.get("M1", {}).items():
+        lines.append(f"| M1 VL extraction at {key} px | {row['vs_64k']}x the 64k time | {row['image_tokens']} image "
                      f"tokens, {row['seconds']} s |")
-    for key, row in results.get("P7", {}).items():
-        lines.append(f"| P7 {key} | {row.get('seconds', '—')} s | {row} |")
-    if "P8" in results:
-        r = results["P8"]
-        lines.append(f"| P8 tiled / whole VAE decode peak at {r['side']}² | {r['tiled_vs_whole_peak']} | "
+    for key, row in results.get("M2", {}).items():
+        lines.append(f"| M2 {key} | {row.get('seconds', '—')} s | {row} |")
+    if "M3" in results:
+        r = results["M3"]
+        lines.append(f"| M3 tiled / whole VAE decode peak at {r['side']}² | {r['tiled_vs_whole_peak']} | "
                      f"{r['tiled_peak_mb']} MB vs {r['whole_peak_mb']} MB; mean |diff| {r['mean_abs_diff']}, "
                      f"99th pct {r['p99_abs_diff']}, max {r['max_abs_diff']} |")
     return "\n".join(lines)

@@ -1,11 +1,11 @@
-"""Memory cases of the benchmark (`python -m llm_dit.bench --cases P6,P7,P8`).
+"""Memory cases of the benchmark (`python -m llm_dit.bench --cases M1,M2,M3`).
 
-P6 the VL extraction's cost against the reference's pixel budget (64k ... 1M pixels);
-P7 one generation per memory plan, each in a fresh process: seconds per image, peak memory per
+M1 the VL extraction's cost against the reference's pixel budget (64k ... 1M pixels);
+M2 one generation per memory plan, each in a fresh process: seconds per image, peak memory per
    stage (CUDA) or the resident memory it added (CPU), the DiT's bytes, whether it fit. On a GPU,
    `--budgets 24,16` simulates smaller cards with `torch.cuda.set_per_process_memory_fraction`;
    `--vl` adds a VL extraction (time, memory returned after unload);
-P8 tiled vs whole-image VAE decode at 2048²: peak memory and agreement.
+M3 tiled vs whole-image VAE decode at 2048²: peak memory and agreement.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import torch
 
-# Lever sets measured by P7: the rungs of the planner's ladder, as explicit settings.
+# Lever sets measured by M2: the rungs of the planner's ladder, as explicit settings.
 PLANS = {
     "all on device": {},
     "text encoder on cpu": {"text_encoder_device": "cpu"},
@@ -77,7 +77,7 @@ def decode_probe(folder: str, side: int, tiled: bool, out: str) -> dict:
 
 
 def vae_tiling(folder: Path, side: int = 2048) -> dict:
-    """P8: tiled vs whole-image decode at side², each in its own process: added peak and agreement."""
+    """M3: tiled vs whole-image decode at side², each in its own process: added peak and agreement."""
     import numpy as np
 
     row, images = {"side": side}, {}
@@ -97,7 +97,7 @@ def vae_tiling(folder: Path, side: int = 2048) -> dict:
 
 
 def vl_pixel_budget(vl_folder: Path, repeats: int) -> dict:
-    """P6: one extraction of a 1024² reference under each pixel budget: tokens and seconds."""
+    """M1: one extraction of a 1024² reference under each pixel budget: tokens and seconds."""
     from PIL import Image
     from transformers import Qwen3VLForConditionalGeneration
 
@@ -157,7 +157,7 @@ def plan_probe(folder: str, vl_folder: str, levers: dict, image: int, repeats: i
     except torch.OutOfMemoryError as err:
         return {**row, "fits": False, "error": str(err).splitlines()[0][:200]}
     row.update(fits=True, seconds=round(statistics.median(times), 3),
-               dit_mb=module_bytes(manager.pipeline().transformer) >> 20,
+               dit_mb=round(module_bytes(manager.pipeline().transformer) / 2**20, 2),
                peak_mb_per_stage={s["name"]: (s["cuda_peak_bytes"] or 0) >> 20 for s in result.metadata["timeline"]}
                if cuda else {"rss_added": _peak_added(before) >> 20})
     if vl:
@@ -172,7 +172,7 @@ def plan_probe(folder: str, vl_folder: str, levers: dict, image: int, repeats: i
 
 def plans(folder: Path, vl_folder: Path, image: int, repeats: int, budgets: list[float | None],
           names: list[str], vl: bool) -> dict:
-    """P7: each lever set under each budget, every one in a fresh process."""
+    """M2: each lever set under each budget, every one in a fresh process."""
     rows = {}
     for budget in budgets:
         for name in names:

@@ -34,9 +34,10 @@ def quantization_config(kind: str, library: str, device: torch.device, compute_d
 
         return lib.TorchAoConfig(Int8WeightOnlyConfig() if kind == "int8" else Float8WeightOnlyConfig())
     if kind == "nf4":
+        if device.type != "cuda":  # diffusers' bitsandbytes quantizer refuses to load without one
+            raise ValueError(f"quantization nf4 (bitsandbytes) needs a CUDA GPU, not {device}: use int8 instead.")
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise ValueError("quantization nf4 needs bitsandbytes (pip install bitsandbytes), which needs a "
-                             "CUDA GPU or a CPU build it supports: use int8 instead.")
+            raise ValueError("quantization nf4 needs bitsandbytes: pip install bitsandbytes (or use int8).")
         return lib.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                       bnb_4bit_compute_dtype=compute_dtype)
     raise ValueError(f"quantization={kind!r} is unknown: use none, int8, fp8 or nf4.")

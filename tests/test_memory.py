@@ -171,13 +171,16 @@ def test_int8_weight_only_quantizes_and_shrinks_the_models(settings, manager, re
     assert 0 < diff.max() <= 8  # int8 weights change the picture, a little
 
 
-def test_nf4_without_bitsandbytes_names_the_package(settings):
-    import importlib.util
+def test_nf4_and_fp8_name_what_they_need(settings, monkeypatch):
+    from llm_dit.levers import quantization_config
 
-    if importlib.util.find_spec("bitsandbytes") is not None:
-        pytest.skip("bitsandbytes is installed here")
-    with pytest.raises(ModelLoadError, match="quantize_transformer=nf4: .*needs bitsandbytes"):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ModelLoadError, match="quantize_transformer=nf4: .*needs a CUDA GPU, not cpu: use int8"):
         ModelManager(replace(settings, quantize_transformer="nf4")).pipeline()
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # as if torchao were missing
+    with pytest.raises(ValueError, match="quantization fp8 needs torchao: pip install torchao==0.18.0"):
+        quantization_config("fp8", "diffusers", torch.device("cpu"), torch.float32)
 
 
 def test_vae_tiling_switch_and_auto_threshold(settings, manager):
@@ -248,3 +251,18 @@ def test_parking_holds_generations_until_the_vl_model_is_gone(settings):
         assert [module for module, _ in manager._parked] == [manager.language_model(), manager.pipeline().transformer]
     assert not manager.generation_lock.locked() and not manager._parked and not manager.vl_loaded
     assert txt2img(manager, small()).image.size == (64, 64)
+
+
+def test_memory_bench_cases_run(tiny_cache, tmp_path):
+    """The memory cases of the benchmark (the GPU proof script) run end to end on tiny models."""
+    from llm_dit import bench
+
+    results = bench.main(["--size", "tiny", "--image", "64", "--repeats", "1", "--cases", "M1,M2",
+                          "--plans", "all on device,int8 DiT + TE", "--cache-dir", str(tiny_cache),
+                          "--json", str(tmp_path / "bench.json")])
+    assert list(results["M1"]) == ["64k", "256k", "512k", "1024k"]
+    tokens = [row["image_tokens"] for row in results["M1"].values()]
+    assert tokens == sorted(tokens) and tokens[0] < tokens[-1]  # a bigger budget, more image tokens
+    plain, int8 = results["M2"]["all on device"], results["M2"]["int8 DiT + TE"]
+    assert plain["fits"] and int8["fits"] and int8["dit_mb"] < 0.35 * plain["dit_mb"]
+    assert "| M1 VL extraction at 1024k px |" in bench.table(results)
