@@ -140,8 +140,9 @@ class Placement:
     offload: str = "none"
     text_encoder_on_gpu: bool = True  # on the plan's device (else on the CPU)
     quantize: dict = field(default_factory=lambda: {"transformer": "none", "text_encoder": "none", "vl": "none"})
-    vl: str = "gpu"  # "gpu" beside the others, "gpu-park" (others parked on the CPU), "cpu"
+    vl: str = "gpu"  # "gpu" beside the others, "gpu-park" (others parked on the CPU), "cpu", "other" (device)
     vae_tiling: bool = False
+    devices: dict = field(default_factory=dict)  # explicit device settings (component -> device)
 
 
 def peaks(parts: dict[str, Component], placement: Placement, pixels: int, dtype_bytes: int,
@@ -163,7 +164,7 @@ def peaks(parts: dict[str, Component], placement: Placement, pixels: int, dtype_
         generate = resident + max(size[n] * blocks / _layers(parts[n]) + act[n] for n in on_gpu if n != "vae")
         generate = max(generate, resident + act["vae"])
     result = {"generate": generate + RESERVE_GIB}
-    if "vl" in parts and placement.vl != "cpu":
+    if "vl" in parts and placement.vl in ("gpu", "gpu-park"):
         beside = resident if placement.vl == "gpu" else 0.0
         result["vl"] = beside + size["vl"] + act["vl"] + RESERVE_GIB
     return result
@@ -198,15 +199,21 @@ class Plan:
     def lines(self) -> list[str]:
         """The plan in words, for the start-up log and the Status tab."""
         p = self.placement
-        head = (f"memory plan: {self.name} on {self.device}" +
+        head = (f"memory plan: {self.name}" + ("" if self.device == "cpu" else f" on {self.device}") +
                 (f" (budget {self.budget_gib:.1f} GiB)" if self.budget_gib is not None else ""))
         quant = ", ".join(f"{k} {v}" for k, v in p.quantize.items() if v != "none") or "none"
-        levers = (f"offload {p.offload}; text encoder on {self.device if p.text_encoder_on_gpu else 'cpu'}; "
-                  f"quantization {quant}; VL model {p.vl}; VAE tiling {'on' if p.vae_tiling else 'auto'}")
+        text_encoder = p.devices.get("text_encoder") or (self.device if p.text_encoder_on_gpu else "cpu")
+        vl = p.devices.get("vl") or {"gpu": self.device, "gpu-park": f"{self.device} (others parked)"}.get(p.vl, p.vl)
+        levers = (f"offload {p.offload}; text encoder on {text_encoder}; quantization {quant}; VL model on {vl}; "
+                  f"VAE tiling {'on' if p.vae_tiling else 'auto'}")
         peak = ", ".join(f"{k} {v:.1f} GiB" for k, v in self.peaks_gib.items())
-        sizes = ", ".join(f"{k} {v:.2f} GiB" for k, v in self.sizes_gib.items())
-        return [head, levers, f"estimated peaks: {peak or '—'}" + ("" if self.fits else " (does NOT fit)"),
-                f"weights at the run dtype: {sizes}"] + list(self.reasons)
+        sizes = ", ".join(f"{k} {v:.2f} GiB" if v >= 0.1 else f"{k} {v * 1024:.1f} MiB"
+                          for k, v in self.sizes_gib.items())
+        lines = [head, levers]
+        if self.sizes_gib:
+            lines += [f"estimated peaks: {peak or '—'}" + ("" if self.fits else " (does NOT fit)"),
+                      f"weights at the run dtype: {sizes}"]
+        return lines + list(self.reasons)
 
 
 def _explicit(placement: Placement, overrides: dict) -> tuple[Placement, list[str]]:
@@ -215,7 +222,12 @@ def _explicit(placement: Placement, overrides: dict) -> tuple[Placement, list[st
     for key, value in overrides.items():
         if value in (None, "auto"):
             continue
-        reasons.append(f"{key}={value} set explicitly")
+        if key == "devices":  # explicit device strings: shown, and their models placed by them
+            reasons += [f"{name}_device={device} set explicitly" for name, device in value.items()]
+            changes[key] = value
+            continue
+        if key not in ("text_encoder_on_gpu", "vl"):  # those two follow from the device settings
+            reasons.append(f"{key}={value} set explicitly")
         if key.startswith("quantize_"):
             quant[key[len("quantize_"):]] = value
         else:
@@ -230,7 +242,7 @@ def plan(parts: dict[str, Component], budget_gib: float | None, device: str = "c
 
     `can_park`: the VL model is unloaded after use, so the others may wait on the CPU meanwhile."""
     pixels = height * width
-    sizes = {n: round(weights_gib(p, dtype_bytes), 3) for n, p in parts.items()}
+    sizes = {n: weights_gib(p, dtype_bytes) for n, p in parts.items()}
     sources = {n: p.source for n, p in parts.items()}
     if budget_gib is None:
         placement, explicit = _explicit(Placement(vl="cpu"), overrides or {})
@@ -309,8 +321,8 @@ def budget_gib(settings, device: str) -> float | None:
     """The memory budget: the setting, or (auto) the free memory of `device`; None on the CPU."""
     import torch
 
-    if device == "cpu":
-        return None
+    if device == "cpu" or (device.startswith("cuda") and not torch.cuda.is_available()):
+        return None  # (a missing GPU is reported when the models load, with the fix)
     if settings.memory_budget != "auto":
         return float(settings.memory_budget)
     if device.startswith("cuda"):
@@ -319,12 +331,20 @@ def budget_gib(settings, device: str) -> float | None:
 
 
 def overrides(settings) -> dict:
-    """The settings that override the plan (auto = let the plan decide)."""
-    device_gpu = {"auto": None, "cpu": False}
+    """The settings that override the plan (auto = let the plan decide). A model given another
+    accelerator (e.g. the text encoder on cuda:1) does not count against this device's budget."""
+    main = accelerator(settings)
+
+    def same(device: str) -> bool | None:
+        return None if device == "auto" else device == main or f"{device}:0" == main or device == f"{main}:0"
+
+    vl_here = same(settings.vl_device)
+    named = {n: getattr(settings, f"{n}_device") for n in ("text_encoder", "transformer", "vae", "vl")}
     return {
+        "devices": {n: d for n, d in named.items() if d != "auto"},
         "offload": settings.offload,
-        "text_encoder_on_gpu": device_gpu.get(settings.text_encoder_device, True),
-        "vl": {"auto": None, "cpu": "cpu"}.get(settings.vl_device, "gpu"),
+        "text_encoder_on_gpu": same(settings.text_encoder_device),
+        "vl": None if vl_here is None else "gpu" if vl_here else "cpu" if settings.vl_device == "cpu" else "other",
         "vae_tiling": {"auto": None, "on": True, "off": False}[settings.vae_tiling],
         "quantize_transformer": settings.quantize_transformer,
         "quantize_text_encoder": settings.quantize_text_encoder,
@@ -336,8 +356,9 @@ def plan_for(settings, zimage_source: str, vl_source: str) -> Plan:
     """The plan for the app's settings, from the checkpoints' metadata (nothing is loaded)."""
     device = accelerator(settings)
     if settings.zero_gpu:
-        return Plan(None, "cuda", "ZeroGPU: every model on cuda, placed at start-up", Placement(), True, {}, {}, {},
-                    ("ZeroGPU forks a worker per call: no offload, no unloading, no runtime compilation",))
+        placement, reasons = _explicit(Placement(), overrides(settings))
+        return Plan(None, "cuda", "ZeroGPU: every model on cuda, placed at start-up", placement, True, {}, {}, {},
+                    ("ZeroGPU forks a worker per call: no offload, no unloading, no runtime compilation", *reasons))
     zimage, vl = metadata_folder(zimage_source), metadata_folder(vl_source)
     budget = budget_gib(settings, device)
     if zimage is None or vl is None:
