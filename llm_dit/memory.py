@@ -165,7 +165,7 @@ def peaks(parts: dict[str, Component], placement: Placement, pixels: int, dtype_
         generate = max(generate, resident + act["vae"])
     result = {"generate": generate + RESERVE_GIB}
     if "vl" in parts and placement.vl in ("gpu", "gpu-park"):
-        beside = resident if placement.vl == "gpu" else 0.0
+        beside = resident if placement.vl == "gpu" else size["vae"]  # parking leaves the VAE in place
         result["vl"] = beside + size["vl"] + act["vl"] + RESERVE_GIB
     return result
 
@@ -212,7 +212,8 @@ class Plan:
         lines = [head, levers]
         if self.sizes_gib:
             lines += [f"estimated peaks: {peak or '—'}" + ("" if self.fits else " (does NOT fit)"),
-                      f"weights at the run dtype: {sizes}"]
+                      f"weights at the run dtype: {sizes}",
+                      "sizes read from: " + "; ".join(f"{k} {v}" for k, v in self.sources.items())]
         return lines + list(self.reasons)
 
 
@@ -254,9 +255,13 @@ def plan(parts: dict[str, Component], budget_gib: float | None, device: str = "c
     for name, candidate in LADDER:
         if not quantizable and any(v != "none" for v in candidate.quantize.values()):
             continue
+        last = None
         for tiling in ((tiled,) if tiled else (False, True)):
             candidate_t = replace(candidate, vae_tiling=tiling, vl="cpu")
             peak = peaks(parts, candidate_t, pixels, dtype_bytes, vl_pixels)["generate"]
+            if peak == last:
+                continue  # the image fits in one tile: tiling saves nothing here
+            last = peak
             if peak <= budget_gib:
                 chosen = (name + (" + VAE tiling" if tiling and not tiled else ""), candidate_t)
                 break

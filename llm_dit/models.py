@@ -235,15 +235,17 @@ class ModelManager:
             yield self._vl
 
     def _park(self) -> None:
-        """Plan "gpu-park": move the text encoder and DiT to the CPU while the VL model needs the GPU.
-        Generations wait meanwhile (the generation lock is held until `_unpark`)."""
-        if self.memory_plan().placement.vl != "gpu-park" or self._pipe is None or self._parked:
+        """Free the GPU for the VL model. Plan "gpu-park": move the text encoder and DiT to the CPU;
+        generations wait meanwhile (the generation lock is held until `_unpark`). Model offload:
+        send back whichever model its hooks left on the GPU."""
+        placement = self.memory_plan().placement
+        if self._pipe is None or placement.vl not in ("gpu", "gpu-park"):
             return
-        if self._offload_hooks:  # model offload: the hooks bring each model back when it runs
+        if self._offload_hooks:  # model offload: the last model used goes back; hooks bring it again
             for hook in self._offload_hooks:
                 hook.offload()
             return
-        if self.memory_plan().placement.offload != "none":
+        if placement.vl != "gpu-park" or placement.offload != "none" or self._parked:
             return  # group / sequential offload keep the models on the CPU between uses anyway
         self.generation_lock.acquire()
         for module in (self._lm, self._pipe.transformer):
