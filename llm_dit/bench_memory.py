@@ -23,8 +23,10 @@ from pathlib import Path
 import psutil
 import torch
 
-# Lever sets measured by M2: the rungs of the planner's ladder, as explicit settings.
+# Lever sets measured by M2: the rungs of the planner's ladder, as explicit settings over "all on
+# the device, nothing offloaded or quantized"; "planned" lets the planner choose for the budget.
 PLANS = {
+    "planned": None,
     "all on device": {},
     "text encoder on cpu": {"text_encoder_device": "cpu"},
     "model offload": {"offload": "model"},
@@ -119,14 +121,15 @@ def vl_pixel_budget(vl_folder: Path, repeats: int) -> dict:
                 if device == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
-        rows[f"{pixels // 1024}k"] = {"image_tokens": counts["image"], "seconds": round(statistics.median(times[1:]), 4)}
+        seconds = round(statistics.median(times[1:]), 4)
+        rows[f"{pixels // 1024}k"] = {"image_tokens": counts["image"], "seconds": seconds}
     first = next(iter(rows.values()))["seconds"]
     for row in rows.values():
         row["vs_64k"] = round(row["seconds"] / first, 2)
     return rows
 
 
-def plan_probe(folder: str, vl_folder: str, levers: dict, image: int, repeats: int,
+def plan_probe(folder: str, vl_folder: str, levers: dict | None, image: int, repeats: int,
                budget_gib: float | None = None, vl: bool = False) -> dict:
     """One generation with `levers` (explicit settings): seconds, peaks, the DiT's bytes, fit."""
     from PIL import Image
@@ -141,10 +144,14 @@ def plan_probe(folder: str, vl_folder: str, levers: dict, image: int, repeats: i
     cuda = torch.cuda.is_available()
     if cuda and budget_gib:
         torch.cuda.set_per_process_memory_fraction(min(1.0, budget_gib * GiB / torch.cuda.mem_get_info()[1]))
+    device = "cuda" if cuda else "cpu"
+    explicit = {} if levers is None else {
+        **{f"{n}_device": device for n in ("text_encoder", "transformer", "vae", "vl")}, "offload": "none",
+        **{f"quantize_{n}": "none" for n in ("transformer", "text_encoder", "vl")}, **levers}
     settings = Settings(model_path=folder, vl_model_path=vl_folder, memory_budget=str(budget_gib or "auto"),
-                        **levers)
+                        **explicit)
     manager = ModelManager(settings)
-    row = {"plan_estimate": manager.memory_plan().peaks_gib}
+    row = {"plan": manager.memory_plan().name, "plan_estimate_gib": manager.memory_plan().peaks_gib}
     before = psutil.Process().memory_info().rss
     request = GenerationRequest(prompt="A red fox in fresh snow at dawn", height=image, width=image, seed=1)
     try:

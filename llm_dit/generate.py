@@ -334,7 +334,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             "loras": [{"path": p, "scale": x} for p, x in loras],
             "timings": {**timeline.seconds(), "total": round(sum(x.seconds for x in timeline.stages), 4)},
             "timeline": timeline.to_list(),
-            "memory": {**manager.levers(), "vae_tiling": tiled},
+            "memory": {**manager.memory_levers(), "vae_tiling": tiled},
             "warnings": notes,
         }
         if img2img:

@@ -134,7 +134,7 @@ class ModelManager:
         except ValueError as err:
             raise ModelLoadError(f"quantize_{component}={kind}: {err}") from None
 
-    def levers(self) -> dict:
+    def memory_levers(self) -> dict:
         """The levers in force (for the Status tab and the images' metadata)."""
         placement = self.memory_plan().placement
         return {"plan": self.memory_plan().name, "offload": placement.offload,
@@ -187,11 +187,11 @@ class ModelManager:
         lm.eval(), pipe.transformer.eval(), pipe.vae.eval()
         # Model offload hooks the encoder itself (the pipeline calls `lm.model`); the finer modes hook
         # every layer of `lm`, so its tied LM head (used by rewriting) moves along.
-        offloaded = {"text_encoder": lm.model if placement.offload == "model" else lm} if te_device == dit_device else {}
-        offloaded["transformer"] = pipe.transformer
-        if placement.offload == "none":
-            offloaded = {}
-        else:
+        offloaded = {}
+        if placement.offload != "none":
+            if te_device == dit_device:
+                offloaded["text_encoder"] = lm.model if placement.offload == "model" else lm
+            offloaded["transformer"] = pipe.transformer
             self._offload_hooks = levers.apply_offload(placement.offload, offloaded, dit_device)
         if "text_encoder" not in offloaded:
             lm.to(te_device)
@@ -307,7 +307,7 @@ class ModelManager:
 
     def status(self) -> dict:
         """What the status panel shows: models and their memory, caches, the last timeline."""
-        status = {"models": self.memory_report(), "plan": self.memory_plan().lines(), "levers": self.levers(),
+        status = {"models": self.memory_report(), "plan": self.memory_plan().lines(), "levers": self.memory_levers(),
                   "vl_cache": self.vl_cache.stats(), "text_cache": self.text_cache.stats(),
                   "last_timeline": self.last_timeline, "load_counts": dict(self.load_counts)}
         if torch.cuda.is_available():

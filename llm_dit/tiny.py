@@ -219,8 +219,8 @@ def _build_zimage(folder: Path, seed: int, size: str = "tiny") -> None:
     tokenizer, vocab, merges = _train_tokenizer(seed)
     torch.manual_seed(seed)
     config = SIZES[size]
-    text_encoder = Qwen3Model(_text_config(size, len(tokenizer), eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                                           pad_token_id=tokenizer.pad_token_id))
+    text_encoder = Qwen3Model(_text_config(size, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                           eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>")))
     transformer = ZImageTransformer2DModel(
         **config["dit"], cap_feat_dim=config["text"]["hidden_size"],
         axes_lens=[320, 128, 128],  # caption limit 288 (real: 1504)

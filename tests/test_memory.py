@@ -91,7 +91,8 @@ def test_mps_plans_never_quantize(real_parts):
 def test_tiny_sizes_match_the_loaded_modules(manager):
     from llm_dit.tiny import ensure_tiny_qwen3_vl
 
-    parts = memory.read_components(manager.zimage_source, ensure_tiny_qwen3_vl(cache_dir=manager.settings.tiny_cache_dir))
+    vl_folder = ensure_tiny_qwen3_vl(cache_dir=manager.settings.tiny_cache_dir)
+    parts = memory.read_components(manager.zimage_source, vl_folder)
     pipe = manager.pipeline()
     assert parts["transformer"].params == sum(p.numel() for p in pipe.transformer.parameters())
     assert parts["vae"].params == sum(p.numel() for p in pipe.vae.parameters())
@@ -225,7 +226,7 @@ def test_tiled_decode_agrees_and_peaks_lower(zimage_dir):
 def test_status_tab_renders_the_plan(manager):
     from ui.status import render_plan
 
-    text = render_plan(manager.memory_plan().lines(), manager.levers())
+    text = render_plan(manager.memory_plan().lines(), manager.memory_levers())
     assert text.startswith("**Memory plan: everything on the CPU")
     assert "offload: none" in text and "no accelerator: every model runs on the CPU" in text
 
@@ -236,7 +237,7 @@ def test_vl_model_quantizes_too(settings):
     manager = ModelManager(replace(settings, quantize_vl="int8", vl_auto_unload=False))
     with manager.vl_model() as (model, _):
         assert isinstance(model.model.language_model.layers[0].mlp.up_proj.weight, Int8Tensor)
-    assert manager.levers()["quantize"] == {"vl": "int8"}
+    assert manager.memory_levers()["quantize"] == {"vl": "int8"}
 
 
 def test_parking_holds_generations_until_the_vl_model_is_gone(settings):
@@ -258,11 +259,12 @@ def test_memory_bench_cases_run(tiny_cache, tmp_path):
     from llm_dit import bench
 
     results = bench.main(["--size", "tiny", "--image", "64", "--repeats", "1", "--cases", "M1,M2",
-                          "--plans", "all on device,int8 DiT + TE", "--cache-dir", str(tiny_cache),
+                          "--plans", "planned,int8 DiT + TE", "--cache-dir", str(tiny_cache),
                           "--json", str(tmp_path / "bench.json")])
     assert list(results["M1"]) == ["64k", "256k", "512k", "1024k"]
     tokens = [row["image_tokens"] for row in results["M1"].values()]
     assert tokens == sorted(tokens) and tokens[0] < tokens[-1]  # a bigger budget, more image tokens
-    plain, int8 = results["M2"]["all on device"], results["M2"]["int8 DiT + TE"]
+    plain, int8 = results["M2"]["planned"], results["M2"]["int8 DiT + TE"]
+    assert plain["plan"] == "everything on the CPU" and int8["plan"] == "everything on the CPU"
     assert plain["fits"] and int8["fits"] and int8["dit_mb"] < 0.35 * plain["dit_mb"]
     assert "| M1 VL extraction at 1024k px |" in bench.table(results)
