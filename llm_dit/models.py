@@ -296,7 +296,7 @@ class ModelManager:
         """Release every model. A running generation finishes first (it holds the generation
         lock), so unloading never breaks a job; the next request loads again."""
         with self.generation_lock, self._lock:
-            self._pipe, self._lm, self._views = None, None, {}
+            self._pipe, self._lm, self._views, self._offload_hooks = None, None, {}, []
         self.unload_vl()
         release_memory()
 

@@ -156,20 +156,23 @@ def test_offload_modes_hook_the_models_and_generate_the_same_image(settings, ref
     assert np.abs(np.asarray(result.image, dtype=np.int16) - reference_image).max() == 0
 
 
-def test_int8_weight_only_quantizes_and_shrinks_the_models(settings, manager, reference_image):
-    from torchao.quantization import Int8Tensor
+@pytest.mark.parametrize("kind,tensor_class,most", [("int8", "Int8Tensor", 8), ("fp8", "Float8Tensor", 40)])
+def test_weight_only_quantization_quantizes_and_shrinks_the_models(settings, manager, reference_image, kind,
+                                                                   tensor_class, most):
+    import torchao.quantization
 
-    quantized = ModelManager(replace(settings, quantize_transformer="int8", quantize_text_encoder="int8"))
+    cls = getattr(torchao.quantization, tensor_class)
+    quantized = ModelManager(replace(settings, quantize_transformer=kind, quantize_text_encoder=kind))
     result = txt2img(quantized, small())
     pipe, lm = quantized.pipeline(), quantized.language_model()
-    assert isinstance(pipe.transformer.layers[0].attention.to_q.weight, Int8Tensor)
-    assert isinstance(lm.model.layers[0].mlp.up_proj.weight, Int8Tensor)
-    assert not isinstance(pipe.vae.decoder.conv_in.weight, Int8Tensor)  # the VAE is never quantized
+    assert isinstance(pipe.transformer.layers[0].attention.to_q.weight, cls)
+    assert isinstance(lm.model.layers[0].mlp.up_proj.weight, cls)
+    assert not isinstance(pipe.vae.decoder.conv_in.weight, cls)  # the VAE is never quantized
     full, small_bytes = module_bytes(manager.pipeline().transformer), module_bytes(pipe.transformer)
-    assert small_bytes < 0.35 * full  # float32 -> int8 weights (+ scales and the unquantized norms)
-    assert result.metadata["memory"]["quantize"] == {"transformer": "int8", "text_encoder": "int8"}
+    assert small_bytes < 0.35 * full  # float32 -> 8-bit weights (+ scales and the unquantized norms)
+    assert result.metadata["memory"]["quantize"] == {"transformer": kind, "text_encoder": kind}
     diff = np.abs(np.asarray(result.image, dtype=np.int16) - reference_image)
-    assert 0 < diff.max() <= 8  # int8 weights change the picture, a little
+    assert 0 < diff.max() <= most  # 8-bit weights change the picture, a little
 
 
 def test_nf4_and_fp8_name_what_they_need(settings, monkeypatch):
