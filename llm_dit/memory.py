@@ -368,10 +368,10 @@ def plan_for(settings, zimage_source: str, vl_source: str) -> Plan:
     budget = budget_gib(settings, device)
     if zimage is None or vl is None:
         placement, reasons = _explicit(Placement(vl="cpu" if device == "cpu" else "gpu"), overrides(settings))
-        missing = zimage_source if zimage is None else vl_source
+        missing = "Z-Image" if zimage is None else "Qwen3-VL"
         return Plan(budget, device, "as set (no checkpoint metadata yet)", placement, True, {}, {}, {},
-                    (f"{missing} is not downloaded: sizes unknown, the plan cannot check the budget",
-                     *reasons))
+                    (f"the {missing} checkpoint is not downloaded yet: sizes unknown, the plan cannot check "
+                     f"the budget (it will after the first download and restart)", *reasons))
     dtype_bytes = 4 if settings.dtype == "float32" or (settings.dtype == "auto" and device == "cpu") else 2
     return plan(read_components(zimage, vl), budget, device, dtype_bytes,
                 vl_pixels=settings.vl_max_pixels, tiling_pixels=settings.vae_tiling_pixels,
