@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from . import cancel
 from .conditioning import condition, prefetch
 from .generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
 from .images import load_image
@@ -96,12 +97,18 @@ class SweepSpec:
     def axes(self) -> list[tuple[str, list]]:
         """[(axis, values)] for x, y, z (the ones given), checked."""
         axes = []
-        for axis, values in ((self.x_axis, self.x_values), (self.y_axis, self.y_values), (self.z_axis, self.z_values)):
+        for side, axis, values in (("x", self.x_axis, self.x_values), ("y", self.y_axis, self.y_values),
+                                   ("z", self.z_axis, self.z_values)):
             if not str(axis).strip():
                 continue
             if any(axis == a for a, _ in axes):
-                raise ValueError(f"axis {axis!r} is used twice: each axis may appear once.")
-            axes.append((axis, parse_values(axis, values)))
+                raise ValueError(f"{side}_axis: axis {axis!r} is used twice: each axis may appear once.")
+            if axis not in AXES:
+                raise ValueError(f"{side}_axis={axis!r} is unknown: use one of {', '.join(AXES)}.")
+            try:
+                axes.append((axis, parse_values(axis, values)))
+            except ValueError as err:
+                raise ValueError(f"{side}_values: {err}") from None
         if not axes or axes[0][0] != self.x_axis:
             raise ValueError("x_axis is empty: choose at least the X axis (e.g. alpha).")
         if str(self.z_axis).strip() and not str(self.y_axis).strip():
@@ -116,7 +123,7 @@ class SweepSpec:
         for _, values in axes:
             count *= len(values)
         if count > int(self.cell_limit):
-            raise ValueError(f"the sweep has {count} cells, more than cell_limit={self.cell_limit}: "
+            raise ValueError(f"cell_limit: the sweep has {count} cells, more than cell_limit={self.cell_limit}: "
                              f"use fewer values or raise the limit.")
         return axes
 
@@ -250,10 +257,10 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
     """
     if not references:
         raise ValueError("references: no reference image: a comparison sweep conditions on one.")
-    base = resolve_seed(validate(base, img2img=base.strength < 1.0))
+    base = resolve_seed(validate(base, img2img=base.strength < 1.0, policy=manager.policy))
     axes, cells = plan(spec, base)
     for cell in cells:
-        validate(cell.request, img2img=cell.request.strength < 1.0)
+        validate(cell.request, img2img=cell.request.strength < 1.0, policy=manager.policy)
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
     structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
     before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses}
@@ -286,6 +293,7 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
         count()
 
     for cell in cells:
+        cancel.check()  # the client went away: stop before the next cell
         if should_stop is not None and should_stop():
             sweep.stopped = True
             break
@@ -335,7 +343,7 @@ def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict 
     """Grids (PNG), each cell's PNG with full metadata, and the table as CSV and JSON. Grids and
     tables are rewritten under fixed names; a cell already in `saved` (index -> path) is not
     written again, so saving after every cell stays linear."""
-    folder = Path(folder)
+    folder = Path(getattr(folder, "path", folder))
     folder.mkdir(parents=True, exist_ok=True)
     saved = {} if saved is None else saved
     grids = []

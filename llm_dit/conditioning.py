@@ -80,7 +80,7 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
               cache_only: bool = False) -> Conditioning:
     """Extract, align, scale and mix: the caption embeddings for a VL generation.
     With `cache_only` (live previews), a missing extraction raises LookupError, loading nothing."""
-    validate(request, img2img=request.strength < 1.0)
+    validate(request, img2img=request.strength < 1.0, policy=manager.policy)
     if not references:
         raise ValueError("references: no reference image: give at least one image to condition on.")
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]

@@ -9,6 +9,7 @@ the one loaded DiT.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import Counter
@@ -16,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import levers
+from . import levers, policy
 from .cache import LRUCache
 from .devices import ModelLoadError, module_bytes, release_memory, resolve_device, resolve_dtype
 from .memory import Plan, plan_for
@@ -27,7 +28,14 @@ def _is_local(source: str) -> bool:
     return os.path.isdir(source) or source.startswith(("/", ".", "~")) or os.path.isabs(source)
 
 
-def _load_error(what: str, source: str, err: Exception, repo: str, flag: str) -> ModelLoadError:
+log = logging.getLogger(__name__)
+
+
+def _load_error(what: str, source: str, err: Exception, repo: str, flag: str, hosted: bool = False) -> ModelLoadError:
+    if hosted:  # remote clients learn no server path; the operator reads the log
+        log.error("could not load the %s from %s: %s", what, source, err, exc_info=err)
+        return ModelLoadError(f"The {what} could not be loaded on this server ({type(err).__name__}); the operator "
+                              f"can read the details in the server log.")
     if _is_local(source):
         where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
     else:
@@ -48,6 +56,7 @@ class ModelManager:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.policy = policy.from_settings(settings)
         self._lock = threading.RLock()
         # The DiT's LoRA adapters and attention backend are module state: one generation at a time.
         self.generation_lock = threading.Lock()
@@ -86,11 +95,11 @@ class ModelManager:
 
     @property
     def zimage_model_id(self) -> str:
-        return "tiny-random-zimage" if self.settings.tiny else self.settings.model_path
+        return "tiny-random-zimage" if self.settings.tiny else self.policy.public_name(self.settings.model_path)
 
     @property
     def vl_model_id(self) -> str:
-        return "tiny-random-qwen3-vl" if self.settings.tiny else self.settings.vl_model_path
+        return "tiny-random-qwen3-vl" if self.settings.tiny else self.policy.public_name(self.settings.vl_model_path)
 
     # ---- loading -----------------------------------------------------------------------------
     @property
@@ -159,7 +168,7 @@ class ModelManager:
         source = self.zimage_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
-                              ZIMAGE_REPO, "--model-path")
+                              ZIMAGE_REPO, "--model-path", self.policy.hosted)
         source = os.path.expanduser(source)
         placement = self.memory_plan().placement
         te_device = self._device(self.settings.text_encoder_device, placement.text_encoder_on_gpu)
@@ -183,7 +192,8 @@ class ModelManager:
                 if dit_quant else None,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
+            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+                              self.policy.hosted) from err
         lm.eval(), pipe.transformer.eval(), pipe.vae.eval()
         # Model offload hooks the encoder itself (the pipeline calls `lm.model`); the finer modes hook
         # every layer of `lm`, so its tied LM head (used by rewriting) moves along.
@@ -271,7 +281,7 @@ class ModelManager:
             try:
                 self._vl_config = AutoConfig.from_pretrained(os.path.expanduser(self.vl_source))
             except Exception as err:  # noqa: BLE001
-                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path") from err
+                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         return self._vl_config
 
     @property
@@ -323,7 +333,7 @@ class ModelManager:
         source = self.vl_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Qwen3-VL model", source, FileNotFoundError("no such folder"), VL_REPO,
-                              "--vl-model-path")
+                              "--vl-model-path", self.policy.hosted)
         source = os.path.expanduser(source)
         device = self._device(self.settings.vl_device, self.memory_plan().placement.vl != "cpu")
         dtype = resolve_dtype(self.settings.dtype, device)
@@ -333,7 +343,7 @@ class ModelManager:
             model = Qwen3VLForConditionalGeneration.from_pretrained(
                 source, dtype=dtype, use_safetensors=True, quantization_config=quantization)
         except Exception as err:  # noqa: BLE001
-            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path") from err
+            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         self._vl = (model.to(device).eval(), processor)
         self.load_counts["vl"] += 1
 

@@ -18,6 +18,7 @@ VL_REPO = "Qwen/Qwen3-VL-4B-Instruct"
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+HOSTING = ("auto", "hosted", "local")
 OFFLOADS = ("auto", "none", "model", "group", "sequential")
 QUANTIZATIONS = ("auto", "none", "int8", "fp8", "nf4")
 SWITCHES = ("auto", "on", "off")
@@ -55,6 +56,14 @@ class Settings:
     zero_gpu: bool = False  # on a ZeroGPU Space: models placed at start-up, never offloaded
     host: str = ""  # "" = gradio's default (GRADIO_SERVER_NAME, else 127.0.0.1; Spaces set 0.0.0.0)
     port: int = 0  # 0 = gradio's default (GRADIO_SERVER_PORT, else the first free port from 7860)
+    share: bool = False  # a public gradio share link
+    # hosting policy (llm_dit.policy): what remote clients may choose and how much they may use
+    hosting: str = "auto"  # auto = hosted on a Space, off loopback or with a share link
+    rewrite_servers: str = ""  # TOML file of OpenAI-compatible servers clients pick by name
+    lora_dir: str = ""  # folder of .safetensors LoRAs clients pick by name
+    output_keep: int = -1  # PNGs kept in output_dir; -1 = auto (500 hosted, all locally), 0 = all
+    max_upload_mb: int = 50  # largest upload accepted
+    max_pending: int = 2  # hosted: jobs one browser session may have queued or running
 
     def __post_init__(self):
         for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
@@ -83,6 +92,13 @@ class Settings:
                 f"vl_min_pixels={self.vl_min_pixels} / vl_max_pixels={self.vl_max_pixels}: "
                 f"need 0 < min <= max (e.g. 4096 and 1048576)."
             )
+        if self.hosting not in HOSTING:
+            raise ValueError(f"hosting={self.hosting!r} is unknown: use one of {', '.join(HOSTING)}.")
+        for name in ("max_upload_mb", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.output_keep < -1:
+            raise ValueError(f"output_keep={self.output_keep}: use -1 (auto), 0 (keep all) or a count.")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port={self.port} is out of range: use 1-65535 (0 = gradio's default).")
 
@@ -121,6 +137,17 @@ _HELP = {
                 "SPACES_ZERO_GPU is set)",
     "host": "address the web server listens on ('' = gradio's default)",
     "port": "port the web server listens on (0 = gradio's default)",
+    "share": "open a public gradio share link (makes the app hosted)",
+    "hosting": "hosted: remote clients may choose only what the operator listed (rewrite servers, LoRAs), no "
+               "admin actions, no server paths shown; local: the user is the operator; auto: hosted on a Space, "
+               "off loopback or with --share",
+    "rewrite_servers": "TOML file of OpenAI-compatible rewrite servers ([servers.NAME] base_url, api_key_env, "
+                       "models) that clients choose by name",
+    "lora_dir": "folder of .safetensors LoRAs that clients choose by name",
+    "output_keep": "how many PNGs to keep in the output folder, oldest deleted first (-1 = 500 when hosted, "
+                   "all locally; 0 = all)",
+    "max_upload_mb": "largest upload accepted, in MB",
+    "max_pending": "hosted: jobs one browser session may have waiting or running at once",
 }
 
 
@@ -145,10 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            choices = CHOICES.get(f.name)
+            choices = {**CHOICES, "hosting": HOSTING}.get(f.name)
             kind = int if f.type in ("int", int) else str
             parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
     return parser
+
+
+def zero_gpu_from_env(value: str | None) -> bool:
+    """`SPACES_ZERO_GPU` read exactly as the `spaces` package reads it (1, t or true; any case)."""
+    return value is not None and value.lower() in ("1", "t", "true")
 
 
 def load_settings(argv: list[str] | None = None, environ: dict | None = None) -> Settings:
@@ -170,7 +202,7 @@ def load_settings(argv: list[str] | None = None, environ: dict | None = None) ->
                     raise ValueError(f"{env_name(f.name)}={raw!r} is not an integer.") from None
             else:
                 values[f.name] = raw
-    if "zero_gpu" not in values and environ.get("SPACES_ZERO_GPU"):
+    if "zero_gpu" not in values and zero_gpu_from_env(environ.get("SPACES_ZERO_GPU")):
         values["zero_gpu"] = True
     if values.get("zero_gpu"):
         # ZeroGPU forks a worker per call: loading, caching or offloading inside a call does not

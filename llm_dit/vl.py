@@ -94,6 +94,17 @@ def cache_key(image_hash: str | None, params: ExtractionParams, model_id: str, m
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+MAX_ASPECT = 200  # Qwen3-VL's image processor refuses more elongated images
+
+
+def check_aspect(image: Image.Image, field: str = "references") -> None:
+    """A ValueError naming `field` for an image Qwen3-VL cannot take (aspect ratio over 200:1)."""
+    w, h = image.size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ValueError(f"{field}: the image is {w}×{h} px, an aspect ratio of {max(w, h) / min(w, h):.0f}:1; "
+                         f"Qwen3-VL takes at most {MAX_ASPECT}:1: crop or pad it.")
+
+
 def build_inputs(processor, image: Image.Image | None, params: ExtractionParams, min_pixels: int,
                  max_pixels: int) -> dict:
     """Processor inputs for the chat [system] user(image, text) assistant, with the think block
@@ -104,6 +115,8 @@ def build_inputs(processor, image: Image.Image | None, params: ExtractionParams,
         raise ValueError("a VL extraction needs an image or some text: both are empty.")
     messages = ([{"role": "system", "content": params.system_prompt}] if params.system_prompt else []) + [
         {"role": "user", "content": content}]
+    if image is not None:
+        check_aspect(image)
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     kwargs = {"images": [image], "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}} if image else {}
     inputs = dict(processor(text=[text], return_tensors="pt", **kwargs))
