@@ -248,9 +248,10 @@ def _caption(manager, reference, request: VLRequest) -> str:
 
 
 def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
-               should_stop=None):
+               should_stop=None, only: set | None = None):
     """Run the cells in order, yielding the sweep after each finished cell (or batch). Stopping
-    (`should_stop()` true, or closing the generator) keeps what was finished.
+    (`should_stop()` true, or closing the generator) keeps what was finished. With `only` (cell
+    indices), just those cells run (one process's share of a sweep split over several).
 
     First, in one VL session (the model loads at most once and is released before the DiT runs),
     the text-route caption and every extraction the cells need; then the cells themselves.
@@ -261,15 +262,16 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
     axes, cells = plan(spec, base)
     for cell in cells:
         validate(cell.request, img2img=cell.request.strength < 1.0, policy=manager.policy)
+    mine = [c for c in cells if only is None or c.index in only]
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
     structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
     before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses}
     keys, texts = set(), set()
     sweep = SweepResult(axes, cells, {})
     with manager.vl_session():
-        if any(c.route == "text" for c in cells):
+        if any(c.route == "text" for c in mine):
             sweep.caption = _caption(manager, images[0], base)
-        for cell in cells:
+        for cell in mine:
             if cell.route == "embedding":
                 prefetch(manager, cell.request, images)
     pending: list[tuple[Cell, object, object]] = []
@@ -292,7 +294,7 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
         pending.clear()
         count()
 
-    for cell in cells:
+    for cell in mine:
         cancel.check()  # the client went away: stop before the next cell
         if should_stop is not None and should_stop():
             sweep.stopped = True
@@ -319,10 +321,11 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
 
 
 def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
-              should_stop=None) -> SweepResult:
-    """Run the whole sweep (or until `should_stop()`); returns the finished cells and the counts."""
+              should_stop=None, only: set | None = None) -> SweepResult:
+    """Run the whole sweep (or until `should_stop()`, or just the cells in `only`); returns the
+    finished cells and the counts."""
     sweep = None
-    for sweep in iter_sweep(manager, spec, base, references, structure_image, should_stop):
+    for sweep in iter_sweep(manager, spec, base, references, structure_image, should_stop, only):
         pass
     return sweep
 

@@ -221,14 +221,20 @@ def prompt_parts(request: GenerationRequest) -> dict:
     return parts
 
 
-def _encode_cached(manager: ModelManager, text: str, request: GenerationRequest, limit: int) -> Encoded:
-    """One chat text through the text encoder, unless the same text was encoded before."""
-    key = (manager.zimage_model_id, text, request.hidden_layer, request.long_prompt_mode, limit)
+def _encode_cached(manager: ModelManager, parts: dict, request: GenerationRequest, limit: int) -> Encoded:
+    """The chat text of `parts` (`format_chat`'s arguments) through the text encoder (this
+    instance's, or the one at --text-encoder-url), unless the same text was encoded before."""
+    text = format_chat(**parts)
+    key = (manager.text_encoder_id, text, request.hidden_layer, request.long_prompt_mode, limit)
     hit = manager.text_cache.get(key)
     if hit is None:
-        pipe, lm = manager.pipeline(), manager.language_model()
-        hit = encode_text(lm.model, pipe.tokenizer, text, limit, request.hidden_layer, request.long_prompt_mode,
-                          max_tokens=field_meta("prompt")["max_tokens"])
+        if manager.remote_text:
+            hit = manager.remote_text.encode(parts, request.hidden_layer, request.long_prompt_mode, limit,
+                                             manager.text_encoder_config())
+        else:
+            pipe, lm = manager.pipeline(), manager.language_model()
+            hit = encode_text(lm.model, pipe.tokenizer, text, limit, request.hidden_layer, request.long_prompt_mode,
+                              max_tokens=field_meta("prompt")["max_tokens"])
         hit = replace(hit, embeds=hit.embeds.cpu())  # the cache never holds GPU memory
         manager.text_cache.put(key, hit)
     return replace(hit, embeds=hit.embeds.clone())
@@ -243,11 +249,12 @@ def encode_prompt(manager: ModelManager, request: GenerationRequest,
             manager.pipeline()
     with timeline.stage("encode"):
         limit = caption_limit(manager.pipeline().transformer)
-        chat = format_chat(request.prompt, strip_quotes=request.strip_quotes, **prompt_parts(request))
-        encoded = _encode_cached(manager, chat, request, limit)
+        parts = {"prompt": request.prompt, "strip_quotes": request.strip_quotes, **prompt_parts(request)}
+        chat = format_chat(**parts)
+        encoded = _encode_cached(manager, parts, request, limit)
         negative = None
         if request.guidance_scale > 0:
-            negative = _encode_cached(manager, format_chat(request.negative_prompt), request, limit)
+            negative = _encode_cached(manager, {"prompt": request.negative_prompt}, request, limit)
     return PromptEncoding(chat, encoded, negative, encoded.embeds, timeline)
 
 

@@ -70,12 +70,23 @@ class ModelManager:
         self._vl = None  # (Qwen3VLForConditionalGeneration, processor) while loaded
         self._vl_depth = 0  # nesting of vl_session()
         self._vl_config = None
+        self._text_config = None
         self._reference_stats: dict = {}
         self._plan: Plan | None = None
         self._offload_hooks: list = []
         self._parked: list = []  # models moved to the CPU while the VL model uses the GPU
         self.vl_cache = LRUCache(settings.vl_cache_size)
         self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
+        # Another running instance as the text encoder / VL model (operator settings only).
+        self.remote_text = self.remote_vl = None
+        if settings.text_encoder_url or settings.vl_url:
+            from .remote import RemoteEncoder
+
+            if settings.text_encoder_url:
+                self.remote_text = RemoteEncoder(settings.text_encoder_url, "text encoder", "--text-encoder-url",
+                                                 self.policy.hosted)
+            if settings.vl_url:
+                self.remote_vl = RemoteEncoder(settings.vl_url, "VL model", "--vl-url", self.policy.hosted)
 
     # ---- sources -----------------------------------------------------------------------------
     # With --tiny, both models come from offline random-weight folders built on first use.
@@ -99,7 +110,13 @@ class ModelManager:
 
     @property
     def vl_model_id(self) -> str:
+        if self.remote_vl:
+            return self.remote_vl.shown
         return "tiny-random-qwen3-vl" if self.settings.tiny else self.policy.public_name(self.settings.vl_model_path)
+
+    @property
+    def text_encoder_id(self) -> str:
+        return self.remote_text.shown if self.remote_text else self.zimage_model_id
 
     # ---- loading -----------------------------------------------------------------------------
     @property
@@ -116,6 +133,9 @@ class ModelManager:
 
     def language_model(self):
         """The Qwen3 text encoder as `Qwen3ForCausalLM`: the same weights the pipeline encodes with."""
+        if self.remote_text:
+            raise ValueError(f"this needs the Qwen3 text encoder, which this instance does not load (it encodes "
+                             f"at {self.remote_text.shown}): use that instance, or another backend.")
         with self._lock:  # never None, even if an unload runs concurrently
             self.pipeline()
             return self._lm
@@ -183,28 +203,28 @@ class ModelManager:
         dit_quant = self._quantization("transformer", "diffusers", dit_device, dtypes["transformer"])
         te_quant = self._quantization("text_encoder", "transformers", te_device, te_dtype)
         try:
-            lm = Qwen3ForCausalLM.from_pretrained(
+            lm = None if self.remote_text else Qwen3ForCausalLM.from_pretrained(
                 source, subfolder="text_encoder", dtype=te_dtype, use_safetensors=True, quantization_config=te_quant,
             )
             pipe = ZImagePipeline.from_pretrained(
-                source, text_encoder=lm.model, dtype=dtypes, use_safetensors=True,
+                source, text_encoder=lm.model if lm else None, dtype=dtypes, use_safetensors=True,
                 quantization_config=PipelineQuantizationConfig(quant_mapping={"transformer": dit_quant})
                 if dit_quant else None,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
             raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
                               self.policy.hosted) from err
-        lm.eval(), pipe.transformer.eval(), pipe.vae.eval()
+        pipe.transformer.eval(), pipe.vae.eval()
         # Model offload hooks the encoder itself (the pipeline calls `lm.model`); the finer modes hook
         # every layer of `lm`, so its tied LM head (used by rewriting) moves along.
         offloaded = {}
         if placement.offload != "none":
-            if te_device == dit_device:
+            if lm is not None and te_device == dit_device:
                 offloaded["text_encoder"] = lm.model if placement.offload == "model" else lm
             offloaded["transformer"] = pipe.transformer
             self._offload_hooks = levers.apply_offload(placement.offload, offloaded, dit_device)
-        if "text_encoder" not in offloaded:
-            lm.to(te_device)
+        if lm is not None and "text_encoder" not in offloaded:
+            lm.to(te_device).eval()
         if "transformer" not in offloaded:
             pipe.transformer.to(dit_device)
         pipe.vae.to(vae_device)
@@ -238,6 +258,9 @@ class ModelManager:
     @contextmanager
     def vl_model(self):
         """(Qwen3-VL model, processor), loaded if needed, inside a `vl_session`."""
+        if self.remote_vl:
+            raise ValueError(f"this needs the Qwen3-VL model, which this instance does not load (it extracts "
+                             f"at {self.remote_vl.shown}): use that instance, or another backend.")
         with self.vl_session():
             if self._vl is None:
                 self._park()
@@ -259,8 +282,9 @@ class ModelManager:
             return  # group / sequential offload keep the models on the CPU between uses anyway
         self.generation_lock.acquire()
         for module in (self._lm, self._pipe.transformer):
-            self._parked.append((module, next(module.parameters()).device))
-            module.to("cpu")
+            if module is not None:  # (no local text encoder when a remote one encodes)
+                self._parked.append((module, next(module.parameters()).device))
+                module.to("cpu")
         release_memory()
 
     def _unpark(self) -> None:
@@ -270,6 +294,19 @@ class ModelManager:
             module.to(device)
         self._parked = []
         self.generation_lock.release()
+
+    def text_encoder_config(self):
+        """The text encoder's config as the Z-Image checkpoint declares it (no weights loaded)."""
+        if self._text_config is None:
+            from transformers import AutoConfig
+
+            source = os.path.expanduser(self.zimage_source)
+            try:
+                self._text_config = AutoConfig.from_pretrained(source, subfolder="text_encoder")
+            except Exception as err:  # noqa: BLE001
+                raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+                                  self.policy.hosted) from err
+        return self._text_config
 
     def vl_config(self):
         """The VL model's config, read from its folder without loading weights (for early checks)."""
@@ -299,8 +336,9 @@ class ModelManager:
     def preload(self) -> None:
         """Load every model now (ZeroGPU: at start-up, on cuda, kept for the app's lifetime)."""
         self.pipeline()
-        with self.vl_model():
-            pass
+        if not self.remote_vl:
+            with self.vl_model():
+                pass
 
     def unload(self) -> None:
         """Release every model. A running generation finishes first (it holds the generation
@@ -349,12 +387,18 @@ class ModelManager:
 
     def reference_stats(self, layer: int):
         """The text encoder's per-dim statistics at `layer`, computed once per model and layer."""
-        key = (self.zimage_model_id, layer)
+        key = (self.text_encoder_id, layer)
         if key not in self._reference_stats:
+            from .encode import caption_limit
+            from .remote import reference_stats as remote_stats
             from .vl import reference_stats
 
             pipe = self.pipeline()
-            self._reference_stats[key] = reference_stats(self.language_model().model, pipe.tokenizer, layer)
+            if self.remote_text:
+                self._reference_stats[key] = remote_stats(self.remote_text, layer, caption_limit(pipe.transformer),
+                                                          self.text_encoder_config())
+            else:
+                self._reference_stats[key] = reference_stats(self.language_model().model, pipe.tokenizer, layer)
         return self._reference_stats[key]
 
     # ---- pipeline views ----------------------------------------------------------------------
@@ -396,6 +440,7 @@ class ModelManager:
         parts = {}
         if self._pipe is not None:
             parts = {"text_encoder": self._lm, "transformer": self._pipe.transformer, "vae": self._pipe.vae}
+            parts = {name: module for name, module in parts.items() if module is not None}
         vl = self._vl
         if vl is not None:
             parts["vl"] = vl[0]

@@ -142,6 +142,22 @@ def field_meta(name: str) -> dict:
     return {"default": f.default, **f.metadata}
 
 
+def field_help(name: str, cls: type | None = None) -> str:
+    """One line describing a field of `cls` (default: the generation requests): label, info, choices
+    or range, default. The CLI's help and the API's docstrings both read it."""
+    if cls is None:
+        meta = field_meta(name)
+    else:
+        f = next(f for f in fields(cls) if f.name == name)
+        meta = {"default": f.default, **f.metadata}
+    text = meta["label"] + (f": {meta['info']}" if meta["info"] else "")
+    if "choices" in meta:
+        text += f"; one of {', '.join(meta['choices'])}"
+    elif "minimum" in meta:
+        text += f"; {meta['minimum']} to {meta['maximum']}"
+    return f"{text}; default {meta['default']!r}"
+
+
 def parse_weights(text: str, count: int) -> list[float]:
     """`reference_weights` -> one non-negative weight per reference (equal when empty)."""
     if not str(text).strip():

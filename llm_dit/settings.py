@@ -64,6 +64,9 @@ class Settings:
     output_keep: int = -1  # PNGs kept in output_dir; -1 = auto (500 hosted, all locally), 0 = all
     max_upload_mb: int = 50  # largest upload accepted
     max_pending: int = 2  # hosted: jobs one browser session may have queued or running
+    text_encoder_url: str = ""  # another running instance encodes prompts (no local Qwen3-4B)
+    vl_url: str = ""  # another running instance runs the VL extractions (no local Qwen3-VL)
+    mcp_server: bool = False  # also serve the API as MCP tools (needs the gradio[mcp] extra)
 
     def __post_init__(self):
         for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
@@ -99,6 +102,11 @@ class Settings:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
         if self.output_keep < -1:
             raise ValueError(f"output_keep={self.output_keep}: use -1 (auto), 0 (keep all) or a count.")
+        for name in ("text_encoder_url", "vl_url"):
+            value = getattr(self, name)
+            if value and not value.startswith(("http://", "https://")):
+                raise ValueError(f"{name}={value!r} is not an http(s) URL: give a running instance's address, "
+                                 f"e.g. http://127.0.0.1:7860/ (or '' to load the model here).")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port={self.port} is out of range: use 1-65535 (0 = gradio's default).")
 
@@ -148,6 +156,11 @@ _HELP = {
                    "all locally; 0 = all)",
     "max_upload_mb": "largest upload accepted, in MB",
     "max_pending": "hosted: jobs one browser session may have waiting or running at once",
+    "text_encoder_url": "URL of another running instance that encodes prompts for this one (it then loads no "
+                        "Qwen3-4B; '' = encode here)",
+    "vl_url": "URL of another running instance that runs the VL extractions for this one (it then loads no "
+              "Qwen3-VL; '' = extract here)",
+    "mcp_server": "also serve the app's API as MCP tools at /gradio_api/mcp/ (needs the gradio[mcp] extra)",
 }
 
 
@@ -166,6 +179,12 @@ def _parse_bool(name: str, text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Z-Image VL Studio")
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser) -> None:
+    """One flag per setting, on `parser` (or an argument group); unset flags parse as None."""
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{_HELP[f.name]} (env {env_name(f.name)}; default {f.default!r})"
@@ -175,7 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
             choices = {**CHOICES, "hosting": HOSTING}.get(f.name)
             kind = int if f.type in ("int", int) else str
             parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
-    return parser
 
 
 def zero_gpu_from_env(value: str | None) -> bool:
@@ -185,8 +203,12 @@ def zero_gpu_from_env(value: str | None) -> bool:
 
 def load_settings(argv: list[str] | None = None, environ: dict | None = None) -> Settings:
     """Settings from flags (highest), then environment variables, then defaults."""
+    return settings_from_args(vars(build_parser().parse_args(argv if argv is not None else [])), environ)
+
+
+def settings_from_args(args: dict, environ: dict | None = None) -> Settings:
+    """Settings from parsed flags (None = not given), then environment variables, then defaults."""
     environ = os.environ if environ is None else environ
-    args = vars(build_parser().parse_args(argv if argv is not None else []))
     values = {}
     for f in fields(Settings):
         if args[f.name] is not None:

@@ -203,11 +203,15 @@ def extract(manager, image, params: ExtractionParams, cache_only: bool = False) 
         return replace(hit, embeds=hit.embeds.clone(), cached=True)
     if cache_only:
         raise LookupError("this extraction is not cached yet")
-    check_params(params, manager.vl_config().text_config.num_hidden_layers)  # before loading 8 GB
-    with manager.vl_model() as (model, processor):
-        embeds, is_image, counts = run_extraction(model, processor, image, params, settings.vl_min_pixels,
-                                                  settings.vl_max_pixels)
-        del model, processor  # let an unload at the session's end free the memory
+    if manager.remote_vl:  # another instance extracts (and checks the layers against its model)
+        width = manager.pipeline().transformer.config.cap_feat_dim
+        embeds, is_image, counts = manager.remote_vl.extract(image, params, width)
+    else:
+        check_params(params, manager.vl_config().text_config.num_hidden_layers)  # before loading 8 GB
+        with manager.vl_model() as (model, processor):
+            embeds, is_image, counts = run_extraction(model, processor, image, params, settings.vl_min_pixels,
+                                                      settings.vl_max_pixels)
+            del model, processor  # let an unload at the session's end free the memory
     extraction = Extraction(embeds, is_image, counts, params, image_hash, manager.vl_model_id, key)
     manager.vl_cache.put(key, extraction)
     return replace(extraction, embeds=embeds.clone())

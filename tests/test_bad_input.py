@@ -193,3 +193,20 @@ def test_a_raw_call_with_too_few_values_names_what_is_missing(app):
                        json={"data": ["a cat", ""], "fn_index": index, "session_hash": "raw"}, timeout=30)
     assert reply.status_code == 400
     assert "txt2img: got 2 value(s) for 18 parameters; missing: system_prompt" in reply.json()["detail"]
+
+
+def test_messages_survive_a_preset_in_the_same_session(app):
+    """Gradio keeps per-session copies of components a preset updated; our checks still speak."""
+    config = httpx.get(app["url"] + "config", timeout=30).json()
+    deps = {d.get("api_name"): d["id"] for d in config["dependencies"]}
+    session = "preset-then-bad-seed"
+    reply = httpx.post(app["url"] + "gradio_api/run/predict", timeout=30,
+                       json={"fn_index": deps["apply_preset"], "data": ["Turbo (8 steps)"], "session_hash": session})
+    assert reply.status_code == 200 and "Turbo" in reply.text
+    values = {**BASE["/txt2img"], "seed": -5}
+    data = [values.get(p["parameter_name"], p.get("parameter_default")) for p in app["api"]["/txt2img"]["parameters"]]
+    reply = httpx.post(app["url"] + "gradio_api/queue/join", timeout=30,
+                       json={"data": data, "fn_index": deps["txt2img"], "session_hash": session})
+    assert reply.status_code == 422
+    assert [(d["parameter_name"], d["message"][:8]) for d in reply.json()["detail"] if not d["is_valid"]] == [
+        ("seed", "seed=-5 ")]

@@ -14,7 +14,7 @@ from llm_dit.models import ModelManager
 from llm_dit.pnginfo import read_parameters
 from llm_dit.settings import Settings
 
-from . import compare, history, img2img, pnginfo, rewrite, status, txt2img, vl
+from . import compare, history, img2img, pnginfo, remote, rewrite, status, txt2img, vl
 from .studio import QUEUE_SIZE, Studio
 
 log = logging.getLogger("llm_dit.app")
@@ -55,11 +55,12 @@ class StudioBlocks(gr.Blocks):
 
 def launch_options(settings: Settings) -> dict:
     """What `launch()` needs from the settings: the output folder may be served (a Space's /data
-    is outside the working and temp folders), uploads are capped."""
+    is outside the working and temp folders), uploads are capped, MCP tools when asked for."""
     from pathlib import Path
 
     return {"allowed_paths": [str(Path(settings.output_dir).expanduser().resolve())],
-            "max_file_size": settings.max_upload_mb * 1024 * 1024, "share": settings.share or None}
+            "max_file_size": settings.max_upload_mb * 1024 * 1024, "share": settings.share or None,
+            "mcp_server": settings.mcp_server}
 
 
 def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Blocks:
@@ -80,6 +81,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             rewriter = rewrite.build(studio)
             png, png_report, png_raw = pnginfo.build()
             status.build(studio)
+        remote.build(studio)  # encode / vl_encode endpoints: encoding for another instance
         state, gallery, history_info = history.build(settings.history_size)
         targets = _targets(parts)
         components = [comp for _, _, comp in targets]

@@ -26,6 +26,7 @@ from llm_dit.models import ModelLoadError
 from llm_dit.request import GenerationRequest, field_meta
 from llm_dit.templates import names as template_names
 
+from .docs import docstring
 from .fields import FieldDropdown, FieldNumber, FieldSlider, UploadImage
 
 LONG_TEXT = {"prompt": 3, "negative_prompt": 2, "system_prompt": 2, "thinking_content": 2,
@@ -91,6 +92,7 @@ class Endpoint:
                                         annotation=gr.Request))
         self.signature = inspect.Signature(params)
         self.fn = self._named(self._handle, name)
+        self.fn.__doc__ = docstring(name, leading, fields, request_cls)  # API page and MCP tool descriptions
         self.validator = self._named(self._validate, name + "_validator")
 
     def _named(self, fn, name):

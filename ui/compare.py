@@ -99,15 +99,21 @@ def build(studio, vl_tab) -> None:
             for new, counts, caption in chunks:
                 done += new
                 result = SweepResult(axes, done, counts, caption, stopped=flag.is_set())
-                out = save_outputs(result, output_dir, stem, saved)
+                try:
+                    out = save_outputs(result, output_dir, stem, saved)
+                    files, indexes = out["grids"] + [out["csv"], out["json"]] + out["cells"], sorted(saved)
+                except OSError as err:  # full or read-only disk: show the sweep, keep serving
+                    gr.Warning(f"output_dir: could not save the sweep in {output_dir.shown_as} "
+                               f"({err.strerror or type(err).__name__}): free space or point --output-dir elsewhere.")
+                    out = {"grids": result.grids(), "cells": [c.result.image for c in result.finished()]}
+                    files, indexes = None, [c.index for c in result.finished()]
                 text = f"**{len(done)} / {counts['cells']} cells**" + (" — stopped" if result.stopped else "")
                 if caption:
                     text += f"\n\nText-route caption: _{caption[:300]}_"
                 rows = result.rows()
                 yield (text, out["grids"],
                        {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
-                       [(p, f"cell {i}") for i, p in zip(sorted(saved), out["cells"])],
-                       out["grids"] + [out["csv"], out["json"]] + out["cells"], counts)
+                       [(p, f"cell {i}") for i, p in zip(indexes, out["cells"])], files, counts)
                 if flag.is_set():  # stop after the cell that just finished; keep everything so far
                     chunks.close()
                     break
