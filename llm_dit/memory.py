@@ -224,7 +224,7 @@ def _explicit(placement: Placement, overrides: dict) -> tuple[Placement, list[st
         if value in (None, "auto"):
             continue
         if key == "devices":  # explicit device strings: shown, and their models placed by them
-            reasons += [f"{name}_device={device} set explicitly" for name, device in value.items()]
+            reasons += [f"{name} on {device} (set explicitly)" for name, device in value.items()]
             changes[key] = value
             continue
         if key not in ("text_encoder_on_gpu", "vl"):  # those two follow from the device settings
@@ -345,11 +345,18 @@ def overrides(settings) -> dict:
 
     vl_here = same(settings.vl_device)
     named = {n: getattr(settings, f"{n}_device") for n in ("text_encoder", "transformer", "vae", "vl")}
+    devices = {n: d for n, d in named.items() if d != "auto"}
+    text_encoder_here = same(settings.text_encoder_device)
+    vl = None if vl_here is None else "gpu" if vl_here else "cpu" if settings.vl_device == "cpu" else "other"
+    if settings.text_encoder_url:  # another instance encodes: no local text encoder to place
+        devices["text_encoder"], text_encoder_here = "a remote instance", False
+    if settings.vl_url:
+        devices["vl"], vl = "a remote instance", "other"
     return {
-        "devices": {n: d for n, d in named.items() if d != "auto"},
+        "devices": devices,
         "offload": settings.offload,
-        "text_encoder_on_gpu": same(settings.text_encoder_device),
-        "vl": None if vl_here is None else "gpu" if vl_here else "cpu" if settings.vl_device == "cpu" else "other",
+        "text_encoder_on_gpu": text_encoder_here,
+        "vl": vl,
         "vae_tiling": {"auto": None, "on": True, "off": False}[settings.vae_tiling],
         "quantize_transformer": settings.quantize_transformer,
         "quantize_text_encoder": settings.quantize_text_encoder,
