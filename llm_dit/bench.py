@@ -11,8 +11,16 @@ sides and reports medians and the ratio ours / reference. Cases:
   P3 resident memory before the VL model loads, after extraction, after auto-unload;
   P4 cold start: `app.py --tiny` to the first HTTP 200 vs the bare import of gradio+diffusers+transformers;
   P5 (GPU only; `--size full --image 1024`) attention backends × torch.compile, TFLOP/s, peak memory;
-  P6 sweep throughput with 1 vs 2 processes (`accelerate launch -m llm_dit sweep`), end to end.
+  P6 sweep throughput with 1 vs 2 processes (`accelerate launch -m llm_dit sweep`), end to end;
+  M1-M3 memory (llm_dit.bench_memory): VL cost vs pixel budget, one generation per memory plan,
+     tiled vs whole VAE decode.
 Speed targets are read from the printed ratios, never asserted in tests.
+
+The GPU proof (the released architecture, random weights, bf16):
+
+    python -m llm_dit.bench --size full --image 1024 --repeats 3 --cases P5,M1,M2,M3 \
+        --budgets 0,24,16 --vl --json gpu.json
+
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from pathlib import Path
 
 import psutil
 import torch
+
+from .bench_memory import PLANS, plans, vae_tiling, vl_pixel_budget
 
 PROMPTS = [
     "A red fox curled up in fresh snow at dawn, soft pink light, shallow depth of field, 85mm lens.",
@@ -248,13 +258,11 @@ def p5(folder: Path, size: int, repeats: int) -> dict:
     from .request import GenerationRequest
     from .settings import Settings
 
-    manager = ModelManager(Settings(model_path=str(folder)))
-    manager.pipeline()
+    managers = {compiled: ModelManager(Settings(model_path=str(folder), compile=compiled))  # regional compile
+                for compiled in (False, True)}
     rows = {}
     for backend in [b for b in ("native", "flash", "_flash_3") if b in attention_backends()]:
-        for compiled in (False, True):
-            if compiled:
-                manager.pipeline().transformer.compile()
+        for compiled, manager in managers.items():
             request = GenerationRequest(prompt=PROMPTS[0], height=size, width=size, attention_backend=backend, seed=1)
             try:
                 times, result = [], txt2img(manager, request)  # warm-up (and compilation)
@@ -280,7 +288,11 @@ def main(argv=None) -> dict:
                         help="model size to build (full = the released architecture, for GPUs)")
     parser.add_argument("--image", type=int, default=256, help="image side in pixels (multiple of 16)")
     parser.add_argument("--repeats", type=int, default=5, help="runs per side of each case")
-    parser.add_argument("--cases", default="P1,P2,P3,P4,P5,P6", help="comma-separated subset of P1..P6")
+    parser.add_argument("--cases", default="P1,P2,P3,P4,P5,P6",
+                        help="comma-separated subset of P1..P6 and M1..M3 (memory)")
+    parser.add_argument("--budgets", default="0", help="M2: GiB budgets to simulate on a GPU (0 = the whole card)")
+    parser.add_argument("--plans", default=",".join(PLANS), help="M2: lever sets to run, comma-separated")
+    parser.add_argument("--vl", action="store_true", help="M2: add a VL extraction to each run")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cache-dir", default=None, help="where the benchmark checkpoints are built")
     parser.add_argument("--json", default="bench.json", help="where to write the results")
@@ -307,6 +319,14 @@ def main(argv=None) -> dict:
         results["P5"] = p5(folder, args.image, args.repeats)
     if "P6" in cases:
         results["P6"] = p6(folder, vl_folder, args.image)
+    if "M1" in cases:
+        results["M1"] = vl_pixel_budget(vl_folder, args.repeats)
+    if "M2" in cases:
+        budgets = [float(b) or None for b in args.budgets.split(",")]
+        names = [n.strip() for n in args.plans.split(",") if n.strip()]
+        results["M2"] = plans(folder, vl_folder, args.image, args.repeats, budgets, names, args.vl)
+    if "M3" in cases:
+        results["M3"] = vae_tiling(folder, 2048)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(table(results))
     return results
@@ -348,6 +368,16 @@ def table(results: dict) -> str:
     else:
         for key, row in p5_rows.items():
             lines.append(f"| P5 {key} | {row.get('tflops', '—')} TFLOP/s | {row} |")
+    for key, row in results.get("M1", {}).items():
+        lines.append(f"| M1 VL extraction at {key} px | {row['vs_64k']}x the 64k time | {row['image_tokens']} image "
+                     f"tokens, {row['seconds']} s |")
+    for key, row in results.get("M2", {}).items():
+        lines.append(f"| M2 {key} | {row.get('seconds', '—')} s | {row} |")
+    if "M3" in results:
+        r = results["M3"]
+        lines.append(f"| M3 tiled / whole VAE decode peak at {r['side']}² | {r['tiled_vs_whole_peak']} | "
+                     f"{r['tiled_peak_mb']} MB vs {r['whole_peak_mb']} MB; mean |diff| {r['mean_abs_diff']}, "
+                     f"99th pct {r['p99_abs_diff']}, max {r['max_abs_diff']} |")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .levers import input_device
 from .sequence import RESAMPLE_MODES, resample
 
 try:  # the DiT pads caption and image sequences to this multiple
@@ -78,7 +79,7 @@ def encode_text(
     if max_tokens is not None and ids.shape[1] > max_tokens:
         raise ValueError(f"prompt: the chat text is {ids.shape[1]:,} tokens long; the limit is {max_tokens:,} "
                          f"(the DiT reads at most {limit:,}): shorten the prompt or the system prompt.")
-    device = next(text_encoder.parameters()).device
+    device = input_device(text_encoder)
     out = text_encoder(input_ids=ids.to(device), output_hidden_states=True)
     embeds = out.hidden_states[hidden_layer][0]
     count = embeds.shape[0]

@@ -24,6 +24,7 @@ from .attention import attention_backends
 from .encode import Encoded, caption_limit, encode_text
 from .images import image_sha256, load_image, save_png
 from . import cancel
+from .levers import input_device
 from .models import ModelManager
 from .outputs import OutputFolder
 from .prompt import format_chat
@@ -163,7 +164,7 @@ def _prepare_init_latents(pipe, image: Image.Image, height: int, width: int) -> 
     pixels = pipe.image_processor.preprocess(fitted, height=height, width=width)
     param = next(vae.parameters())
     with torch.no_grad():
-        latents = vae.encode(pixels.to(param.device, param.dtype)).latent_dist.mode()
+        latents = vae.encode(pixels.to(input_device(vae), param.dtype)).latent_dist.mode()
     return (latents - vae.config.shift_factor) * vae.config.scaling_factor
 
 
@@ -171,7 +172,7 @@ def _decode(pipe, latents: torch.Tensor) -> list[Image.Image]:
     """Latents -> images, one VAE decode per image (so a batch decodes exactly like single runs)."""
     vae = pipe.vae
     param = next(vae.parameters())
-    latents = latents.to(param.device, param.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+    latents = latents.to(input_device(vae), param.dtype) / vae.config.scaling_factor + vae.config.shift_factor
     images = []
     with torch.no_grad():
         for item in latents.split(1):
@@ -299,10 +300,11 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         _check_size(first, transformer)
         _apply_attention(pipe, first.attention_backend)
         _apply_loras(pipe, loras)
-        param = next(transformer.parameters())
-        call = {"prompt_embeds": [e.prompt_embeds.to(param.device, param.dtype) for e in encodings]}
+        device, dtype = input_device(transformer), next(transformer.parameters()).dtype
+        call = {"prompt_embeds": [e.prompt_embeds.to(device, dtype) for e in encodings]}
         if first.guidance_scale > 0:
-            call["negative_prompt_embeds"] = [e.negative.embeds.to(param.device, param.dtype) for e in encodings]
+            call["negative_prompt_embeds"] = [e.negative.embeds.to(device, dtype) for e in encodings]
+        tiled = manager.apply_vae_tiling(first.height, first.width)
         scheduler = make_scheduler(pipe.scheduler.config, first.shift)
         sigmas = base_sigmas(first.num_inference_steps)
         extra = {}
@@ -354,6 +356,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             "loras": [{"name": Path(p).stem, "scale": x} for p, x in loras],
             "timings": {**timeline.seconds(), "total": round(sum(x.seconds for x in timeline.stages), 4)},
             "timeline": timeline.to_list(),
+            "memory": {**manager.memory_levers(), "vae_tiling": tiled},
             "warnings": notes,
         }
         if img2img:

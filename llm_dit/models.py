@@ -3,14 +3,12 @@
 The page is served before anything loads. The Qwen3 text encoder is loaded once as
 `Qwen3ForCausalLM` (its tied head restores the LM head the Z-Image repo leaves out), so the same
 weights serve embedding extraction (`lm.model`, passed to the pipeline) and text generation.
-The txt2img and img2img pipelines that run are views made with diffusers' `from_pipe`: they share
+The txt2img and img2img pipelines that run are views built from the loaded modules: they share
 the one loaded DiT.
 """
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import logging
 import os
 import threading
@@ -19,59 +17,11 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import policy
+from . import levers, policy
 from .cache import LRUCache
+from .devices import ModelLoadError, module_bytes, release_memory, resolve_device, resolve_dtype
+from .memory import Plan, plan_for
 from .settings import VL_REPO, ZIMAGE_REPO, Settings
-
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says which, where we looked and how to fix it."""
-
-
-def resolve_device(name: str, check: bool = True) -> torch.device:
-    """A torch device for a setting; `check=False` trusts "cuda" (ZeroGPU attaches the GPU per call)."""
-    if not check:
-        return torch.device("cuda" if name == "auto" else name)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("device 'cuda' was asked for, but torch sees no CUDA GPU: use --*-device cpu or auto.")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ModelLoadError("device 'mps' was asked for, but this torch has no MPS backend: use cpu or auto.")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
-
-
-def release_memory() -> None:
-    """Give freed memory back: Python's garbage, the CUDA allocator's blocks, glibc's heap."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    try:  # glibc keeps freed heap pages unless asked; without this, RSS never drops on Linux
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes held by a module's parameters and buffers, counting shared (tied) storage once."""
-    seen, total = set(), 0
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        key = tensor.untyped_storage().data_ptr()
-        if key not in seen:
-            seen.add(key)
-            total += tensor.untyped_storage().nbytes()
-    return total
 
 
 def _is_local(source: str) -> bool:
@@ -122,6 +72,9 @@ class ModelManager:
         self._vl_config = None
         self._text_config = None
         self._reference_stats: dict = {}
+        self._plan: Plan | None = None
+        self._offload_hooks: list = []
+        self._parked: list = []  # models moved to the CPU while the VL model uses the GPU
         self.vl_cache = LRUCache(settings.vl_cache_size)
         self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
         # Another running instance as the text encoder / VL model (operator settings only).
@@ -187,8 +140,49 @@ class ModelManager:
             self.pipeline()
             return self._lm
 
+    # ---- memory plan and levers ---------------------------------------------------------------
+    def memory_plan(self) -> Plan:
+        """Where each model goes and which levers it needs, from checkpoint metadata (loads nothing)."""
+        if self._plan is None:
+            with self._lock:
+                if self._plan is None:
+                    self._plan = plan_for(self.settings, self.zimage_source, self.vl_source)
+        return self._plan
+
+    def _device(self, setting: str, placed: bool) -> torch.device:
+        """An explicit device setting wins; else the plan's device when `placed`, else the CPU."""
+        check = not self.settings.zero_gpu
+        if setting != "auto":
+            return resolve_device(setting, check)
+        return resolve_device(self.memory_plan().device if placed else "cpu", check)
+
+    def _quantization(self, component: str, library: str, device: torch.device, dtype: torch.dtype):
+        kind = self.memory_plan().placement.quantize[component]
+        try:
+            return levers.quantization_config(kind, library, device, dtype)
+        except ValueError as err:
+            raise ModelLoadError(f"quantize_{component}={kind}: {err}") from None
+
+    def memory_levers(self) -> dict:
+        """The levers in force (for the Status tab and the images' metadata)."""
+        placement = self.memory_plan().placement
+        return {"plan": self.memory_plan().name, "offload": placement.offload,
+                "quantize": {k: v for k, v in placement.quantize.items() if v != "none"},
+                "vae_tiling": {"on": "on", "off": "off"}.get(self.settings.vae_tiling,
+                                                             "on" if placement.vae_tiling else
+                                                             f"above {self.settings.vae_tiling_pixels:,} px"),
+                "compile": self.settings.compile, "vl": placement.vl}
+
+    def apply_vae_tiling(self, height: int, width: int) -> bool:
+        """Tile the VAE for this size (auto: above the pixel threshold); call under generation_lock."""
+        mode = self.settings.vae_tiling
+        on = mode == "on" or (mode == "auto" and (self.memory_plan().placement.vae_tiling or
+                                                  height * width > self.settings.vae_tiling_pixels))
+        levers.set_vae_tiling(self.pipeline().vae, on)
+        return on
+
     def _load_zimage(self) -> None:
-        from diffusers import ZImagePipeline
+        from diffusers import PipelineQuantizationConfig, ZImagePipeline
         from transformers import Qwen3ForCausalLM
 
         source = self.zimage_source
@@ -196,28 +190,48 @@ class ModelManager:
             raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
                               ZIMAGE_REPO, "--model-path", self.policy.hosted)
         source = os.path.expanduser(source)
-        te_device = resolve_device(self.settings.text_encoder_device, not self.settings.zero_gpu)
-        dit_device = resolve_device(self.settings.transformer_device, not self.settings.zero_gpu)
-        vae_device = resolve_device(self.settings.vae_device, not self.settings.zero_gpu)
+        placement = self.memory_plan().placement
+        te_device = self._device(self.settings.text_encoder_device, placement.text_encoder_on_gpu)
+        dit_device = self._device(self.settings.transformer_device, True)
+        vae_device = self._device(self.settings.vae_device, True)
+        te_dtype = resolve_dtype(self.settings.dtype, te_device)
         dtypes = {
             "transformer": resolve_dtype(self.settings.dtype, dit_device),
             "vae": resolve_dtype(self.settings.dtype, vae_device),
             "default": torch.float32,
         }
+        dit_quant = self._quantization("transformer", "diffusers", dit_device, dtypes["transformer"])
+        te_quant = self._quantization("text_encoder", "transformers", te_device, te_dtype)
         try:
             lm = None if self.remote_text else Qwen3ForCausalLM.from_pretrained(
-                source, subfolder="text_encoder", dtype=resolve_dtype(self.settings.dtype, te_device),
-                use_safetensors=True,
+                source, subfolder="text_encoder", dtype=te_dtype, use_safetensors=True, quantization_config=te_quant,
             )
             pipe = ZImagePipeline.from_pretrained(
-                source, text_encoder=lm.model if lm else None, dtype=dtypes, use_safetensors=True
+                source, text_encoder=lm.model if lm else None, dtype=dtypes, use_safetensors=True,
+                quantization_config=PipelineQuantizationConfig(quant_mapping={"transformer": dit_quant})
+                if dit_quant else None,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path", self.policy.hosted) from err
-        if lm is not None:
+            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+                              self.policy.hosted) from err
+        pipe.transformer.eval(), pipe.vae.eval()
+        # Model offload hooks the encoder itself (the pipeline calls `lm.model`); the finer modes hook
+        # every layer of `lm`, so its tied LM head (used by rewriting) moves along.
+        offloaded = {}
+        if placement.offload != "none":
+            if lm is not None and te_device == dit_device:
+                offloaded["text_encoder"] = lm.model if placement.offload == "model" else lm
+            offloaded["transformer"] = pipe.transformer
+            self._offload_hooks = levers.apply_offload(placement.offload, offloaded, dit_device)
+        if lm is not None and "text_encoder" not in offloaded:
             lm.to(te_device).eval()
-        pipe.transformer.to(dit_device).eval()
-        pipe.vae.to(vae_device).eval()
+        if "transformer" not in offloaded:
+            pipe.transformer.to(dit_device)
+        pipe.vae.to(vae_device)
+        if self.settings.vae_tiling == "on" or placement.vae_tiling:
+            levers.set_vae_tiling(pipe.vae, True)
+        if self.settings.compile:
+            levers.compile_dit(pipe.transformer)
         self._views = self._make_views(pipe)
         self._lm = lm
         self._pipe = pipe
@@ -238,6 +252,8 @@ class ModelManager:
                 if self._vl_depth == 0 and self.settings.vl_auto_unload and self._vl is not None:
                     with timeline.stage("offload") if timeline else nullcontext():
                         self.unload_vl()
+                if self._vl_depth == 0:
+                    self._unpark()
 
     @contextmanager
     def vl_model(self):
@@ -247,8 +263,37 @@ class ModelManager:
                              f"at {self.remote_vl.shown}): use that instance, or another backend.")
         with self.vl_session():
             if self._vl is None:
+                self._park()
                 self._load_vl()
             yield self._vl
+
+    def _park(self) -> None:
+        """Free the GPU for the VL model. Plan "gpu-park": move the text encoder and DiT to the CPU;
+        generations wait meanwhile (the generation lock is held until `_unpark`). Model offload:
+        send back whichever model its hooks left on the GPU."""
+        placement = self.memory_plan().placement
+        if self._pipe is None or placement.vl not in ("gpu", "gpu-park"):
+            return
+        if self._offload_hooks:  # model offload: the last model used goes back; hooks bring it again
+            for hook in self._offload_hooks:
+                hook.offload()
+            return
+        if placement.vl != "gpu-park" or placement.offload != "none" or self._parked:
+            return  # group / sequential offload keep the models on the CPU between uses anyway
+        self.generation_lock.acquire()
+        for module in (self._lm, self._pipe.transformer):
+            if module is not None:  # (no local text encoder when a remote one encodes)
+                self._parked.append((module, next(module.parameters()).device))
+                module.to("cpu")
+        release_memory()
+
+    def _unpark(self) -> None:
+        if not self._parked:
+            return
+        for module, device in self._parked:
+            module.to(device)
+        self._parked = []
+        self.generation_lock.release()
 
     def text_encoder_config(self):
         """The text encoder's config as the Z-Image checkpoint declares it (no weights loaded)."""
@@ -299,7 +344,7 @@ class ModelManager:
         """Release every model. A running generation finishes first (it holds the generation
         lock), so unloading never breaks a job; the next request loads again."""
         with self.generation_lock, self._lock:
-            self._pipe, self._lm, self._views = None, None, {}
+            self._pipe, self._lm, self._views, self._offload_hooks = None, None, {}, []
         self.unload_vl()
         release_memory()
 
@@ -310,7 +355,7 @@ class ModelManager:
 
     def status(self) -> dict:
         """What the status panel shows: models and their memory, caches, the last timeline."""
-        status = {"models": self.memory_report(),
+        status = {"models": self.memory_report(), "plan": self.memory_plan().lines(), "levers": self.memory_levers(),
                   "vl_cache": self.vl_cache.stats(), "text_cache": self.text_cache.stats(),
                   "last_timeline": self.last_timeline, "load_counts": dict(self.load_counts)}
         if torch.cuda.is_available():
@@ -328,11 +373,13 @@ class ModelManager:
             raise _load_error("Qwen3-VL model", source, FileNotFoundError("no such folder"), VL_REPO,
                               "--vl-model-path", self.policy.hosted)
         source = os.path.expanduser(source)
-        device = resolve_device(self.settings.vl_device, not self.settings.zero_gpu)
+        device = self._device(self.settings.vl_device, self.memory_plan().placement.vl != "cpu")
+        dtype = resolve_dtype(self.settings.dtype, device)
+        quantization = self._quantization("vl", "transformers", device, dtype)
         try:
             processor = ImageOnlyProcessor.from_pretrained(source)
             model = Qwen3VLForConditionalGeneration.from_pretrained(
-                source, dtype=resolve_dtype(self.settings.dtype, device), use_safetensors=True)
+                source, dtype=dtype, use_safetensors=True, quantization_config=quantization)
         except Exception as err:  # noqa: BLE001
             raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         self._vl = (model.to(device).eval(), processor)
@@ -358,7 +405,7 @@ class ModelManager:
     def view(self, mode: str, scheduler):
         """The txt2img or img2img pipeline with `scheduler` installed, for one call.
 
-        Both views are made once with diffusers' `from_pipe` and share the loaded DiT; they have
+        Both views are made once from the loaded modules and share the loaded DiT; they have
         no text encoder or VAE (we pass embeddings and encode/decode ourselves, so each part may
         live on its own device). Call it under `generation_lock`: the scheduler is per call.
         """
@@ -373,9 +420,10 @@ class ModelManager:
 
         views = {}
         for mode, cls in (("txt2img", ZImagePipeline), ("img2img", ZImageImg2ImgPipeline)):
-            # from_pipe casts to `dtype` (float32 unless told): pass the DiT's own dtype.
-            view = cls.from_pipe(pipe, vae=None, text_encoder=None, tokenizer=None,
-                                 dtype=pipe.transformer.dtype)
+            # Built from the loaded modules as `from_pipe` does, without its final cast to a dtype
+            # (which a quantized DiT refuses, and which would touch offloaded weights).
+            view = cls(scheduler=pipe.scheduler, vae=None, text_encoder=None, tokenizer=None,
+                       transformer=pipe.transformer)
             view.vae_scale_factor = pipe.vae_scale_factor
             # img2img gets VAE latents as `image`; the processor must know their channel count.
             view.image_processor = VaeImageProcessor(

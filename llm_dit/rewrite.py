@@ -24,6 +24,7 @@ import torch
 from . import cancel
 from .http import HttpExchange
 from .images import load_image
+from .levers import input_device
 from .policy import Policy
 from .prompt import format_chat
 from .request import RewriteRequest, validate_rewrite
@@ -81,7 +82,7 @@ def _generate(job, request: RewriteRequest, seed: int, stream: bool) -> Iterator
 
 def _generate_here(job, request: RewriteRequest, seed: int) -> Iterator[str]:
     with job() as (model, tokenizer, inputs):
-        device = next(model.parameters()).device
+        device = input_device(model)
         ids = _stop_ids(tokenizer)
         torch.manual_seed(seed)
         with torch.no_grad():
@@ -117,7 +118,7 @@ def _stream_generate(job, request: RewriteRequest, seed: int) -> Iterator[str]:
                 streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
                 holder["streamer"] = streamer
                 ready.set()
-                device = next(model.parameters()).device
+                device = input_device(model)
                 ids = _stop_ids(tokenizer)
                 torch.manual_seed(seed)
                 with torch.no_grad():

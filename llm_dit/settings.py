@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 ZIMAGE_REPO = "Tongyi-MAI/Z-Image-Turbo"
 VL_REPO = "Qwen/Qwen3-VL-4B-Instruct"
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 HOSTING = ("auto", "hosted", "local")
+OFFLOADS = ("auto", "none", "model", "group", "sequential")
+QUANTIZATIONS = ("auto", "none", "int8", "fp8", "nf4")
+SWITCHES = ("auto", "on", "off")
+CHOICES = {"dtype": DTYPES, "offload": OFFLOADS, "quantize_transformer": QUANTIZATIONS,
+           "quantize_text_encoder": QUANTIZATIONS, "quantize_vl": QUANTIZATIONS, "vae_tiling": SWITCHES}
 
 
 @dataclass(frozen=True)
@@ -27,8 +34,17 @@ class Settings:
     text_encoder_device: str = "auto"
     transformer_device: str = "auto"
     vae_device: str = "auto"
-    vl_device: str = "cpu"
+    vl_device: str = "auto"  # auto = the memory plan decides (the CPU when there is no accelerator)
     dtype: str = "auto"
+    # Memory levers: "auto" lets the placement plan (llm_dit.memory) choose; any other value wins.
+    memory_budget: str = "auto"  # GiB of accelerator memory the models may use; auto = what is free
+    offload: str = "auto"
+    quantize_transformer: str = "auto"
+    quantize_text_encoder: str = "auto"
+    quantize_vl: str = "auto"
+    vae_tiling: str = "auto"  # auto = tile above vae_tiling_pixels (or when the plan needs it)
+    vae_tiling_pixels: int = 1536 * 1536
+    compile: bool = False  # regional compilation of the DiT's repeated blocks
     vl_auto_unload: bool = True  # release the VL model after each extraction
     vl_cache_size: int = 32  # extractions kept (LRU)
     text_cache_size: int = 64  # prompt encodings kept (LRU): a repeated prompt is not re-encoded
@@ -55,10 +71,20 @@ class Settings:
     def __post_init__(self):
         for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
             value = getattr(self, name)
-            if value not in DEVICES:
+            if not DEVICE_PATTERN.fullmatch(value):
                 raise ValueError(f"{name}={value!r} is not a device: use one of {', '.join(DEVICES)}.")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype={self.dtype!r} is not supported: use one of {', '.join(DTYPES)}.")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not supported: use one of {', '.join(choices)}.")
+        if self.memory_budget != "auto":
+            try:
+                budget = float(self.memory_budget)
+            except ValueError:
+                budget = -1.0
+            if not budget > 0:
+                raise ValueError(f"memory_budget={self.memory_budget!r} is not a size: give GiB (e.g. 24) or auto.")
+        if self.vae_tiling_pixels < 64 * 64:
+            raise ValueError(f"vae_tiling_pixels={self.vae_tiling_pixels} is too small: use at least 4096.")
         if self.history_size < 1:
             raise ValueError(f"history_size={self.history_size} must be at least 1.")
         for name in ("vl_cache_size", "text_cache_size"):
@@ -98,6 +124,15 @@ _HELP = {
     "vae_device": "device of the VAE",
     "vl_device": "device of the Qwen3-VL model",
     "dtype": "weights dtype; auto = bfloat16 on cuda, float32 elsewhere",
+    "memory_budget": "accelerator memory (GiB) the models may use; auto = the free memory. The placement plan "
+                     "picks the fastest placement that fits; the settings below override it",
+    "offload": "offload of the DiT and text encoder: none, model (whole models), group (block level), sequential",
+    "quantize_transformer": "quantize the DiT: none, int8 (torchao weight-only), fp8 (Hopper), nf4 (bitsandbytes)",
+    "quantize_text_encoder": "quantize the Qwen3 text encoder (same choices)",
+    "quantize_vl": "quantize the Qwen3-VL model (same choices)",
+    "vae_tiling": "VAE tiling and slicing for decode and img2img encode: on, off, auto (above vae-tiling-pixels)",
+    "vae_tiling_pixels": "auto VAE tiling starts above this many pixels",
+    "compile": "regional torch.compile of the DiT's repeated blocks (off on ZeroGPU)",
     "vl_auto_unload": "release the Qwen3-VL model after each extraction (frees its memory)",
     "vl_cache_size": "how many VL extractions to keep in the LRU cache",
     "text_cache_size": "how many prompt encodings to keep (a repeated prompt is not re-encoded)",
@@ -156,9 +191,7 @@ def add_arguments(parser) -> None:
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            choices = {"dtype": DTYPES, "hosting": HOSTING}.get(f.name)
-            if f.name.endswith("_device"):
-                choices = DEVICES
+            choices = {**CHOICES, "hosting": HOSTING}.get(f.name)
             kind = int if f.type in ("int", int) else str
             parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
 
@@ -197,6 +230,8 @@ def settings_from_args(args: dict, environ: dict | None = None) -> Settings:
         # ZeroGPU forks a worker per call: loading, caching or offloading inside a call does not
         # carry over, so every model is placed on cuda at start-up and stays there (FACTS.md).
         values["vl_auto_unload"] = False
+        values["compile"] = False  # ZeroGPU has no runtime compilation
+        values["offload"] = "none"
         for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
             values[name] = "cuda"
     return Settings(**values)

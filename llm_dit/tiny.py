@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: the VAE tiles at 1024 px (sample_size), as the real one does
 HIDDEN = 64  # text hidden size == DiT caption width (cap_feat_dim), as 2560 is for the real pair
 TEXT_LAYERS = 8  # enough that hidden_states[-6] (the VL default layer) exists
 # Sizes: "tiny" for tests and the offline demo; "medium" for benchmarks whose compute dominates on
@@ -43,8 +43,10 @@ SIZES = {
     "full": {"text": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
                           num_attention_heads=32, num_key_value_heads=8, head_dim=128),
              "dit": dict(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, n_kv_heads=30, axes_dims=[32, 48, 48]),
-             "vision": dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16)},
+             "vision": dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+                            num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17])},
 }
+REAL_VOCAB = 151936  # Qwen3 / Qwen3-VL vocabulary (the builders use their small trained tokenizer)
 
 # Qwen's special tokens, in the order (and so with the relative ids) of the real vocabulary.
 SPECIAL_TOKENS = [
@@ -137,36 +139,98 @@ def _save_tokenizer(tokenizer, vocab: dict, merges: list[tuple], folder: Path) -
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
 
 
+def _vae_config(size: str) -> dict:
+    shape = ({"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32}
+             if size == "full" else {"block_out_channels": [8, 16, 16, 16], "layers_per_block": 1,
+                                     "norm_num_groups": 8})
+    return dict(in_channels=3, out_channels=3, latent_channels=16, **shape, sample_size=1024,
+                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
+
+
+def _text_config(size: str, vocab_size: int, **extra):
+    from transformers import Qwen3Config
+
+    return Qwen3Config(vocab_size=vocab_size, **SIZES[size]["text"], max_position_embeddings=8192,
+                       tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+                       bos_token_id=None, **extra)
+
+
+def _vl_config(size: str, vocab_size: int, hidden: int | None = None, **token_ids):
+    from transformers import Qwen3VLConfig
+
+    vision = {"num_position_embeddings": 64, "deepstack_visual_indexes": [0, 1], **SIZES[size]["vision"]}
+    return Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=vocab_size, **{**SIZES[size]["text"], **({"hidden_size": hidden} if hidden else {})},
+            max_position_embeddings=8192,
+            rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
+                             "mrope_section": [24, 20, 20] if size == "full" else [2, 3, 3],
+                             "mrope_interleaved": True},
+        ),
+        vision_config=dict(**vision, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                           out_hidden_size=hidden or SIZES[size]["text"]["hidden_size"]),
+        tie_word_embeddings=True, **token_ids,
+    )
+
+
+def write_metadata_only(folder: Path, size: str = "full", vocab_size: int = REAL_VOCAB) -> tuple[Path, Path]:
+    """Configs and safetensors indexes, no weights: what the memory planner reads, in seconds.
+
+    The models are built on the meta device, so even `full` (the released architecture with the
+    real vocabulary: the real checkpoints' sizes) costs no memory. The VAE gets only its config,
+    which the planner sizes on the meta device. Returns (Z-Image folder, Qwen3-VL folder).
+    """
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, ZImageTransformer2DModel
+    from transformers import Qwen3Model, Qwen3VLForConditionalGeneration
+
+    def index(model, target: Path, name: str) -> None:
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()  # the saved checkpoints store tied weights once
+        params = list(model.parameters())
+        meta = {"total_parameters": sum(p.numel() for p in params),
+                "total_size": sum(p.numel() * p.element_size() for p in params)}
+        weight_map = {k: "model-00001-of-00002.safetensors" for k in model.state_dict()}
+        target.mkdir(parents=True, exist_ok=True)
+        (target / name).write_text(json.dumps({"metadata": meta, "weight_map": weight_map}))
+
+    zimage, vl = Path(folder) / "zimage", Path(folder) / "qwen3vl"
+    with init_empty_weights():
+        text = Qwen3Model(_text_config(size, vocab_size, dtype="bfloat16")).to(torch.bfloat16)
+        dit = ZImageTransformer2DModel(**SIZES[size]["dit"], cap_feat_dim=SIZES[size]["text"]["hidden_size"],
+                                       axes_lens=[1536, 512, 512]).to(torch.bfloat16)
+        vl_model = Qwen3VLForConditionalGeneration(_vl_config(size, vocab_size)).to(torch.bfloat16)
+        vae = AutoencoderKL(**_vae_config(size))
+    index(text, zimage / "text_encoder", "model.safetensors.index.json")
+    text.config.save_pretrained(zimage / "text_encoder")
+    index(dit, zimage / "transformer", "diffusion_pytorch_model.safetensors.index.json")
+    dit.save_config(zimage / "transformer")
+    vae.save_config(zimage / "vae")
+    index(vl_model, vl, "model.safetensors.index.json")
+    vl_model.config.save_pretrained(vl)
+    return zimage, vl
+
+
 def _build_zimage(folder: Path, seed: int, size: str = "tiny") -> None:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
-    from transformers import Qwen3Config, Qwen3Model
+    from transformers import Qwen3Model
 
     tokenizer, vocab, merges = _train_tokenizer(seed)
     torch.manual_seed(seed)
     config = SIZES[size]
-    text_encoder = Qwen3Model(
-        Qwen3Config(
-            vocab_size=len(tokenizer), **config["text"], max_position_embeddings=8192, tie_word_embeddings=True,
-            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
-            bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = Qwen3Model(_text_config(size, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                           eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>")))
     transformer = ZImageTransformer2DModel(
         **config["dit"], cap_feat_dim=config["text"]["hidden_size"],
         axes_lens=[320, 128, 128],  # caption limit 288 (real: 1504)
     )
-    vae_size = ({"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32}
-                if size == "full" else {"block_out_channels": [8, 16, 16, 16], "layers_per_block": 1,
-                                        "norm_num_groups": 8})
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=16, **vae_size,
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
-    )
+    vae = AutoencoderKL(**_vae_config(size))
     scheduler = FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False
     )
+    if size == "full":  # stored in bfloat16, as the released checkpoints are (half the disk)
+        transformer.to(torch.bfloat16), text_encoder.to(torch.bfloat16)
     transformer.save_pretrained(folder / "transformer", max_shard_size=SHARD[size])
     text_encoder.save_pretrained(folder / "text_encoder", max_shard_size=SHARD[size])
     vae.save_pretrained(folder / "vae")
@@ -185,29 +249,18 @@ def _build_zimage(folder: Path, seed: int, size: str = "tiny") -> None:
 
 
 def _build_qwen3_vl(folder: Path, seed: int, size: str = "tiny", hidden: int | None = None) -> None:
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers import Qwen3VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer, vocab, merges = _train_tokenizer(seed)
     ids = tokenizer.convert_tokens_to_ids
     torch.manual_seed(seed + 1)
-    config = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer), **{**SIZES[size]["text"], **({"hidden_size": hidden} if hidden else {})},
-            max_position_embeddings=8192,
-            rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
-                             "mrope_section": [2, 3, 3], "mrope_interleaved": True},
-        ),
-        vision_config=dict(
-            **SIZES[size]["vision"], patch_size=16,
-            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden or SIZES[size]["text"]["hidden_size"],
-            num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
-        ),
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=True,
-    )
+    config = _vl_config(size, len(tokenizer), hidden,
+                        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
     model = Qwen3VLForConditionalGeneration(config)
+    if size == "full":
+        model.to(torch.bfloat16)
     model.save_pretrained(folder, max_shard_size=SHARD[size])
     tokenizer.chat_template = None  # the VL repo keeps its template in chat_template.json
     _save_tokenizer(tokenizer, vocab, merges, folder)

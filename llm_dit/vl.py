@@ -18,6 +18,7 @@ from transformers import Qwen3VLProcessor
 
 from .blend import ReferenceStats
 from .encode import check_hidden_layer
+from .levers import input_device
 from .images import image_sha256
 from .images import load_image
 from .prompt import format_chat
@@ -159,7 +160,7 @@ def _template_count(processor, params: ExtractionParams, has_image: bool) -> int
 def run_extraction(model, processor, image, params: ExtractionParams, min_pixels: int, max_pixels: int):
     """One forward pass; returns (embeds, is_image, counts) for the selected tokens."""
     inputs = build_inputs(processor, image, params, min_pixels, max_pixels)
-    device = next(model.parameters()).device
+    device = input_device(model)
     # logits_to_keep=1: the LM head would otherwise compute ~150k logits per token for nothing
     out = model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True, logits_to_keep=1)
     masks = token_masks(inputs["input_ids"], model.config)
@@ -181,7 +182,7 @@ def run_extraction(model, processor, image, params: ExtractionParams, min_pixels
 @torch.no_grad()
 def reference_stats(text_encoder, tokenizer, layer: int) -> ReferenceStats:
     """Per-dimension mean/std of the text encoder at `layer` over the calibration prompts."""
-    device = next(text_encoder.parameters()).device
+    device = input_device(text_encoder)
     chunks = []
     for prompt in CALIBRATION_PROMPTS:
         ids = tokenizer(format_chat(prompt), return_tensors="pt", add_special_tokens=False).input_ids

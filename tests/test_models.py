@@ -46,7 +46,7 @@ def test_views_share_the_loaded_modules(manager):
 
 
 def test_bfloat16_stays_bfloat16(settings):
-    """diffusers' from_pipe casts to float32 unless told otherwise; our views must not."""
+    """The views share the loaded modules and never cast them (from_pipe would cast to float32)."""
 
     from llm_dit.generate import txt2img
 

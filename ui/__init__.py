@@ -71,6 +71,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
     studio = Studio.create(settings, manager)
     manager = studio.manager
     log.info("hosting: %s", studio.policy.describe())
+    log.info("%s", "\n".join(manager.memory_plan().lines()))  # decided before any model loads
     if settings.zero_gpu:
         manager.preload()  # ZeroGPU: placed at start-up, never offloaded (FACTS.md)
     with StudioBlocks(title="Z-Image VL Studio") as demo:

@@ -38,10 +38,19 @@ def hosting(studio) -> str:
     return "\n\n".join(lines)
 
 
+def render_plan(lines: list[str], levers: dict) -> str:
+    """The memory plan (decided before loading) and the levers in force."""
+    head, *rest = lines
+    lever_text = ", ".join(f"{k}: {v or 'none'}" for k, v in levers.items() if k != "plan")
+    lines = [f"**{head[0].upper() + head[1:]}**", "", f"- levers: {lever_text}"] + [f"- {line}" for line in rest]
+    return "\n".join(lines)
+
+
 def build(studio):
     manager = studio.manager
     with gr.Tab("Status", id="status", elem_id="status") as tab:
         gr.Markdown(hosting(studio), elem_id="status-hosting")
+        gr.Markdown(render_plan(manager.memory_plan().lines(), manager.memory_levers()), elem_id="status-plan")
         models = gr.Markdown(elem_id="status-models")
         caches = gr.Markdown(elem_id="status-caches")
         gr.Markdown("**Last generation, stage by stage**")
