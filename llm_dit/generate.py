@@ -236,6 +236,22 @@ def encode_prompt(manager: ModelManager, request: GenerationRequest,
     return PromptEncoding(chat, encoded, negative, encoded.embeds, timeline)
 
 
+def count_prompt(manager: ModelManager, request: GenerationRequest,
+                 timeline: Timeline | None = None) -> PromptEncoding:
+    """The request's chat text and its token count from the tokenizer alone: the text encoder
+    neither loads nor runs. For a caption that does not use the text embeddings (pure VL)."""
+    timeline = timeline or Timeline()
+    if not manager.is_loaded:
+        with timeline.stage("load"):
+            manager.pipeline()
+    pipe = manager.pipeline()
+    limit = caption_limit(pipe.transformer)
+    chat = format_chat(request.prompt, strip_quotes=request.strip_quotes, **prompt_parts(request))
+    count = len(pipe.tokenizer(chat, add_special_tokens=False).input_ids)
+    encoded = Encoded(None, count, limit, request.long_prompt_mode, count > limit)
+    return PromptEncoding(chat, encoded, None, None, timeline)
+
+
 def resolve_seed(request: GenerationRequest) -> GenerationRequest:
     """The request with `seed = -1` replaced by a drawn seed (in [0, 2**32))."""
     if int(request.seed) != -1:

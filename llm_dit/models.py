@@ -144,7 +144,8 @@ class ModelManager:
         return self._pipe is not None
 
     def pipeline(self):
-        """The loaded `ZImagePipeline` (text encoder, tokenizer, DiT, VAE, scheduler)."""
+        """The loaded `ZImagePipeline` (tokenizer, DiT, VAE, scheduler). Its text encoder loads
+        on first use (`language_model`): a pure-VL generation never needs it."""
         if self._pipe is None:
             with self._lock:
                 if self._pipe is None:
@@ -154,19 +155,26 @@ class ModelManager:
     def language_model(self):
         """The Qwen3 text encoder as `Qwen3ForCausalLM`: the same weights the pipeline encodes with."""
         with self._lock:  # never None, even if an unload runs concurrently
-            self.pipeline()
+            pipe = self.pipeline()
+            if self._lm is None:
+                self._load_text_encoder(pipe)
             return self._lm
 
-    def _load_zimage(self) -> None:
-        from diffusers import ZImagePipeline
-        from transformers import Qwen3ForCausalLM
+    @property
+    def text_encoder_loaded(self) -> bool:
+        return self._lm is not None
 
+    def _zimage_folder(self) -> str:
         source = self.zimage_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
                               ZIMAGE_REPO, "--model-path")
-        source = os.path.expanduser(source)
-        te_device = resolve_device(self.settings.text_encoder_device, not self.settings.zero_gpu)
+        return os.path.expanduser(source)
+
+    def _load_zimage(self) -> None:
+        from diffusers import ZImagePipeline
+
+        source = self._zimage_folder()
         dit_device = resolve_device(self.settings.transformer_device, not self.settings.zero_gpu)
         vae_device = resolve_device(self.settings.vae_device, not self.settings.zero_gpu)
         dtypes = {
@@ -175,22 +183,31 @@ class ModelManager:
             "default": torch.float32,
         }
         try:
+            pipe = ZImagePipeline.from_pretrained(source, text_encoder=None, dtype=dtypes, use_safetensors=True)
+        except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
+            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
+        pipe.transformer.to(dit_device).eval()
+        pipe.vae.to(vae_device).eval()
+        self._views = self._make_views(pipe)
+        self._pipe = pipe
+        self.load_counts["zimage"] += 1
+
+    def _load_text_encoder(self, pipe) -> None:
+        from transformers import Qwen3ForCausalLM
+
+        source = self._zimage_folder()
+        te_device = resolve_device(self.settings.text_encoder_device, not self.settings.zero_gpu)
+        try:
             lm = Qwen3ForCausalLM.from_pretrained(
                 source, subfolder="text_encoder", dtype=resolve_dtype(self.settings.dtype, te_device),
                 use_safetensors=True,
             )
-            pipe = ZImagePipeline.from_pretrained(
-                source, text_encoder=lm.model, dtype=dtypes, use_safetensors=True
-            )
-        except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
+        except Exception as err:  # noqa: BLE001
+            raise _load_error("Z-Image text encoder", source, err, ZIMAGE_REPO, "--model-path") from err
         lm.to(te_device).eval()
-        pipe.transformer.to(dit_device).eval()
-        pipe.vae.to(vae_device).eval()
-        self._views = self._make_views(pipe)
+        pipe.register_modules(text_encoder=lm.model)
         self._lm = lm
-        self._pipe = pipe
-        self.load_counts["zimage"] += 1
+        self.load_counts["text_encoder"] += 1
 
     @contextmanager
     def vl_session(self, timeline=None):
@@ -243,7 +260,7 @@ class ModelManager:
 
     def preload(self) -> None:
         """Load every model now (ZeroGPU: at start-up, on cuda, kept for the app's lifetime)."""
-        self.pipeline()
+        self.language_model()
         with self.vl_model():
             pass
 
@@ -338,6 +355,7 @@ class ModelManager:
         parts = {}
         if self._pipe is not None:
             parts = {"text_encoder": self._lm, "transformer": self._pipe.transformer, "vae": self._pipe.vae}
+            parts = {name: module for name, module in parts.items() if module is not None}
         vl = self._vl
         if vl is not None:
             parts["vl"] = vl[0]

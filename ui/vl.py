@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from llm_dit import conditioning
-from llm_dit.request import VLRequest
+from llm_dit.request import VLRequest, field_meta
 
 from .common import control, image_input, make_handler, saved
 from .form import TabParts, generation_form, result_panel, wire_reuse
@@ -21,13 +21,29 @@ EXTRACTION = ["vl_use_prompt", "vl_text", "vl_system_prompt", "vl_think_block", 
               "vl_text_hidden_layer", "token_mode", "vl_composition", "image_text_ratio", "reference_weights"]
 BLEND = ["blend_mode", "length_mode", "scale_to_text", "target_std", "normalization", "outlier_mode",
          "outlier_threshold"]
+DEPENDENT = EXTRACTION + BLEND + ["hidden_layer"]
+
+
+# Controls whose value decides which other controls apply (conditioning.inactive_fields).
+GOVERNING = ["alpha", "vl_use_prompt", "vl_composition", "token_mode", "scale_to_text", "normalization",
+             "outlier_mode", "blend_mode", "guidance_scale", "target_std"]
 
 
 def alpha_readout(report: dict | None, alpha: float) -> str:
     if not report:
-        return f"alpha {alpha:.2f} · effective alpha appears after a first extraction"
-    return (f"alpha {alpha:.2f} → **effective alpha {report['effective_alpha']:.3f}** "
-            f"(where the blend sits between text and VL once the DiT RMS-normalises each token)")
+        return f"alpha {alpha:.2f} · the VL share appears after a first extraction"
+    share = report["effective_alpha"]
+    low, high = report.get("effective_alpha_range", [share, share])
+    return (f"alpha {alpha:.2f} · **VL share {share:.3f}** (per token {low:.3f} to {high:.3f}): how much of "
+            f"each caption token the DiT receives from VL, after its RMSNorm")
+
+
+def applicable(request: VLRequest) -> list:
+    """One update per control in `conditioning.inactive_fields`' reach: greyed out, with the
+    reason as its info, when it cannot change this request's result."""
+    off = conditioning.inactive_fields(request)
+    return [gr.update(interactive=name not in off, info=off.get(name, field_meta(name)["info"] or None))
+            for name in DEPENDENT]
 
 
 def token_map(report: dict) -> str:
@@ -140,6 +156,15 @@ def build(manager, output_dir: str) -> TabParts:
         for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND:
             c[f].change(preview, [references] + inputs, readout, api_visibility="private",
                         concurrency_id="preview", trigger_mode="always_last")
+        def vl_applicable(*values):
+            return applicable(VLRequest(**dict(zip(GOVERNING, values))))
+
+        initial = conditioning.inactive_fields(VLRequest())
+        for name in DEPENDENT:  # the defaults' state, before any change event
+            c[name].interactive = name not in initial
+            c[name].info = initial.get(name, c[name].info)
+        gr.on([c[f].change for f in GOVERNING], vl_applicable, [c[g] for g in GOVERNING],
+              [c[d] for d in DEPENDENT], api_name="vl_applicable", api_visibility="private", queue=False)
         wire_strength_readout(c, strength_md)
         wire_reuse(form, result)
     return TabParts("vl", c, result, {"references": references, "structure_image": structure}, event)
