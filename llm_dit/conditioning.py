@@ -20,7 +20,7 @@ from . import blend
 from .generate import GenerationResult, PromptEncoding, count_prompt, encode_prompt, run
 from .images import image_sha256, load_image
 from .models import ModelManager
-from .request import GenerationRequest, VLRequest, parse_weights, validate
+from .request import GenerationRequest, VLRequest, parse_weights, scheduled_steps, strength_forwards, validate
 from .timeline import Timeline
 from .vl import Extraction, ExtractionParams
 from .vl import extract as vl_extract
@@ -117,6 +117,8 @@ def needs_text_encoder(request: VLRequest) -> bool:
     """False when the caption cannot depend on the text embeddings: alpha 1 with a linear mode,
     no per-dimension statistics (they come from the text encoder) and no guidance. The DiT's
     caption RMSNorm makes a global scale irrelevant, so the tokenizer's count is all we need."""
+    if (request.vl_start, request.vl_end) != (0.0, 1.0):
+        return True  # the steps outside the window are conditioned on the text
     pure = request.alpha == 1.0 and request.blend_mode in ("linear", "linear_rms")
     global_only = not request.scale_to_text or request.normalization == "global"
     return not (pure and global_only and request.outlier_mode == "none" and request.guidance_scale == 0)
@@ -158,6 +160,7 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
     What cannot matter is skipped: alpha 0 runs no VL extraction (every mode is then exactly the
     text), and a pure-VL blend (`needs_text_encoder`) never loads or runs the text encoder."""
     validate(request, img2img=request.strength < 1.0)
+    _check_window(request)
     if not references:
         raise ValueError("references: no reference image: give at least one image to condition on.")
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
@@ -231,7 +234,19 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
     share = blend.vl_share(text_part, vl_part, _caption_norm_weight(manager))
     report = {"effective_alpha": share["mean"], "effective_alpha_range": [share["min"], share["max"]], **report}
     encoding = replace(encoding, prompt_embeds=mixed, mode="vl", metadata={"vl": report}, warnings=warnings)
+    window = (request.vl_start, request.vl_end)
+    if window != (0.0, 1.0):  # the blend on the window's steps only, the text on the others
+        encoding = replace(encoding, outside=encoding.encoded.embeds.float().cpu(), window=window)
     return Conditioning(encoding, extractions, report)
+
+
+def _check_window(request: VLRequest) -> None:
+    n = request.num_inference_steps
+    forwards = strength_forwards(n, request.strength) if request.strength < 1.0 else n
+    if not scheduled_steps(forwards, request.vl_start, request.vl_end):
+        raise ValueError(
+            f"vl_start={request.vl_start}, vl_end={request.vl_end} covers none of the {forwards} steps that run "
+            f"(step i sits at i/{forwards}): widen the window, e.g. vl_start=0, vl_end=1.")
 
 
 def _blend(manager, request: VLRequest, text, per_reference, weights, neutral_parts, source, token_weights,

@@ -26,7 +26,7 @@ from .models import ModelManager
 from .prompt import format_chat
 from .templates import get_template
 from .timeline import Timeline
-from .request import GenerationRequest, parse_loras, strength_forwards, validate
+from .request import GenerationRequest, parse_loras, scheduled_steps, strength_forwards, validate
 
 
 def base_sigmas(num_inference_steps: int) -> list[float]:
@@ -191,6 +191,17 @@ class PromptEncoding:
     mode: str | None = None  # overrides txt2img/img2img in the metadata (e.g. "vl")
     metadata: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    # Step-scheduled conditioning: `prompt_embeds` only on the steps in `window` (fractions of the
+    # steps run), `outside` (e.g. the text embeddings) on the others. None: every step.
+    outside: torch.Tensor | None = None
+    window: tuple = (0.0, 1.0)
+
+    def steps(self, forwards: int) -> list[bool]:
+        """Per step run: True where `prompt_embeds` conditions it, False where `outside` does."""
+        if self.outside is None:
+            return [True] * forwards
+        chosen = set(scheduled_steps(forwards, *self.window))
+        return [i in chosen for i in range(forwards)]
 
 
 def prompt_parts(request: GenerationRequest) -> dict:
@@ -295,9 +306,8 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         _apply_attention(pipe, first.attention_backend)
         _apply_loras(pipe, loras)
         param = next(transformer.parameters())
-        call = {"prompt_embeds": [e.prompt_embeds.to(param.device, param.dtype) for e in encodings]}
-        if first.guidance_scale > 0:
-            call["negative_prompt_embeds"] = [e.negative.embeds.to(param.device, param.dtype) for e in encodings]
+        inside = [e.prompt_embeds.to(param.device, param.dtype) for e in encodings]
+        outside = [e.outside.to(param.device, param.dtype) if e.outside is not None else None for e in encodings]
         scheduler = make_scheduler(pipe.scheduler.config, first.shift)
         sigmas = base_sigmas(first.num_inference_steps)
         extra = {}
@@ -312,14 +322,30 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
                 warnings.append("strength runs every step from sigma 1.0: the reference image is ignored.")
         else:
             view = manager.view("txt2img", scheduler)
+        schedules = [e.steps(len(sigmas)) for e in encodings]
+
+        def embeds_at(step: int) -> list:
+            return [a if on[step] else b for a, b, on in zip(inside, outside, schedules)]
+
+        call = {"prompt_embeds": embeds_at(0)}
+        if first.guidance_scale > 0:
+            call["negative_prompt_embeds"] = [e.negative.embeds.to(param.device, param.dtype) for e in encodings]
+        scheduled = not all(all(on) for on in schedules)
         steps_run = []
+
+        def on_step_end(pipeline, step, timestep, kwargs):
+            steps_run.append(float(timestep))
+            if scheduled and step + 1 < len(sigmas):  # the embeddings of the next step
+                return {"prompt_embeds": embeds_at(step + 1)}
+            return {}
+
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
         with shared.stage("denoise"):
             latents = view(
                 **call, **extra, height=first.height, width=first.width,
                 num_inference_steps=len(sigmas), sigmas=sigmas, guidance_scale=first.guidance_scale,
                 generator=generators if len(generators) > 1 else generators[0], output_type="latent",
-                callback_on_step_end=lambda p, i, ts, kw: steps_run.append(float(ts)) or {},
+                callback_on_step_end=on_step_end,
             ).images
         with shared.stage("decode"):
             pictures = _decode(pipe, latents)
@@ -352,6 +378,11 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         }
         if img2img:
             metadata["init_image"] = {"sha256": image_sha256(init), "size": list(init.size)}
+        if encoding.outside is not None:
+            on = encoding.steps(len(steps_run))
+            metadata["scheduled_steps"] = {"window": list(encoding.window),
+                                           "conditioned": [i for i, x in enumerate(on) if x],
+                                           "outside": [i for i, x in enumerate(on) if not x]}
         metadata.update(encoding.metadata)
         results.append(GenerationResult(picture, request.seed, metadata))
     return results
