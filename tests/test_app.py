@@ -117,7 +117,7 @@ def test_vl_generate_and_vl_extract_over_the_api(served, tmp_path):
         api_name="/vl_generate")
     assert metadata["mode"] == "vl" and metadata["request"]["blend_mode"] == "linear_rms"
     assert report["effective_alpha"] == metadata["vl"]["effective_alpha"]
-    assert "effective alpha" in readout and "| 0 | full |" in token_map
+    assert "VL share 0.500" in readout and "| 0 | full |" in token_map  # linear_rms: the share is alpha
     assert {"parameters", "llm_dit"} <= set(Image.open(path).text)
     stats, export, _, _ = served[1].predict(references=refs, prompt="a meadow", api_name="/vl_extract")
     assert export.endswith(".safetensors") and "vl_after_scaling" in stats["stats"]
