@@ -18,7 +18,7 @@ from .sequence import resample
 LENGTH_MODES = ("interpolate", "truncate", "pool")
 NORMALIZATIONS = ("global", "per_dim", "hybrid")
 OUTLIER_MODES = ("none", "zero", "clamp", "scale")
-BLEND_MODES = ("linear", "linear_rms", "adain", "adain_per_dim", "style_delta")
+BLEND_MODES = ("linear", "linear_rms", "adain", "adain_per_dim", "style_delta", "concat")
 EPS = 1e-6
 
 
@@ -190,6 +190,9 @@ def components(text: torch.Tensor, vl: torch.Tensor, alpha: float, mode: str = "
 
     For `linear` and `linear_rms` the parts are the weighted text and VL terms; for `adain*` and
     `style_delta` the text part is the text itself and the VL part is everything the VL changed.
+    `concat` appends the VL tokens after the text (any length): each appended token is
+    alpha·vl + (1−alpha)·(the mean text token), since a plain scale would not survive the DiT's
+    caption RMSNorm; alpha 0 is the text alone.
     `style` gives the VL's (mean, std) for the adain modes (default: those of `vl`); the caller
     passes the whole extraction's, not those of the few tokens left after length alignment.
     """
@@ -200,6 +203,11 @@ def components(text: torch.Tensor, vl: torch.Tensor, alpha: float, mode: str = "
         raise ValueError(f"VL sequence {tuple(vl.shape)} does not match text {tuple(text.shape)}: align it first.")
     if mode == "linear":
         return (1.0 - alpha) * text, alpha * vl
+    if mode == "concat":
+        if alpha == 0.0:
+            return text.clone(), torch.zeros_like(text)
+        text_tail = ((1.0 - alpha) * text.mean(dim=0)).expand_as(vl)
+        return torch.cat([text, text_tail]), torch.cat([torch.zeros_like(text), alpha * vl])
     if mode == "linear_rms":
         if alpha in (0.0, 1.0):
             return (text.clone(), torch.zeros_like(vl)) if alpha == 0 else (torch.zeros_like(text), vl.clone())

@@ -31,7 +31,7 @@ AXES = {
     "blend_mode": "blend_mode", "alpha": "alpha", "strength": "strength", "vl_hidden_layer": "vl_hidden_layer",
     "token_mode": "token_mode", "normalization": "normalization", "outlier_mode": "outlier_mode",
     "think_block": "vl_think_block", "steps": "num_inference_steps", "seed": "seed", "vl_text": "vl_text",
-    "vl_start": "vl_start", "vl_end": "vl_end", "route": None,
+    "vl_start": "vl_start", "vl_end": "vl_end", "concat_tokens": "concat_tokens", "route": None,
 }
 ROUTES = ("embedding", "text")
 MAX_CELLS = 1024  # the highest cell_limit one may ask for
@@ -40,7 +40,7 @@ EXAMPLE_VALUES = {  # what an axis picker fills in when chosen
     "vl_hidden_layer": "-2, -6, -8", "token_mode": "full, image_only, text_only",
     "normalization": "global, per_dim, hybrid", "outlier_mode": "none, zero, clamp, scale",
     "think_block": "off, on", "steps": "4, 8", "seed": "1, 2, 3", "vl_text": " | A photograph.",
-    "vl_start": "0, 0.25, 0.5", "vl_end": "0.5, 0.75, 1",
+    "vl_start": "0, 0.25, 0.5", "vl_end": "0.5, 0.75, 1", "concat_tokens": "8, 32, 0",
     "route": "embedding, text",
 }
 CAPTION_TEMPLATE = "Image captioner"

@@ -105,6 +105,8 @@ def inactive_fields(request: VLRequest) -> dict:
         off["outlier_threshold"] = "outlier_mode is none"
     if request.blend_mode in ADAIN_MODES:
         off["length_mode"] = f"{request.blend_mode} takes the VL statistics from the whole extraction"
+    if request.blend_mode != "concat":
+        off["concat_tokens"] = "only blend_mode concat appends tokens"
     if not needs_text_encoder(request):
         off["hidden_layer"] = "pure VL (alpha 1, linear): the text encoder does not run"
         if request.target_std == 0.0:
@@ -202,11 +204,17 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
             f"the VL model's hidden size ({extractions[0].embeds.shape[1]}) differs from the DiT's caption "
             f"width ({width}): use a Qwen3-VL whose text hidden size is {width} (Qwen3-VL-4B for Z-Image)."
         )
-    length = min(encoding.encoded.token_count, encoding.encoded.caption_limit)
+    limit = encoding.encoded.caption_limit
+    length = min(encoding.encoded.token_count, limit)  # the text's tokens: the VL sequence's length
+    concat = None
+    if request.blend_mode == "concat":
+        available = max(seq.shape[0] for parts in per_reference for seq, _ in parts)
+        concat = _concat_plan(request, length, available, limit, warnings)
+        length = concat["vl_tokens"]
     used = sorted({blend.length_mode_used(seq.shape[0], length, request.length_mode)
                    for parts in per_reference for seq, _ in parts})
     if request.length_mode == "truncate" and "interpolate" in used and "length_mode" not in ignored:
-        warnings.append(f"length_mode='truncate' cannot lengthen a VL sequence shorter than the text "
+        warnings.append(f"length_mode='truncate' cannot lengthen a VL sequence shorter than the target "
                         f"({length} tokens): it was interpolated instead.")
     source, token_weights = _statistics_source(per_reference, weights)
     report = {"references": _reference_report(images, weights),
@@ -215,9 +223,11 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
               "vl_model": manager.vl_model_id,
               "ran": {"vl_extraction": True, "text_encoder": with_text, "length_mode": "+".join(used)},
               "ignored": ignored}
+    if concat:
+        report["concat"] = concat
     if with_text:
         text = encoding.encoded.embeds.float().cpu()
-        mixed, text_part, vl_part = _blend(manager, request, text, per_reference, weights, neutral_parts,
+        mixed, text_part, vl_part = _blend(manager, request, text, length, per_reference, weights, neutral_parts,
                                            source, token_weights, report)
         if request.blend_mode == "adain":
             warnings.append("blend_mode='adain' rescales and shifts the whole text by the VL's global mean and std: "
@@ -249,10 +259,28 @@ def _check_window(request: VLRequest) -> None:
             f"(step i sits at i/{forwards}): widen the window, e.g. vl_start=0, vl_end=1.")
 
 
-def _blend(manager, request: VLRequest, text, per_reference, weights, neutral_parts, source, token_weights,
-           report: dict):
-    """Statistics alignment and mixing against the text embeddings; fills the report's stats."""
-    length = text.shape[0]
+def _concat_plan(request: VLRequest, text_tokens: int, available: int, limit: int, warnings: list) -> dict:
+    """How many VL tokens `concat` appends: `concat_tokens` (0 = all), within the caption limit."""
+    budget = limit - text_tokens
+    if budget < 1:
+        raise ValueError(f"blend_mode='concat': the prompt's {text_tokens} tokens fill the caption limit of {limit}, "
+                         f"leaving no room for VL tokens: shorten the prompt or use another blend_mode.")
+    wanted = request.concat_tokens or available
+    count = min(wanted, budget)
+    if count < wanted:
+        warnings.append(f"blend_mode='concat': {wanted} VL tokens do not fit beside the prompt's {text_tokens} "
+                        f"within the caption limit of {limit}: {count} appended.")
+    resampled = None
+    if count != available:
+        resampled = f"{available} -> {count} ({blend.length_mode_used(available, count, request.length_mode)})"
+    return {"text_tokens": text_tokens, "vl_tokens_available": available, "vl_tokens": count,
+            "caption_limit": limit, "budget": budget, "resampled": resampled}
+
+
+def _blend(manager, request: VLRequest, text, length: int, per_reference, weights, neutral_parts, source,
+           token_weights, report: dict):
+    """Statistics alignment (to `length` tokens) and mixing with the text embeddings; fills the
+    report's stats."""
     ref = manager.reference_stats(request.hidden_layer)
     # Token-wise statistics (outliers, per-dim) from every weighted VL token at full resolution,
     # applied before length alignment, so a clamp meets the values it was fitted on.

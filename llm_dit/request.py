@@ -83,6 +83,8 @@ class VLRequest(GenerationRequest):
     reference_weights: str = _f("", "Reference weights", "comma-separated, one per reference (default equal)")
     alpha: float = _f(0.3, "Alpha", "0 = pure text, 1 = pure VL", minimum=0.0, maximum=1.0, step=0.05)
     blend_mode: str = _f("linear", "Blend mode", "how VL mixes into the text embeddings", choices=BLEND_MODES)
+    concat_tokens: int = _f(0, "Concat tokens", "blend_mode concat: VL tokens appended after the text, "
+                            "resampled by the length alignment (0 = all that fit)", minimum=0, maximum=4096, step=1)
     vl_start: float = _f(0.0, "VL from", "fraction of the steps run where the blend starts (text only before)",
                          minimum=0.0, maximum=1.0, step=0.05)
     vl_end: float = _f(1.0, "VL until", "fraction of the steps run where the blend ends (text only after)",
@@ -305,6 +307,7 @@ def _validate_vl(request: VLRequest) -> None:
             raise ValueError(f"{name}={getattr(request, name)!r} is unknown: use one of {', '.join(choices)}.")
     _check_int("vl_hidden_layer", request.vl_hidden_layer)
     _check_int("vl_text_hidden_layer", request.vl_text_hidden_layer)
+    _check_int("concat_tokens", request.concat_tokens)
     for name in ("image_text_ratio", "alpha", "target_std", "outlier_threshold", "vl_start", "vl_end"):
         _check_float(name, getattr(request, name))
     if request.vl_start >= request.vl_end:

@@ -149,7 +149,8 @@ BASES = {
 }
 CHANGES = {"vl_text": "an oil painting", "image_text_ratio": 0.9, "vl_text_hidden_layer": -2,
            "token_mode": "image_only", "normalization": "per_dim", "target_std": 7.0,
-           "outlier_threshold": 1.5, "length_mode": "pool", "scale_to_text": False, "hidden_layer": -3}
+           "outlier_threshold": 1.5, "length_mode": "pool", "scale_to_text": False, "hidden_layer": -3,
+           "concat_tokens": 4}
 
 
 @pytest.mark.parametrize("base", list(BASES))

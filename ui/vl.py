@@ -19,7 +19,7 @@ from .img2img import strength_readout, wire_strength_readout
 FIELDS = [f.name for f in fields(VLRequest)]
 EXTRACTION = ["vl_use_prompt", "vl_text", "vl_system_prompt", "vl_think_block", "vl_hidden_layer",
               "vl_text_hidden_layer", "token_mode", "vl_composition", "image_text_ratio", "reference_weights"]
-BLEND = ["blend_mode", "vl_start", "vl_end", "length_mode", "scale_to_text", "target_std", "normalization", "outlier_mode",
+BLEND = ["blend_mode", "concat_tokens", "vl_start", "vl_end", "length_mode", "scale_to_text", "target_std", "normalization", "outlier_mode",
          "outlier_threshold"]
 DEPENDENT = EXTRACTION + BLEND + ["hidden_layer"]
 
