@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from llm_dit import conditioning
+from llm_dit import conditioning, layerscan
 from llm_dit.request import VLRequest, field_meta
 
 from .common import control, image_input, make_handler, saved
@@ -55,6 +55,19 @@ def token_map(report: dict) -> str:
     return "\n".join(rows)
 
 
+def scan_outputs(rows: list[dict], csv_path: str):
+    """The layer scan as two line plots (per-dim std correlation, outlier dims), the CSV and a
+    one-line suggestion for `vl_hidden_layer`."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=layerscan.COLUMNS)
+    best = layerscan.best_layer(rows)
+    note = ("no image tokens to rank" if best is None else
+            f"image tokens closest to the text encoder's profile with the fewest outlier dims: "
+            f"**layer {best}** (set VL hidden layer to use it)")
+    return frame, frame, csv_path, note
+
+
 def _references(files) -> list:
     if not files:
         raise ValueError("references: no reference image: upload at least one image.")
@@ -85,6 +98,8 @@ def example_reference(folder: str) -> str:
 def build(manager, output_dir: str) -> TabParts:
     gpu_vl = on_gpu(lambda request, refs, structure: conditioning.vl_generate(manager, request, refs, structure),
                     duration=lambda request, refs, structure: gpu_seconds(request, extractions=2 * len(refs)))
+    gpu_scan = on_gpu(lambda image, params, layer, threshold: layerscan.scan(manager, image, params, layer, threshold),
+                      duration=lambda *args: gpu_seconds(None, extractions=2))
     gpu_condition = on_gpu(lambda request, refs: conditioning.condition(manager, request, refs),
                            duration=lambda request, refs: gpu_seconds(None, extractions=2 * len(refs)))
 
@@ -121,6 +136,14 @@ def build(manager, output_dir: str) -> TabParts:
                     tokens = gr.Markdown(elem_id="vl-token-map")
                     stats = gr.JSON(label="Statistics and effective alpha")
                     export = gr.File(label="Conditioning export (.safetensors)")
+                with gr.Accordion("Layer scan (one VL forward, every hidden layer)", open=False):
+                    scan_button = gr.Button("Scan layers of the first reference", elem_id="vl-layer-scan")
+                    scan_note = gr.Markdown()
+                    corr_plot = gr.LinePlot(x="layer", y="std_correlation", color="tokens",
+                                            title="per-dim std correlation with the text encoder")
+                    outlier_plot = gr.LinePlot(x="layer", y="outlier_dims", color="tokens",
+                                               title="outlier dims (above the outlier threshold)")
+                    scan_csv = gr.File(label="Layer scan (.csv)")
 
         def generate_action(request, references, structure_image):
             generated = gpu_vl(request, _references(references), structure_image)
@@ -132,6 +155,15 @@ def build(manager, output_dir: str) -> TabParts:
             name = f"{time.strftime('%Y%m%d-%H%M%S')}-vl-conditioning.safetensors"
             path = conditioning.export(cond, request, Path(output_dir) / name)
             return cond.report, str(path), token_map(cond.report), alpha_readout(cond.report, request.alpha)
+
+        def layer_scan_action(request, references):
+            first = _references(references)[0]
+            params = conditioning.extraction_params(request)
+            rows = gpu_scan(first, params, request.hidden_layer, request.outlier_threshold)
+            path = Path(output_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-vl-layer-scan.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(layerscan.to_csv(rows))
+            return scan_outputs(rows, str(path))
 
         def preview_action(request, references):
             """Blend-only recompute from cached extractions: never loads the VL model on a slider move."""
@@ -152,6 +184,9 @@ def build(manager, output_dir: str) -> TabParts:
         extract_button.click(make_handler("vl_extract", FIELDS, extract_action, ("references",), VLRequest),
                              inputs=[references] + inputs, outputs=[stats, export, tokens, readout],
                              api_name="vl_extract", concurrency_id="gpu")
+        scan_button.click(make_handler("vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest),
+                          inputs=[references] + inputs, outputs=[corr_plot, outlier_plot, scan_csv, scan_note],
+                          api_name="vl_layer_scan", concurrency_id="gpu")
         preview = make_handler("vl_preview", FIELDS, preview_action, ("references",), VLRequest)
         for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND:
             c[f].change(preview, [references] + inputs, readout, api_visibility="private",

@@ -1,0 +1,43 @@
+"""The VL tab's issue-14 additions: greyed-out fields, the layer scan over the API."""
+
+import csv
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from llm_dit.conditioning import inactive_fields
+from llm_dit.request import VLRequest
+from ui import build_demo
+from ui.vl import DEPENDENT, applicable
+
+
+@pytest.fixture(scope="module")
+def served(settings, manager):
+    demo = build_demo(settings, manager)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    yield url, Client(url, verbose=False)
+    demo.close()
+
+
+@pytest.mark.parametrize("overrides", [{}, {"vl_composition": "dual", "outlier_mode": "zero"}, {"alpha": 0.0},
+                                       {"alpha": 1.0}, {"blend_mode": "concat", "scale_to_text": False}])
+def test_fields_that_cannot_matter_are_greyed_out_with_the_reason(overrides):
+    request = VLRequest(**overrides)
+    off = inactive_fields(request)
+    updates = dict(zip(DEPENDENT, applicable(request)))
+    assert set(off) <= set(DEPENDENT)  # every ignored field has a control to grey out
+    for name, update in updates.items():
+        assert update["interactive"] == (name not in off), name
+        if name in off:
+            assert update["info"] == off[name]
+
+
+def test_layer_scan_over_the_api(served, tmp_path):
+    Image.new("RGB", (128, 128), (30, 160, 60)).save(tmp_path / "ref.png")
+    corr, outliers, path, note = served[1].predict(
+        references=[handle_file(str(tmp_path / "ref.png"))], prompt="a meadow", api_name="/vl_layer_scan")
+    rows = list(csv.DictReader(open(path)))
+    assert {r["tokens"] for r in rows} == {"image", "text"} and len(rows) == 18  # 9 hidden states x 2
+    assert "layer -" in note
+    assert corr["columns"][:2] == ["layer", "tokens"] and len(corr["data"]) == 18 and outliers == corr
