@@ -16,7 +16,7 @@ from .common import make_handler
 from .gpu import gpu_seconds, on_gpu
 
 FIELDS = [f.name for f in fields(VLRequest)]
-SPEC = ["x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "cell_limit", "batch_size"]
+SPEC = ["x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "cell_limit", "batch_size", "diff_base"]
 DEFAULTS = SweepSpec()
 
 
@@ -59,14 +59,16 @@ def build(manager, output_dir: str, vl_tab) -> None:
                 axes = list(AXES)
                 c = {"x_axis": gr.Dropdown(choices=axes, value=DEFAULTS.x_axis, label="X axis"),
                      "x_values": gr.Textbox(value=DEFAULTS.x_values, label="X values", info="comma-separated "
-                                            "(vl_text: |-separated)"),
+                                            "(vl_text: |-separated; prompt: one per line or |-separated)"),
                      "y_axis": gr.Dropdown(choices=[("(none)", "")] + axes, value="", label="Y axis"),
                      "y_values": gr.Textbox(value="", label="Y values"),
                      "z_axis": gr.Dropdown(choices=[("(none)", "")] + axes, value="", label="Z axis (one grid each)"),
                      "z_values": gr.Textbox(value="", label="Z values"),
                      "cell_limit": gr.Number(value=DEFAULTS.cell_limit, precision=0, label="Cell limit"),
                      "batch_size": gr.Slider(1, 16, value=DEFAULTS.batch_size, step=1, label="Batch size",
-                                             info="cells per pipeline call, where they can share one")}
+                                             info="cells per pipeline call, where they can share one"),
+                     "diff_base": gr.Number(value=DEFAULTS.diff_base, precision=0, label="Difference maps against cell",
+                                            info="a cell number from the table (-1: none)")}
                 with gr.Row():
                     go = gr.Button("Run sweep", variant="primary", elem_id="compare-run")
                     stop = gr.Button("Stop after this cell", variant="stop", elem_id="compare-stop")
@@ -82,12 +84,13 @@ def build(manager, output_dir: str, vl_tab) -> None:
             flag = STOPS.setdefault(getattr(session, "session_hash", None) or "api", threading.Event())
             flag.clear()
             stem = f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{uuid.uuid4().hex[:6]}"
-            axes = _spec(spec).axes()
+            chosen = _spec(spec)
+            axes = chosen.axes()
             done, saved = [], {}
             chunks = gpu_sweep(request, references, structure_image, **spec)
             for new, counts, caption in chunks:
                 done += new
-                result = SweepResult(axes, done, counts, caption, stopped=flag.is_set())
+                result = SweepResult(axes, done, counts, caption, stopped=flag.is_set(), diff_base=int(chosen.diff_base))
                 out = save_outputs(result, output_dir, stem, saved)
                 text = f"**{len(done)} / {counts['cells']} cells**" + (" — stopped" if result.stopped else "")
                 if caption:
