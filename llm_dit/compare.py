@@ -245,6 +245,7 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
         validate(cell.request, img2img=cell.request.strength < 1.0)
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
     structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
+    scorer = manager.scorer()  # None without --metrics-model: the cheap metrics only
     before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses}
     keys, texts = set(), set()
     sweep = SweepResult(axes, cells, {}, diff_base=int(spec.diff_base))
@@ -271,6 +272,8 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
             cell.result = result
             cell.metrics = {"palette_distance": round(palette_distance(result.image, images[0]), 4),
                             "ssim": round(ssim(result.image, init or images[0]), 4)}
+            if scorer is not None:
+                cell.metrics.update(scorer.score(result.image, images[0], cell.request.prompt))
         pending.clear()
         count()
 

@@ -113,6 +113,7 @@ class ModelManager:
         self._reference_stats: dict = {}
         self.vl_cache = LRUCache(settings.vl_cache_size)
         self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
+        self._scorer = None
 
     # ---- sources -----------------------------------------------------------------------------
     # With --tiny, both models come from offline random-weight folders built on first use.
@@ -306,6 +307,18 @@ class ModelManager:
             raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path") from err
         self._vl = (model.to(device).eval(), processor)
         self.load_counts["vl"] += 1
+
+    def scorer(self):
+        """The `--metrics-model` scorer (CLIP or SigLIP), loaded on first use; None when unset."""
+        if not self.settings.metrics_model:
+            return None
+        with self._lock:
+            if self._scorer is None:
+                from .scores import Scorer
+
+                self._scorer = Scorer(self.settings.metrics_model)
+                self.load_counts["metrics"] += 1
+            return self._scorer
 
     def reference_stats(self, layer: int):
         """The text encoder's per-dim statistics at `layer`, computed once per model and layer."""
