@@ -167,6 +167,8 @@ def build(manager, output_dir: str) -> TabParts:
 
         def preview_action(request, references):
             """Blend-only recompute from cached extractions: never loads the VL model on a slider move."""
+            if request.alpha == 0.0:  # the text alone: nothing to compute
+                return alpha_readout({"effective_alpha": 0.0, "effective_alpha_range": [0.0, 0.0]}, 0.0)
             try:
                 cond = conditioning.condition(manager, request, _references(references), cache_only=True)
             except LookupError:
