@@ -109,9 +109,8 @@ def inactive_fields(request: VLRequest) -> dict:
         off["concat_tokens"] = "only blend_mode concat appends tokens"
     if not needs_text_encoder(request):
         off["hidden_layer"] = "pure VL (alpha 1, linear): the text encoder does not run"
-        if request.target_std == 0.0:
+        if request.target_std == 0.0 and request.normalization == "global":
             off["scale_to_text"] = "pure VL: a global scale changes nothing after the DiT's caption RMSNorm"
-            off.pop("normalization", None)
     return off
 
 

@@ -145,6 +145,7 @@ BASES = {
     "dual, no scaling": {"vl_composition": "dual", "scale_to_text": False},
     "per_dim adain": {"normalization": "per_dim", "blend_mode": "adain_per_dim", "vl_use_prompt": True},
     "pure VL": {"alpha": 1.0},
+    "pure VL, unscaled": {"alpha": 1.0, "scale_to_text": False, "normalization": "hybrid"},
     "alpha 0": {"alpha": 0.0},
 }
 CHANGES = {"vl_text": "an oil painting", "image_text_ratio": 0.9, "vl_text_hidden_layer": -2,

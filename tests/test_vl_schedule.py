@@ -67,7 +67,9 @@ def test_a_scheduled_image_regenerates_from_its_png(manager, tmp_path):
 
 
 def test_windows_in_one_batched_sweep_equal_single_runs(manager):
-    sweep = run_sweep(manager, SweepSpec("vl_end", "0.5, 1"), vl_request(), [RED])
+    sweep = run_sweep(manager, SweepSpec("vl_end", "0.5, 1", batch_size=2), vl_request(), [RED])
+    assert [c.result.metadata["batch_size"] for c in sweep.finished()] == [2, 2]  # one call, two windows
+    assert sweep.finished()[0].result.metadata["scheduled_steps"]["conditioned"] == [0, 1, 2, 3]
     for cell in sweep.finished():
         single = vl_generate(manager, cell.request, [RED])
         assert np.abs(np.asarray(cell.result.image).astype(int) - np.asarray(single.image).astype(int)).max() <= 1

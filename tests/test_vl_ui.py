@@ -16,7 +16,7 @@ from ui.vl import DEPENDENT, applicable
 def served(settings, manager):
     demo = build_demo(settings, manager)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
-    yield url, Client(url, verbose=False)
+    yield url, Client(url, verbose=False), demo
     demo.close()
 
 
@@ -31,6 +31,15 @@ def test_fields_that_cannot_matter_are_greyed_out_with_the_reason(overrides):
         assert update["interactive"] == (name not in off), name
         if name in off:
             assert update["info"] == off[name]
+
+
+def test_the_defaults_start_greyed_out(served):
+    """Before any change event, the defaults' ignored fields are already greyed out."""
+    config = served[2].get_config_file()
+    by_label = {c["props"].get("label"): c["props"] for c in config["components"] if "props" in c}
+    assert by_label["VL text"]["interactive"] is False  # the default: VL reads the prompt
+    assert by_label["VL text"]["info"] == inactive_fields(VLRequest())["vl_text"]
+    assert by_label["VL system prompt"].get("interactive") is not False
 
 
 def test_layer_scan_over_the_api(served, tmp_path):
