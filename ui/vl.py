@@ -19,11 +19,9 @@ from .img2img import strength_readout, wire_strength_readout
 FIELDS = [f.name for f in fields(VLRequest)]
 EXTRACTION = ["vl_use_prompt", "vl_text", "vl_system_prompt", "vl_think_block", "vl_hidden_layer",
               "vl_text_hidden_layer", "token_mode", "vl_composition", "image_text_ratio", "reference_weights"]
-BLEND = ["blend_mode", "concat_tokens", "vl_start", "vl_end", "length_mode", "scale_to_text", "target_std", "normalization", "outlier_mode",
-         "outlier_threshold"]
+BLEND = ["blend_mode", "concat_tokens", "vl_start", "vl_end", "length_mode", "scale_to_text", "target_std",
+         "normalization", "outlier_mode", "outlier_threshold"]
 DEPENDENT = EXTRACTION + BLEND + ["hidden_layer"]
-
-
 # Controls whose value decides which other controls apply (conditioning.inactive_fields).
 GOVERNING = ["alpha", "vl_use_prompt", "vl_composition", "token_mode", "scale_to_text", "normalization",
              "outlier_mode", "blend_mode", "guidance_scale", "target_std"]
@@ -193,6 +191,7 @@ def build(manager, output_dir: str) -> TabParts:
         for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND:
             c[f].change(preview, [references] + inputs, readout, api_visibility="private",
                         concurrency_id="preview", trigger_mode="always_last")
+
         def vl_applicable(*values):
             return applicable(VLRequest(**dict(zip(GOVERNING, values))))
 
