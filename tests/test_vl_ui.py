@@ -50,3 +50,15 @@ def test_layer_scan_over_the_api(served, tmp_path):
     assert {r["tokens"] for r in rows} == {"image", "text"} and len(rows) == 18  # 9 hidden states x 2
     assert "layer -" in note
     assert corr["columns"][:2] == ["layer", "tokens"] and len(corr["data"]) == 18 and outliers == corr
+
+
+def test_the_scan_suggests_a_layer_for_the_button():
+    from llm_dit.layerscan import best_layer
+    from ui.vl import scan_outputs
+
+    rows = [{"layer": -1, "tokens": "image", "count": 4, "std": 1.0, "std_correlation": 0.9, "outlier_dims": 0},
+            {"layer": -2, "tokens": "image", "count": 4, "std": 1.0, "std_correlation": 0.8, "outlier_dims": 3},
+            {"layer": -3, "tokens": "image", "count": 4, "std": 1.0, "std_correlation": 0.5, "outlier_dims": 0}]
+    frame, _, _, note, layer = scan_outputs(rows, "scan.csv")
+    assert layer == best_layer(rows) == -3  # fewest outliers first; -1 (after the final norm) never
+    assert "layer -3" in note and list(frame.columns)[:2] == ["layer", "tokens"]

@@ -75,7 +75,8 @@ def build(manager, output_dir: str, vl_tab) -> None:
             with gr.Column(scale=2):
                 progress = gr.Markdown(elem_id="compare-progress")
                 grids = gr.Gallery(label="Grids", columns=1, format="png", elem_id="compare-grids")
-                table = gr.Dataframe(label="Cells", wrap=True, elem_id="compare-table")
+                table = gr.Dataframe(label="Cells (click a header to sort)", wrap=True, datatype="auto",
+                                     elem_id="compare-table")
                 cells = gr.Gallery(label="Cells (each PNG carries its full metadata)", columns=6, format="png")
                 files = gr.File(label="Downloads: grids, cell PNGs, table (CSV, JSON)", file_count="multiple")
                 counts = gr.JSON(label="Counts: extractions and encodes actually run vs distinct keys")

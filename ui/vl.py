@@ -63,7 +63,7 @@ def scan_outputs(rows: list[dict], csv_path: str):
     note = ("no image tokens to rank" if best is None else
             f"image tokens closest to the text encoder's profile with the fewest outlier dims: "
             f"**layer {best}** (set VL hidden layer to use it)")
-    return frame, frame, csv_path, note
+    return frame, frame, csv_path, note, best
 
 
 def _references(files) -> list:
@@ -142,6 +142,8 @@ def build(manager, output_dir: str) -> TabParts:
                     outlier_plot = gr.LinePlot(x="layer", y="outlier_dims", color="tokens",
                                                title="outlier dims (above the outlier threshold)")
                     scan_csv = gr.File(label="Layer scan (.csv)")
+                    suggested = gr.State(None)
+                    use_layer = gr.Button("Use the suggested layer", size="sm", elem_id="vl-use-layer")
 
         def generate_action(request, references, structure_image):
             generated = gpu_vl(request, _references(references), structure_image)
@@ -185,8 +187,15 @@ def build(manager, output_dir: str) -> TabParts:
                              inputs=[references] + inputs, outputs=[stats, export, tokens, readout],
                              api_name="vl_extract", concurrency_id="gpu")
         scan_button.click(make_handler("vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest),
-                          inputs=[references] + inputs, outputs=[corr_plot, outlier_plot, scan_csv, scan_note],
+                          inputs=[references] + inputs,
+                          outputs=[corr_plot, outlier_plot, scan_csv, scan_note, suggested],
                           api_name="vl_layer_scan", concurrency_id="gpu")
+
+        def vl_use_layer(layer):
+            return gr.skip() if layer is None else layer
+
+        use_layer.click(vl_use_layer, suggested, c["vl_hidden_layer"], api_name="vl_use_layer",
+                        api_visibility="private", queue=False)
         preview = make_handler("vl_preview", FIELDS, preview_action, ("references",), VLRequest)
         for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND:
             c[f].change(preview, [references] + inputs, readout, api_visibility="private",
