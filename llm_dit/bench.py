@@ -10,7 +10,8 @@ sides and reports medians and the ratio ours / reference. Cases:
      batched vs unbatched;
   P3 resident memory before the VL model loads, after extraction, after auto-unload;
   P4 cold start: `app.py --tiny` to the first HTTP 200 vs the bare import of gradio+diffusers+transformers;
-  P5 (GPU only; `--size full --image 1024`) attention backends × torch.compile, TFLOP/s, peak memory.
+  P5 (GPU only; `--size full --image 1024`) attention backends × torch.compile, TFLOP/s, peak memory;
+  P6 sweep throughput with 1 vs 2 processes (`accelerate launch -m llm_dit sweep`), end to end.
 Speed targets are read from the printed ratios, never asserted in tests.
 """
 
@@ -204,6 +205,37 @@ def p4(cache_dir: Path, repeats: int) -> dict:
     return {"bare_import_s": imp, "app_first_200_s": start, "ratio": round(start / imp, 3)}
 
 
+def p6(folder: Path, vl_folder: Path, size: int) -> dict:
+    """Sweep throughput with 1 and 2 processes (`accelerate launch`), end to end: process start,
+    model load, extractions, cells, gather and saving. Two processes need two GPUs, or the CPU."""
+    from .distributed import launch_command
+
+    if torch.cuda.is_available() and torch.cuda.device_count() < 2:
+        return {"skipped": "one GPU: a second process would share it"}
+    work = Path(tempfile.mkdtemp())
+    from PIL import Image
+
+    Image.new("RGB", (size, size), (200, 120, 40)).save(work / "reference.png")
+    args = ["sweep", "--reference", str(work / "reference.png"), "--prompt", PROMPTS[0], "--height", str(size),
+            "--width", str(size), "--seed", "1", "--x-axis", "alpha", "--x-values", "0.1, 0.3, 0.5, 0.7",
+            "--y-axis", "blend_mode", "--y-values", "linear, adain", "--model-path", str(folder),
+            "--vl-model-path", str(vl_folder)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    rows = {}
+    for processes in (1, 2):
+        t = time.perf_counter()
+        done = subprocess.run(launch_command(processes, _free_port()) + args + ["--output-dir", str(work / str(processes))],
+                              capture_output=True, text=True, env=env)
+        if done.returncode:
+            return {"failed": done.stderr[-500:]}
+        seconds = time.perf_counter() - t
+        cells = json.loads(done.stdout)["counts"]["finished"]
+        rows[f"{processes}_process"] = {"seconds": round(seconds, 3), "cells": cells,
+                                        "cells_per_s": round(cells / seconds, 3)}
+    rows["speedup"] = round(rows["1_process"]["seconds"] / rows["2_process"]["seconds"], 3)
+    return rows
+
+
 FULL_TFLOP_PER_IMAGE = 467.0  # 1024², 8 steps: DiT 8 × 56.6, text encoder 3.9, VAE 10.5
 
 
@@ -248,7 +280,7 @@ def main(argv=None) -> dict:
                         help="model size to build (full = the released architecture, for GPUs)")
     parser.add_argument("--image", type=int, default=256, help="image side in pixels (multiple of 16)")
     parser.add_argument("--repeats", type=int, default=5, help="runs per side of each case")
-    parser.add_argument("--cases", default="P1,P2,P3,P4,P5", help="comma-separated subset of P1..P5")
+    parser.add_argument("--cases", default="P1,P2,P3,P4,P5,P6", help="comma-separated subset of P1..P6")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cache-dir", default=None, help="where the benchmark checkpoints are built")
     parser.add_argument("--json", default="bench.json", help="where to write the results")
@@ -273,6 +305,8 @@ def main(argv=None) -> dict:
         results["P4"] = p4(cache, min(args.repeats, 3))
     if "P5" in cases:
         results["P5"] = p5(folder, args.image, args.repeats)
+    if "P6" in cases:
+        results["P6"] = p6(folder, vl_folder, args.image)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(table(results))
     return results
@@ -301,6 +335,13 @@ def table(results: dict) -> str:
         r = results["P4"]
         lines.append(f"| P4 first HTTP 200 / bare import | {r['ratio']} | {r['app_first_200_s']} s vs "
                      f"{r['bare_import_s']} s |")
+    if "P6" in results:
+        r = results["P6"]
+        if "speedup" in r:
+            lines.append(f"| P6 sweep, 2 processes vs 1 | {r['speedup']}x | {r['2_process']['cells']} cells: "
+                         f"{r['1_process']['seconds']} s vs {r['2_process']['seconds']} s end to end |")
+        else:
+            lines.append(f"| P6 sweep over processes | — | {r} |")
     p5_rows = results.get("P5", {})
     if "skipped" in p5_rows:
         lines.append(f"| P5 GPU | — | skipped: {p5_rows['skipped']} |")

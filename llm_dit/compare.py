@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from . import cancel
 from .conditioning import condition, prefetch
 from .grid import difference, draw_grid
 from .generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
@@ -102,12 +103,18 @@ class SweepSpec:
     def axes(self) -> list[tuple[str, list]]:
         """[(axis, values)] for x, y, z (the ones given), checked."""
         axes = []
-        for axis, values in ((self.x_axis, self.x_values), (self.y_axis, self.y_values), (self.z_axis, self.z_values)):
+        for side, axis, values in (("x", self.x_axis, self.x_values), ("y", self.y_axis, self.y_values),
+                                   ("z", self.z_axis, self.z_values)):
             if not str(axis).strip():
                 continue
             if any(axis == a for a, _ in axes):
-                raise ValueError(f"axis {axis!r} is used twice: each axis may appear once.")
-            axes.append((axis, parse_values(axis, values)))
+                raise ValueError(f"{side}_axis: axis {axis!r} is used twice: each axis may appear once.")
+            if axis not in AXES:
+                raise ValueError(f"{side}_axis={axis!r} is unknown: use one of {', '.join(AXES)}.")
+            try:
+                axes.append((axis, parse_values(axis, values)))
+            except ValueError as err:
+                raise ValueError(f"{side}_values: {err}") from None
         if not axes or axes[0][0] != self.x_axis:
             raise ValueError("x_axis is empty: choose at least the X axis (e.g. alpha).")
         if str(self.z_axis).strip() and not str(self.y_axis).strip():
@@ -122,7 +129,7 @@ class SweepSpec:
         for _, values in axes:
             count *= len(values)
         if count > int(self.cell_limit):
-            raise ValueError(f"the sweep has {count} cells, more than cell_limit={self.cell_limit}: "
+            raise ValueError(f"cell_limit: the sweep has {count} cells, more than cell_limit={self.cell_limit}: "
                              f"use fewer values or raise the limit.")
         base = self.diff_base
         if isinstance(base, float) and base.is_integer():
@@ -230,19 +237,21 @@ def _caption(manager, reference, request: VLRequest) -> str:
 
 
 def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
-               should_stop=None):
+               should_stop=None, only: set | None = None):
     """Run the cells in order, yielding the sweep after each finished cell (or batch). Stopping
-    (`should_stop()` true, or closing the generator) keeps what was finished.
+    (`should_stop()` true, or closing the generator) keeps what was finished. With `only` (cell
+    indices), just those cells run (one process's share of a sweep split over several).
 
     First, in one VL session (the model loads at most once and is released before the DiT runs),
     the text-route caption and every extraction the cells need; then the cells themselves.
     """
     if not references:
         raise ValueError("references: no reference image: a comparison sweep conditions on one.")
-    base = resolve_seed(validate(base, img2img=base.strength < 1.0))
+    base = resolve_seed(validate(base, img2img=base.strength < 1.0, policy=manager.policy))
     axes, cells = plan(spec, base)
     for cell in cells:
-        validate(cell.request, img2img=cell.request.strength < 1.0)
+        validate(cell.request, img2img=cell.request.strength < 1.0, policy=manager.policy)
+    mine = [c for c in cells if only is None or c.index in only]
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
     structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
     scorer = manager.scorer()  # None without --metrics-model: the cheap metrics only
@@ -250,9 +259,9 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
     keys, texts = set(), set()
     sweep = SweepResult(axes, cells, {}, diff_base=int(spec.diff_base))
     with manager.vl_session():
-        if any(c.route == "text" for c in cells):
+        if any(c.route == "text" for c in mine):
             sweep.caption = _caption(manager, images[0], base)
-        for cell in cells:
+        for cell in mine:
             if cell.route == "embedding":
                 prefetch(manager, cell.request, images)
     pending: list[tuple[Cell, object, object]] = []
@@ -277,7 +286,8 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
         pending.clear()
         count()
 
-    for cell in cells:
+    for cell in mine:
+        cancel.check()  # the client went away: stop before the next cell
         if should_stop is not None and should_stop():
             sweep.stopped = True
             break
@@ -303,10 +313,11 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
 
 
 def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
-              should_stop=None) -> SweepResult:
-    """Run the whole sweep (or until `should_stop()`); returns the finished cells and the counts."""
+              should_stop=None, only: set | None = None) -> SweepResult:
+    """Run the whole sweep (or until `should_stop()`, or just the cells in `only`); returns the
+    finished cells and the counts."""
     sweep = None
-    for sweep in iter_sweep(manager, spec, base, references, structure_image, should_stop):
+    for sweep in iter_sweep(manager, spec, base, references, structure_image, should_stop, only):
         pass
     return sweep
 
@@ -327,7 +338,7 @@ def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict 
     """Grids (PNG), each cell's PNG with full metadata, and the table as CSV and JSON. Grids and
     tables are rewritten under fixed names; a cell already in `saved` (index -> path) is not
     written again, so saving after every cell stays linear."""
-    folder = Path(folder)
+    folder = Path(getattr(folder, "path", folder))
     folder.mkdir(parents=True, exist_ok=True)
     saved = {} if saved is None else saved
     grids = []

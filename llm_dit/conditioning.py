@@ -160,7 +160,7 @@ def condition(manager: ModelManager, request: VLRequest, references: list,
 
     What cannot matter is skipped: alpha 0 runs no VL extraction (every mode is then exactly the
     text), and a pure-VL blend (`needs_text_encoder`) never loads or runs the text encoder."""
-    validate(request, img2img=request.strength < 1.0)
+    validate(request, img2img=request.strength < 1.0, policy=manager.policy)
     _check_window(request)
     if not references:
         raise ValueError("references: no reference image: give at least one image to condition on.")

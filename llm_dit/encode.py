@@ -66,6 +66,7 @@ def encode_text(
     limit: int,
     hidden_layer: int = -2,
     long_prompt_mode: str = "interpolate",
+    max_tokens: int | None = None,
 ) -> Encoded:
     """Embeddings `hidden_states[hidden_layer]` of every token of `chat_text`, at most `limit`."""
     if long_prompt_mode not in RESAMPLE_MODES:
@@ -74,6 +75,9 @@ def encode_text(
         )
     check_hidden_layer(hidden_layer, text_encoder.config.num_hidden_layers)
     ids = tokenizer(chat_text, return_tensors="pt", add_special_tokens=False).input_ids
+    if max_tokens is not None and ids.shape[1] > max_tokens:
+        raise ValueError(f"prompt: the chat text is {ids.shape[1]:,} tokens long; the limit is {max_tokens:,} "
+                         f"(the DiT reads at most {limit:,}): shorten the prompt or the system prompt.")
     device = next(text_encoder.parameters()).device
     out = text_encoder(input_ids=ids.to(device), output_hidden_states=True)
     embeds = out.hidden_states[hidden_layer][0]

@@ -20,13 +20,16 @@ import torch
 from PIL import Image
 
 from . import __version__
+from .attention import attention_backends
 from .encode import Encoded, caption_limit, encode_text
 from .images import image_sha256, load_image, save_png
+from . import cancel
 from .models import ModelManager
+from .outputs import OutputFolder
 from .prompt import format_chat
 from .templates import get_template
 from .timeline import Timeline
-from .request import GenerationRequest, parse_loras, scheduled_steps, strength_forwards, validate
+from .request import GenerationRequest, field_meta, parse_loras, scheduled_steps, strength_forwards, validate
 
 
 def base_sigmas(num_inference_steps: int) -> list[float]:
@@ -78,18 +81,15 @@ class GenerationResult:
         if "init_image" in self.metadata:  # img2img, or VL from a reference
             line += f", Denoising strength: {r['strength']}"
         for lora in self.metadata["loras"]:
-            line += f", Lora: {Path(lora['path']).stem}:{lora['scale']}"
+            line += f", Lora: {lora['name']}:{lora['scale']}"
         return f"{r['prompt']}\nNegative prompt: {r['negative_prompt']}\n{line}"
 
-    def save(self, folder: str | Path, name: str | None = None) -> Path:
-        """Save as PNG with both metadata chunks (never over an existing file); the default name
-        carries time, mode and seed."""
+    def save(self, folder: str | Path | OutputFolder, name: str | None = None) -> Path:
+        """Save as PNG with both metadata chunks, atomically and never over an existing file; the
+        default name carries time, mode and seed. A disk error raises ValueError naming the folder."""
+        out = folder if isinstance(folder, OutputFolder) else OutputFolder(folder)
         stem = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{self.metadata['mode']}-{self.seed}"
-        path, n = Path(folder) / f"{stem}.png", 1
-        while path.exists():
-            n += 1
-            path = Path(folder) / f"{stem}-{n}.png"
-        return save_png(self.image, path, self.a1111_parameters(), self.metadata)
+        return out.write(f"{stem}.png", lambda tmp: save_png(self.image, tmp, self.a1111_parameters(), self.metadata))
 
 
 def _versions() -> dict:
@@ -105,11 +105,13 @@ def _adapter_name(path: str) -> str:
 
 
 def _apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
-    """Load new LoRA files once (diffusers' loader), then activate exactly the requested ones."""
+    """Load new LoRA files (diffusers' loader), activate exactly the requested ones and delete the
+    adapters no longer requested, so the shared DiT carries nothing a past request chose."""
     loaded = set(pipe.get_list_adapters().get("transformer", []))
+    stale = loaded - {_adapter_name(p) for p, _ in loras}
+    if stale:
+        pipe.delete_adapters(sorted(stale))
     if not loras:
-        if loaded:
-            pipe.disable_lora()
         return
     for path, _ in loras:
         name = _adapter_name(path)
@@ -117,7 +119,8 @@ def _apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
             try:
                 pipe.load_lora_weights(path, adapter_name=name)
             except Exception as err:  # noqa: BLE001
-                raise ValueError(f"loras: {path!r} could not be loaded as a Z-Image LoRA: {err}") from err
+                raise ValueError(f"loras: {Path(path).stem!r} could not be loaded as a Z-Image LoRA "
+                                 f"({type(err).__name__}): use a LoRA made for Z-Image.") from err
     pipe.enable_lora()
     pipe.set_adapters([_adapter_name(p) for p, _ in loras], [s for _, s in loras])
 
@@ -132,16 +135,14 @@ def attention_backend_of(transformer) -> str:
 
 
 def _apply_attention(pipe, backend: str) -> None:
-    names = attention_backends()
-    if backend not in names:
-        raise ValueError(f"attention_backend={backend!r} is unknown: use one of {', '.join(names)}.")
     if attention_backend_of(pipe.transformer) == backend:
         return
     try:
         pipe.transformer.set_attention_backend(backend)
     except Exception as err:  # noqa: BLE001 - missing kernels, wrong device, no hub access...
         pipe.transformer.set_attention_backend("native")
-        raise ValueError(f"attention_backend={backend!r} is not available here ({err}): use 'native'.") from err
+        raise ValueError(f"attention_backend={backend!r} is not available here ({type(err).__name__}): "
+                         f"use 'native'.") from err
 
 
 def _check_size(request: GenerationRequest, transformer) -> None:
@@ -176,6 +177,22 @@ def _decode(pipe, latents: torch.Tensor) -> list[Image.Image]:
         for item in latents.split(1):
             images += pipe.image_processor.postprocess(vae.decode(item, return_dict=False)[0], output_type="pil")
     return images
+
+
+def _step_callback(steps_run: list, embeds_at=None, steps: int = 0):
+    """Record each step's timestep; with `embeds_at` (step-scheduled conditioning), hand the
+    pipeline the next step's caption embeddings; stop the loop at the next step once the client
+    went away."""
+
+    def callback(pipe, i, timestep, kwargs):
+        steps_run.append(float(timestep))
+        if cancel.requested():
+            pipe._interrupt = True  # diffusers' own stop flag: the remaining steps are skipped
+        if embeds_at is not None and i + 1 < steps:
+            return {"prompt_embeds": embeds_at(i + 1)}
+        return {}
+
+    return callback
 
 
 @dataclass
@@ -218,13 +235,20 @@ def prompt_parts(request: GenerationRequest) -> dict:
     return parts
 
 
-def _encode_cached(manager: ModelManager, text: str, request: GenerationRequest, limit: int) -> Encoded:
-    """One chat text through the text encoder, unless the same text was encoded before."""
-    key = (manager.zimage_model_id, text, request.hidden_layer, request.long_prompt_mode, limit)
+def _encode_cached(manager: ModelManager, parts: dict, request: GenerationRequest, limit: int) -> Encoded:
+    """The chat text of `parts` (`format_chat`'s arguments) through the text encoder (this
+    instance's, or the one at --text-encoder-url), unless the same text was encoded before."""
+    text = format_chat(**parts)
+    key = (manager.text_encoder_id, text, request.hidden_layer, request.long_prompt_mode, limit)
     hit = manager.text_cache.get(key)
     if hit is None:
-        pipe, lm = manager.pipeline(), manager.language_model()
-        hit = encode_text(lm.model, pipe.tokenizer, text, limit, request.hidden_layer, request.long_prompt_mode)
+        if manager.remote_text:
+            hit = manager.remote_text.encode(parts, request.hidden_layer, request.long_prompt_mode, limit,
+                                             manager.text_encoder_config())
+        else:
+            pipe, lm = manager.pipeline(), manager.language_model()
+            hit = encode_text(lm.model, pipe.tokenizer, text, limit, request.hidden_layer, request.long_prompt_mode,
+                              max_tokens=field_meta("prompt")["max_tokens"])
         hit = replace(hit, embeds=hit.embeds.cpu())  # the cache never holds GPU memory
         manager.text_cache.put(key, hit)
     return replace(hit, embeds=hit.embeds.clone())
@@ -239,11 +263,12 @@ def encode_prompt(manager: ModelManager, request: GenerationRequest,
             manager.pipeline()
     with timeline.stage("encode"):
         limit = caption_limit(manager.pipeline().transformer)
-        chat = format_chat(request.prompt, strip_quotes=request.strip_quotes, **prompt_parts(request))
-        encoded = _encode_cached(manager, chat, request, limit)
+        parts = {"prompt": request.prompt, "strip_quotes": request.strip_quotes, **prompt_parts(request)}
+        chat = format_chat(**parts)
+        encoded = _encode_cached(manager, parts, request, limit)
         negative = None
         if request.guidance_scale > 0:
-            negative = _encode_cached(manager, format_chat(request.negative_prompt), request, limit)
+            negative = _encode_cached(manager, {"prompt": request.negative_prompt}, request, limit)
     return PromptEncoding(chat, encoded, negative, encoded.embeds, timeline)
 
 
@@ -287,7 +312,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
     img2img = images[0] is not None
     first = requests[0]
     for i, (request, image) in enumerate(zip(requests, images)):
-        validate(request, img2img=img2img)
+        validate(request, img2img=img2img, policy=manager.policy)
         keys = BATCH_KEY + (("strength",) if img2img else ())
         differ = [k for k in keys if getattr(request, k) != getattr(first, k)]
         if differ or (image is not None) != img2img:
@@ -295,7 +320,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             raise ValueError(f"batch item {i} differs from item 0 ({what}): a batch must share "
                              f"{', '.join(keys)} and init-image use; run differing requests separately.")
     inits = [load_image(image, field="image") if img2img else None for image in images]
-    loras = parse_loras(first.loras)
+    loras = parse_loras(first.loras, manager.policy.lora_path)
     requests = [resolve_seed(r) for r in requests]
     encodings = [e or encode_prompt(manager, r) for r, e in zip(requests, encodings)]
     shared, warnings = Timeline(), []
@@ -333,20 +358,15 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         scheduled = not all(all(on) for on in schedules)
         steps_run = []
 
-        def on_step_end(pipeline, step, timestep, kwargs):
-            steps_run.append(float(timestep))
-            if scheduled and step + 1 < len(sigmas):  # the embeddings of the next step
-                return {"prompt_embeds": embeds_at(step + 1)}
-            return {}
-
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
         with shared.stage("denoise"):
             latents = view(
                 **call, **extra, height=first.height, width=first.width,
                 num_inference_steps=len(sigmas), sigmas=sigmas, guidance_scale=first.guidance_scale,
                 generator=generators if len(generators) > 1 else generators[0], output_type="latent",
-                callback_on_step_end=on_step_end,
+                callback_on_step_end=_step_callback(steps_run, embeds_at if scheduled else None, len(sigmas)),
             ).images
+        cancel.check()  # a client that went away gets nothing decoded or saved
         with shared.stage("decode"):
             pictures = _decode(pipe, latents)
     run_sigmas = scheduler.sigmas[: len(steps_run)].tolist()
@@ -371,7 +391,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             "tokens": {"count": encoded.token_count, "caption_limit": encoded.caption_limit,
                        "used": int(encoding.prompt_embeds.shape[0]),
                        "long_prompt": encoded.describe() if encoded.long_prompt_applied else None},
-            "loras": [{"path": p, "scale": x} for p, x in loras],
+            "loras": [{"name": Path(p).stem, "scale": x} for p, x in loras],
             "timings": {**timeline.seconds(), "total": round(sum(x.seconds for x in timeline.stages), 4)},
             "timeline": timeline.to_list(),
             "warnings": notes,
@@ -398,8 +418,3 @@ def img2img(manager: ModelManager, request: GenerationRequest, image) -> Generat
     return run(manager, request, image)
 
 
-def attention_backends() -> list[str]:
-    """Backend names diffusers' `set_attention_backend` knows (availability depends on the machine)."""
-    from diffusers.models.attention_dispatch import AttentionBackendName
-
-    return [b.value for b in AttentionBackendName]

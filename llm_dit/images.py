@@ -16,6 +16,22 @@ JSON_KEY = "llm_dit"  # PNG text chunk holding the full metadata as JSON
 A1111_KEY = "parameters"  # PNG text chunk in AUTOMATIC1111's format
 
 
+class UploadedFile(str):
+    """A file path (a str) that also remembers the name its sender gave it, for messages."""
+
+    def __new__(cls, path, original_name=None):
+        value = super().__new__(cls, path)
+        value.original_name = original_name or Path(path).name
+        return value
+
+
+def display_name(source) -> str:
+    """How messages name an input file: an upload's original name, else the file's base name;
+    never a server path."""
+    name = getattr(source, "original_name", None) or getattr(source, "orig_name", None)
+    return str(name) if name else os.path.basename(str(getattr(source, "path", source)))
+
+
 def load_image(source, field: str = "image") -> Image.Image:
     """An RGB image from a path, bytes or PIL image, or a ValueError that names `field`.
 
@@ -27,13 +43,13 @@ def load_image(source, field: str = "image") -> Image.Image:
     if isinstance(source, Image.Image):
         image = source
     else:
-        label = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
+        label = display_name(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
         try:
             data = io.BytesIO(source) if isinstance(source, bytes) else source
             image = Image.open(data, formats=FORMATS)
             image.load()
         except FileNotFoundError:
-            raise ValueError(f"{field}: file {label!s} does not exist: check the path.") from None
+            raise ValueError(f"{field}: file {label!s} does not exist: upload it again or check the path.") from None
         except Image.DecompressionBombError as err:
             raise ValueError(f"{field}: {label!s} is too large to open safely ({err}): downscale it.") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -74,6 +90,8 @@ def image_sha256(image: Image.Image) -> str:
 
 
 def save_png(image: Image.Image, path: str | Path, parameters: str, metadata: dict) -> Path:
+    """Write the PNG with both metadata chunks (call it through `OutputFolder.write` for an
+    atomic write into the output folder)."""
     info = PngImagePlugin.PngInfo()
     info.add_text(A1111_KEY, parameters)
     info.add_text(JSON_KEY, json.dumps(metadata, ensure_ascii=False))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import os
 import threading
 from collections import Counter
@@ -18,6 +19,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from . import policy
 from .cache import LRUCache
 from .settings import VL_REPO, ZIMAGE_REPO, Settings
 
@@ -76,7 +78,14 @@ def _is_local(source: str) -> bool:
     return os.path.isdir(source) or source.startswith(("/", ".", "~")) or os.path.isabs(source)
 
 
-def _load_error(what: str, source: str, err: Exception, repo: str, flag: str) -> ModelLoadError:
+log = logging.getLogger(__name__)
+
+
+def _load_error(what: str, source: str, err: Exception, repo: str, flag: str, hosted: bool = False) -> ModelLoadError:
+    if hosted:  # remote clients learn no server path; the operator reads the log
+        log.error("could not load the %s from %s: %s", what, source, err, exc_info=err)
+        return ModelLoadError(f"The {what} could not be loaded on this server ({type(err).__name__}); the operator "
+                              f"can read the details in the server log.")
     if _is_local(source):
         where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
     else:
@@ -97,6 +106,7 @@ class ModelManager:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.policy = policy.from_settings(settings)
         self._lock = threading.RLock()
         # The DiT's LoRA adapters and attention backend are module state: one generation at a time.
         self.generation_lock = threading.Lock()
@@ -110,10 +120,21 @@ class ModelManager:
         self._vl = None  # (Qwen3VLForConditionalGeneration, processor) while loaded
         self._vl_depth = 0  # nesting of vl_session()
         self._vl_config = None
+        self._text_config = None
         self._reference_stats: dict = {}
         self.vl_cache = LRUCache(settings.vl_cache_size)
         self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
         self._scorer = None
+        # Another running instance as the text encoder / VL model (operator settings only).
+        self.remote_text = self.remote_vl = None
+        if settings.text_encoder_url or settings.vl_url:
+            from .remote import RemoteEncoder
+
+            if settings.text_encoder_url:
+                self.remote_text = RemoteEncoder(settings.text_encoder_url, "text encoder", "--text-encoder-url",
+                                                 self.policy.hosted)
+            if settings.vl_url:
+                self.remote_vl = RemoteEncoder(settings.vl_url, "VL model", "--vl-url", self.policy.hosted)
 
     # ---- sources -----------------------------------------------------------------------------
     # With --tiny, both models come from offline random-weight folders built on first use.
@@ -133,11 +154,17 @@ class ModelManager:
 
     @property
     def zimage_model_id(self) -> str:
-        return "tiny-random-zimage" if self.settings.tiny else self.settings.model_path
+        return "tiny-random-zimage" if self.settings.tiny else self.policy.public_name(self.settings.model_path)
 
     @property
     def vl_model_id(self) -> str:
-        return "tiny-random-qwen3-vl" if self.settings.tiny else self.settings.vl_model_path
+        if self.remote_vl:
+            return self.remote_vl.shown
+        return "tiny-random-qwen3-vl" if self.settings.tiny else self.policy.public_name(self.settings.vl_model_path)
+
+    @property
+    def text_encoder_id(self) -> str:
+        return self.remote_text.shown if self.remote_text else self.zimage_model_id
 
     # ---- loading -----------------------------------------------------------------------------
     @property
@@ -155,6 +182,9 @@ class ModelManager:
 
     def language_model(self):
         """The Qwen3 text encoder as `Qwen3ForCausalLM`: the same weights the pipeline encodes with."""
+        if self.remote_text:
+            raise ValueError(f"this needs the Qwen3 text encoder, which this instance does not load (it encodes "
+                             f"at {self.remote_text.shown}): use that instance, or another backend.")
         with self._lock:  # never None, even if an unload runs concurrently
             pipe = self.pipeline()
             if self._lm is None:
@@ -169,7 +199,7 @@ class ModelManager:
         source = self.zimage_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
-                              ZIMAGE_REPO, "--model-path")
+                              ZIMAGE_REPO, "--model-path", self.policy.hosted)
         return os.path.expanduser(source)
 
     def _load_zimage(self) -> None:
@@ -186,7 +216,8 @@ class ModelManager:
         try:
             pipe = ZImagePipeline.from_pretrained(source, text_encoder=None, dtype=dtypes, use_safetensors=True)
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path") from err
+            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+                              self.policy.hosted) from err
         pipe.transformer.to(dit_device).eval()
         pipe.vae.to(vae_device).eval()
         self._views = self._make_views(pipe)
@@ -204,7 +235,8 @@ class ModelManager:
                 use_safetensors=True,
             )
         except Exception as err:  # noqa: BLE001
-            raise _load_error("Z-Image text encoder", source, err, ZIMAGE_REPO, "--model-path") from err
+            raise _load_error("Z-Image text encoder", source, err, ZIMAGE_REPO, "--model-path",
+                              self.policy.hosted) from err
         lm.to(te_device).eval()
         pipe.register_modules(text_encoder=lm.model)
         self._lm = lm
@@ -229,10 +261,26 @@ class ModelManager:
     @contextmanager
     def vl_model(self):
         """(Qwen3-VL model, processor), loaded if needed, inside a `vl_session`."""
+        if self.remote_vl:
+            raise ValueError(f"this needs the Qwen3-VL model, which this instance does not load (it extracts "
+                             f"at {self.remote_vl.shown}): use that instance, or another backend.")
         with self.vl_session():
             if self._vl is None:
                 self._load_vl()
             yield self._vl
+
+    def text_encoder_config(self):
+        """The text encoder's config as the Z-Image checkpoint declares it (no weights loaded)."""
+        if self._text_config is None:
+            from transformers import AutoConfig
+
+            source = os.path.expanduser(self.zimage_source)
+            try:
+                self._text_config = AutoConfig.from_pretrained(source, subfolder="text_encoder")
+            except Exception as err:  # noqa: BLE001
+                raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+                                  self.policy.hosted) from err
+        return self._text_config
 
     def vl_config(self):
         """The VL model's config, read from its folder without loading weights (for early checks)."""
@@ -244,7 +292,7 @@ class ModelManager:
             try:
                 self._vl_config = AutoConfig.from_pretrained(os.path.expanduser(self.vl_source))
             except Exception as err:  # noqa: BLE001
-                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path") from err
+                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         return self._vl_config
 
     @property
@@ -261,9 +309,13 @@ class ModelManager:
 
     def preload(self) -> None:
         """Load every model now (ZeroGPU: at start-up, on cuda, kept for the app's lifetime)."""
-        self.language_model()
-        with self.vl_model():
-            pass
+        if self.remote_text:
+            self.pipeline()
+        else:
+            self.language_model()
+        if not self.remote_vl:
+            with self.vl_model():
+                pass
 
     def unload(self) -> None:
         """Release every model. A running generation finishes first (it holds the generation
@@ -296,7 +348,7 @@ class ModelManager:
         source = self.vl_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Qwen3-VL model", source, FileNotFoundError("no such folder"), VL_REPO,
-                              "--vl-model-path")
+                              "--vl-model-path", self.policy.hosted)
         source = os.path.expanduser(source)
         device = resolve_device(self.settings.vl_device, not self.settings.zero_gpu)
         try:
@@ -304,7 +356,7 @@ class ModelManager:
             model = Qwen3VLForConditionalGeneration.from_pretrained(
                 source, dtype=resolve_dtype(self.settings.dtype, device), use_safetensors=True)
         except Exception as err:  # noqa: BLE001
-            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path") from err
+            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         self._vl = (model.to(device).eval(), processor)
         self.load_counts["vl"] += 1
 
@@ -322,12 +374,18 @@ class ModelManager:
 
     def reference_stats(self, layer: int):
         """The text encoder's per-dim statistics at `layer`, computed once per model and layer."""
-        key = (self.zimage_model_id, layer)
+        key = (self.text_encoder_id, layer)
         if key not in self._reference_stats:
+            from .encode import caption_limit
+            from .remote import reference_stats as remote_stats
             from .vl import reference_stats
 
             pipe = self.pipeline()
-            self._reference_stats[key] = reference_stats(self.language_model().model, pipe.tokenizer, layer)
+            if self.remote_text:
+                self._reference_stats[key] = remote_stats(self.remote_text, layer, caption_limit(pipe.transformer),
+                                                          self.text_encoder_config())
+            else:
+                self._reference_stats[key] = reference_stats(self.language_model().model, pipe.tokenizer, layer)
         return self._reference_stats[key]
 
     # ---- pipeline views ----------------------------------------------------------------------

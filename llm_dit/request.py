@@ -6,13 +6,14 @@ from them and `validate` enforces them, so the two cannot drift apart.
 
 from __future__ import annotations
 
-import os
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .blend import BLEND_MODES, LENGTH_MODES, NORMALIZATIONS, OUTLIER_MODES
 from .sequence import RESAMPLE_MODES
 
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
+TEXT_MAX_CHARS = 4000  # any text field but the prompt (checked before the queue)
 
 
 def _f(default, label, info="", **meta):
@@ -21,7 +22,7 @@ def _f(default, label, info="", **meta):
 
 @dataclass
 class GenerationRequest:
-    prompt: str = _f("", "Prompt")
+    prompt: str = _f("", "Prompt", max_chars=8000, max_tokens=4096)  # tokens: checked after tokenising
     negative_prompt: str = _f("", "Negative prompt", "used only when guidance_scale > 0")
     system_prompt: str = _f("", "System prompt")
     thinking_content: str = _f("", "Thinking content", "text inside <think>…</think>")
@@ -43,7 +44,8 @@ class GenerationRequest:
                       step=0.1)
     strength: float = _f(0.9, "Strength", "img2img: runs int(steps × strength) forwards", minimum=0.0,
                          maximum=1.0, step=0.01)
-    loras: str = _f("", "LoRAs", "one per line: path.safetensors or path.safetensors:scale")
+    loras: str = _f("", "LoRAs", "one per line: a name from the LoRA folder (or, locally, a .safetensors path), "
+                    "optionally :scale")
     attention_backend: str = _f("native", "Attention backend", "diffusers set_attention_backend")
 
     def to_dict(self) -> dict:
@@ -114,7 +116,7 @@ SAMPLING_PRESETS = {
 class RewriteRequest:
     """A prompt rewrite: a rewriter template, a backend and its sampling settings."""
 
-    prompt: str = _f("", "Prompt to rewrite")
+    prompt: str = _f("", "Prompt to rewrite", max_chars=8000)
     template: str = _f("Concise expander", "Rewriter template")
     backend: str = _f("qwen3", "Backend", "qwen3: the loaded text encoder; qwen3_vl: the VL model (can see "
                       "an image); openai: any OpenAI-compatible server", choices=REWRITE_BACKENDS)
@@ -126,11 +128,14 @@ class RewriteRequest:
     min_p: float = _f(0.0, "min_p", minimum=0.0, maximum=1.0, step=0.01)
     max_new_tokens: int = _f(512, "Max new tokens", minimum=16, maximum=4096, step=16)
     seed: int = _f(-1, "Seed", "-1 draws a random seed", minimum=-1, maximum=SEED_MAX)
-    base_url: str = _f("http://127.0.0.1:8000/v1", "Server base URL", "OpenAI-compatible: vLLM, Ollama "
-                       "(…:11434/v1), llama.cpp server, DashScope")
+    server: str = _f("", "Server", "an OpenAI-compatible server the operator configured (--rewrite-servers)")
     model: str = _f("", "Server model", "the model name the server expects")
-    api_key_env: str = _f("OPENAI_API_KEY", "API key variable", "environment variable holding the key (if any)")
-    timeout: float = _f(60.0, "Timeout (s)", minimum=1.0, maximum=600.0, step=1.0)
+    base_url: str = _f("", "Server base URL (local only)", "any OpenAI-compatible URL: vLLM, Ollama "
+                       "(…:11434/v1), llama.cpp server; not on a hosted app")
+    api_key_env: str = _f("", "API key variable (local only)", "environment variable holding the key; "
+                          "not on a hosted app")
+    timeout: float = _f(60.0, "Timeout (s)", "total time for the whole reply", minimum=1.0, maximum=600.0,
+                        step=1.0)
 
     def with_preset(self, name: str) -> "RewriteRequest":
         """The same request with the thinking or instruct sampling preset applied."""
@@ -141,6 +146,22 @@ def field_meta(name: str) -> dict:
     """Default, label, info and range of a request field (for building UI controls)."""
     f = next(f for cls in (VLRequest, RewriteRequest) for f in fields(cls) if f.name == name)
     return {"default": f.default, **f.metadata}
+
+
+def field_help(name: str, cls: type | None = None) -> str:
+    """One line describing a field of `cls` (default: the generation requests): label, info, choices
+    or range, default. The CLI's help and the API's docstrings both read it."""
+    if cls is None:
+        meta = field_meta(name)
+    else:
+        f = next(f for f in fields(cls) if f.name == name)
+        meta = {"default": f.default, **f.metadata}
+    text = meta["label"] + (f": {meta['info']}" if meta["info"] else "")
+    if "choices" in meta:
+        text += f"; one of {', '.join(meta['choices'])}"
+    elif "minimum" in meta:
+        text += f"; {meta['minimum']} to {meta['maximum']}"
+    return f"{text}; default {meta['default']!r}"
 
 
 def parse_weights(text: str, count: int) -> list[float]:
@@ -179,6 +200,9 @@ def _check_float(name: str, value, extra: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name}={value!r} is not a number{extra}.")
     meta = field_meta(name)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} is not a finite number: use a value from {meta['minimum']} to "
+                         f"{meta['maximum']}{extra}.")
     if not meta["minimum"] <= value <= meta["maximum"]:
         raise _range_error(name, value, meta, extra)
     return float(value)
@@ -222,8 +246,28 @@ def check_field(name: str, value):
     return value
 
 
-def parse_loras(text: str) -> list[tuple[str, float]]:
-    """`path` or `path:scale` entries, one per line (or comma-separated) -> [(path, scale)]."""
+def check_text(request) -> None:
+    """Every text field is text within its declared length, every switch true/false (cheap: runs
+    before the queue)."""
+    for f in fields(request):
+        value = getattr(request, f.name)
+        if isinstance(f.default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{f.name}={value!r} is not true/false.")
+        if not isinstance(f.default, str):
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"{f.name}={value!r} is not text.")
+        most = f.metadata.get("max_chars", TEXT_MAX_CHARS)
+        if len(value) > most:
+            raise ValueError(f"{f.name} is {len(value):,} characters long: the limit is {most:,}; shorten it.")
+
+
+def parse_loras(text: str, lora_path=None) -> list[tuple[str, float]]:
+    """`entry` or `entry:scale` lines (or comma-separated) -> [(file path, scale)]. `lora_path`
+    turns an entry into a file path or raises (the hosting policy's `lora_path`)."""
+    from .policy import Policy
+
+    lora_path = lora_path or Policy(hosted=False, reason="").lora_path
     entries = []
     for raw in text.replace(",", "\n").splitlines():
         item = raw.strip()
@@ -236,16 +280,9 @@ def parse_loras(text: str) -> list[tuple[str, float]]:
                 path, scale = head.strip(), float(tail)
             except ValueError:
                 path = item  # a colon inside the path (e.g. C:\...), no scale given
-        if not os.path.isfile(path):
-            raise ValueError(
-                f"loras: {path!r} does not exist: give the path of a LoRA .safetensors file, "
-                f"as path or path:scale (one per line)."
-            )
-        if not path.endswith(".safetensors"):
-            raise ValueError(f"loras: {path!r} is not a .safetensors file: only safetensors LoRAs load.")
         if not -10.0 <= scale <= 10.0:
             raise ValueError(f"loras: scale {scale} for {path!r} is out of range: use -10 to 10.")
-        entries.append((path, scale))
+        entries.append((lora_path(path), scale))
     return entries
 
 
@@ -259,9 +296,16 @@ def scheduled_steps(forwards: int, start: float = 0.0, end: float = 1.0) -> list
     return [i for i in range(forwards) if start <= i / forwards < end]
 
 
-def validate(request: GenerationRequest, img2img: bool = False) -> GenerationRequest:
-    """Check every field; raise ValueError naming the field, the value and the fix."""
-    if not isinstance(request.prompt, str) or not request.prompt.strip():
+def validate(request: GenerationRequest, img2img: bool = False, policy=None) -> GenerationRequest:
+    """Check every field; raise ValueError naming the field, the value and the fix. Cheap (no
+    model, no file read beyond templates): it runs before a request may queue. `policy` (the
+    hosting policy) decides which LoRAs and attention backends a client may name."""
+    from .attention import attention_backends
+    from .policy import Policy
+
+    policy = policy or Policy(hosted=False, reason="")
+    check_text(request)
+    if not request.prompt.strip():
         raise ValueError("prompt is empty: describe the image you want.")
     for name in ("height", "width"):
         value = _check_int(name, getattr(request, name))
@@ -281,8 +325,8 @@ def validate(request: GenerationRequest, img2img: bool = False) -> GenerationReq
         raise ValueError(
             f"long_prompt_mode={request.long_prompt_mode!r} is unknown: use one of {', '.join(RESAMPLE_MODES)}."
         )
+    _check_float("strength", request.strength)
     if img2img:
-        _check_float("strength", request.strength)
         if strength_forwards(request.num_inference_steps, request.strength) < 1:
             need = 1 / request.num_inference_steps
             raise ValueError(
@@ -290,7 +334,11 @@ def validate(request: GenerationRequest, img2img: bool = False) -> GenerationReq
                 f"runs int({request.num_inference_steps} × {request.strength}) = 0 DiT forwards: "
                 f"use strength ≥ {need:.3f} or more steps."
             )
-    parse_loras(request.loras)
+    parse_loras(request.loras, policy.lora_path)
+    backends = attention_backends(hosted=policy.hosted)
+    if request.attention_backend not in backends:
+        raise ValueError(f"attention_backend={request.attention_backend!r} cannot run here: use one of "
+                         f"{', '.join(backends)}.")
     if request.template:
         from .templates import get_template
 
@@ -322,9 +370,12 @@ def _validate_vl(request: VLRequest) -> None:
                          "give vl_text, or let VL read the prompt (vl_use_prompt).")
 
 
-def validate_rewrite(request: RewriteRequest, has_image: bool) -> RewriteRequest:
+def validate_rewrite(request: RewriteRequest, has_image: bool, policy=None) -> RewriteRequest:
+    from .policy import Policy
     from .templates import get_template
 
+    policy = policy or Policy(hosted=False, reason="")
+    check_text(request)
     if not str(request.prompt).strip() and not (has_image and request.backend != "qwen3"):
         raise ValueError("prompt is empty: give a short idea to expand (or an image, with qwen3_vl/openai).")
     if request.backend not in REWRITE_BACKENDS:
@@ -340,9 +391,24 @@ def validate_rewrite(request: RewriteRequest, has_image: bool) -> RewriteRequest
     seed = request.seed
     if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not -1 <= seed <= SEED_MAX:
         raise ValueError(f"seed={seed!r} is out of range: use -1 (random) or 0 to 2**64-1.")
+    policy.check_rewrite_fields(request.base_url, request.api_key_env)
     if request.backend == "openai":
-        if not str(request.base_url).startswith(("http://", "https://")):
-            raise ValueError(f"base_url={request.base_url!r} is not an http(s) URL: e.g. http://127.0.0.1:8000/v1.")
         if not str(request.model).strip():
             raise ValueError("model is empty: name the model the server serves (e.g. qwen3:8b for Ollama).")
+        url, _, _ = policy.rewrite_target(request.server, request.base_url, request.api_key_env, request.model)
+        check_url(url)
     return request
+
+
+def check_url(url: str) -> str:
+    """An http(s) URL with a host, or a ValueError naming base_url."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as err:
+        raise ValueError(f"base_url={url!r} is not a valid URL ({err}): e.g. http://127.0.0.1:8000/v1.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url={url!r} is not an http(s) URL with a host: e.g. http://127.0.0.1:8000/v1.")
+    return url

@@ -21,14 +21,15 @@ from typing import Iterator
 
 import torch
 
+from . import cancel
+from .http import HttpExchange
 from .images import load_image
+from .policy import Policy
 from .prompt import format_chat
 from .request import RewriteRequest, validate_rewrite
 from .templates import Template, get_template
 from .vl import ExtractionParams, build_inputs
 
-CONNECT_RETRIES = 3
-BACKOFF_S = 0.5
 THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 JSON_BLOCK = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 QUOTES = "\"'“”‘’`"
@@ -100,10 +101,15 @@ def _stream_generate(job, request: RewriteRequest, seed: int) -> Iterator[str]:
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     stop, ready, holder, errors = threading.Event(), threading.Event(), {}, []
+    scope = cancel.current()  # the caller's stop event; the worker thread does not inherit it
+
+    def cancelled() -> bool:
+        return scope is not None and scope.is_set()
 
     class Stop(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+            return torch.full((input_ids.shape[0],), stop.is_set() or cancelled(), dtype=torch.bool,
+                              device=input_ids.device)
 
     def work():
         try:
@@ -179,10 +185,9 @@ def _data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _openai(request: RewriteRequest, template: Template, image, seed: int) -> Iterator[str]:
-    """POST /chat/completions (streaming SSE), retrying connection failures with backoff."""
-    import httpx
-
+def _openai(request: RewriteRequest, template: Template, image, seed: int, policy) -> Iterator[str]:
+    """POST /chat/completions (streaming SSE) to the server the policy allows, within one total
+    deadline (`timeout`) and a reply-size cap."""
     content = [{"type": "text", "text": request.prompt or "Describe this image."}]
     if image is not None:
         content.append({"type": "image_url", "image_url": {"url": _data_url(image)}})
@@ -192,45 +197,21 @@ def _openai(request: RewriteRequest, template: Template, image, seed: int) -> It
             **({"min_p": request.min_p} if request.min_p else {}),  # sent only when set (OpenAI rejects them)
             "messages": [{"role": "system", "content": template.system_prompt},
                          {"role": "user", "content": content if image is not None else content[0]["text"]}]}
-    headers = {}
-    key = os.environ.get(request.api_key_env or "", "")
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    url = request.base_url.rstrip("/") + "/chat/completions"
-    for attempt in range(CONNECT_RETRIES + 1):
-        try:
-            with httpx.Client(timeout=request.timeout) as client, \
-                    client.stream("POST", url, json=body, headers=headers) as reply:
-                if reply.status_code >= 400:
-                    detail = reply.read().decode(errors="replace")[:300]
-                    raise ValueError(f"the server at {url} answered HTTP {reply.status_code}: {detail}")
-                yield from _read_stream(reply, url)
-            return
-        except (httpx.ConnectError, httpx.ConnectTimeout) as err:
-            if attempt == CONNECT_RETRIES:
-                raise ValueError(f"base_url: cannot connect to {url} after {CONNECT_RETRIES + 1} tries ({err}): "
-                                 f"is the server running, and is the URL right?") from None
-            time.sleep(BACKOFF_S * 2**attempt)
-        except httpx.TimeoutException:
-            raise ValueError(f"timeout: the server at {url} did not answer within {request.timeout:g} s: "
-                             f"raise the timeout or check the server.") from None
-        except httpx.HTTPError as err:  # the connection broke mid-reply, a protocol error...
-            raise ValueError(f"base_url: the exchange with {url} failed ({type(err).__name__}: {err}): "
-                             f"check the server and try again.") from None
+    base_url, key_env, label = policy.rewrite_target(request.server, request.base_url, request.api_key_env,
+                                                     request.model)
+    key = os.environ.get(key_env, "") if key_env else ""
+    exchange = HttpExchange(base_url.rstrip("/") + "/chat/completions", body,
+                            {"Authorization": f"Bearer {key}"} if key else {}, label, request.timeout,
+                            echo_errors=not policy.hosted)
+    yield from _read_stream(exchange.lines(), label)
 
 
-def _read_stream(reply, url: str) -> Iterator[str]:
+def _read_stream(lines: Iterator[str], label: str) -> Iterator[str]:
     """Text from an SSE stream of chat.completion.chunk events (or one plain JSON reply)."""
-    text, saw_event = "", False
-    if "text/event-stream" not in reply.headers.get("content-type", ""):
-        try:
-            data = json.loads(reply.read())
-            yield data["choices"][0]["message"]["content"] or ""
-            return
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-            raise ValueError(f"the server at {url} sent a reply that is not a chat completion.") from None
-    for line in reply.iter_lines():
+    text, saw_event, plain = "", False, []
+    for line in lines:
         if not line.startswith("data:"):
+            plain.append(line)
             continue
         payload = line[5:].strip()
         if payload == "[DONE]":
@@ -238,17 +219,22 @@ def _read_stream(reply, url: str) -> Iterator[str]:
         try:
             delta = json.loads(payload)["choices"][0].get("delta") or {}
         except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-            raise ValueError(f"the server at {url} sent a malformed stream event: {payload[:120]!r}") from None
+            raise ValueError(f"the {label} sent a malformed stream event: check that it is OpenAI-compatible.") from None
         saw_event = True
         text += delta.get("content") or ""
         yield text
-    if not saw_event:
-        raise ValueError(f"the server at {url} closed the stream without sending any text.")
+    if saw_event:
+        return
+    try:  # not a stream: one plain chat completion
+        yield json.loads("\n".join(plain))["choices"][0]["message"]["content"] or ""
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+        raise ValueError(f"the {label} sent no text, or a reply that is not a chat completion.") from None
 
 
 def rewrite_stream(manager, request: RewriteRequest, image=None, stream: bool = True) -> Iterator[RewriteResult]:
     """Partial results while the backend streams; the last one is cleaned (and final)."""
-    validate_rewrite(request, has_image=image is not None)
+    policy = getattr(manager, "policy", None) or Policy(hosted=False, reason="no manager: a local call")
+    validate_rewrite(request, has_image=image is not None, policy=policy)
     template = get_template(request.template, "rewriter")
     image = load_image(image, field="image") if image is not None else None
     seed = random.randrange(2**32) if int(request.seed) == -1 else int(request.seed)
@@ -258,12 +244,12 @@ def rewrite_stream(manager, request: RewriteRequest, image=None, stream: bool = 
     elif request.backend == "qwen3_vl":
         chunks = _qwen3_vl(manager, request, template, image, seed, stream)
     else:
-        chunks = _openai(request, template, image, seed)
+        chunks = _openai(request, template, image, seed, policy)
     raw = ""
     for raw in chunks:
         yield RewriteResult(text="", raw=raw, seed=seed)
     metadata = {"backend": request.backend, "template": template.name, "seed": seed,
-                "model": request.model if request.backend == "openai" else
+                "model": (f"{request.server or 'local server'}: {request.model}") if request.backend == "openai" else
                 manager.vl_model_id if request.backend == "qwen3_vl" else manager.zimage_model_id,
                 "seconds": round(time.perf_counter() - started, 3), "request": asdict(request)}
     yield RewriteResult(clean_reply(raw, template), raw, seed, metadata)

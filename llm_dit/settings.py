@@ -16,6 +16,7 @@ ZIMAGE_REPO = "Tongyi-MAI/Z-Image-Turbo"
 VL_REPO = "Qwen/Qwen3-VL-4B-Instruct"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+HOSTING = ("auto", "hosted", "local")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,17 @@ class Settings:
     zero_gpu: bool = False  # on a ZeroGPU Space: models placed at start-up, never offloaded
     host: str = ""  # "" = gradio's default (GRADIO_SERVER_NAME, else 127.0.0.1; Spaces set 0.0.0.0)
     port: int = 0  # 0 = gradio's default (GRADIO_SERVER_PORT, else the first free port from 7860)
+    share: bool = False  # a public gradio share link
+    # hosting policy (llm_dit.policy): what remote clients may choose and how much they may use
+    hosting: str = "auto"  # auto = hosted on a Space, off loopback or with a share link
+    rewrite_servers: str = ""  # TOML file of OpenAI-compatible servers clients pick by name
+    lora_dir: str = ""  # folder of .safetensors LoRAs clients pick by name
+    output_keep: int = -1  # PNGs kept in output_dir; -1 = auto (500 hosted, all locally), 0 = all
+    max_upload_mb: int = 50  # largest upload accepted
+    max_pending: int = 2  # hosted: jobs one browser session may have queued or running
+    text_encoder_url: str = ""  # another running instance encodes prompts (no local Qwen3-4B)
+    vl_url: str = ""  # another running instance runs the VL extractions (no local Qwen3-VL)
+    mcp_server: bool = False  # also serve the API as MCP tools (needs the gradio[mcp] extra)
 
     def __post_init__(self):
         for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
@@ -58,6 +70,18 @@ class Settings:
                 f"vl_min_pixels={self.vl_min_pixels} / vl_max_pixels={self.vl_max_pixels}: "
                 f"need 0 < min <= max (e.g. 4096 and 1048576)."
             )
+        if self.hosting not in HOSTING:
+            raise ValueError(f"hosting={self.hosting!r} is unknown: use one of {', '.join(HOSTING)}.")
+        for name in ("max_upload_mb", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.output_keep < -1:
+            raise ValueError(f"output_keep={self.output_keep}: use -1 (auto), 0 (keep all) or a count.")
+        for name in ("text_encoder_url", "vl_url"):
+            value = getattr(self, name)
+            if value and not value.startswith(("http://", "https://")):
+                raise ValueError(f"{name}={value!r} is not an http(s) URL: give a running instance's address, "
+                                 f"e.g. http://127.0.0.1:7860/ (or '' to load the model here).")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port={self.port} is out of range: use 1-65535 (0 = gradio's default).")
 
@@ -89,6 +113,22 @@ _HELP = {
                 "SPACES_ZERO_GPU is set)",
     "host": "address the web server listens on ('' = gradio's default)",
     "port": "port the web server listens on (0 = gradio's default)",
+    "share": "open a public gradio share link (makes the app hosted)",
+    "hosting": "hosted: remote clients may choose only what the operator listed (rewrite servers, LoRAs), no "
+               "admin actions, no server paths shown; local: the user is the operator; auto: hosted on a Space, "
+               "off loopback or with --share",
+    "rewrite_servers": "TOML file of OpenAI-compatible rewrite servers ([servers.NAME] base_url, api_key_env, "
+                       "models) that clients choose by name",
+    "lora_dir": "folder of .safetensors LoRAs that clients choose by name",
+    "output_keep": "how many PNGs to keep in the output folder, oldest deleted first (-1 = 500 when hosted, "
+                   "all locally; 0 = all)",
+    "max_upload_mb": "largest upload accepted, in MB",
+    "max_pending": "hosted: jobs one browser session may have waiting or running at once",
+    "text_encoder_url": "URL of another running instance that encodes prompts for this one (it then loads no "
+                        "Qwen3-4B; '' = encode here)",
+    "vl_url": "URL of another running instance that runs the VL extractions for this one (it then loads no "
+              "Qwen3-VL; '' = extract here)",
+    "mcp_server": "also serve the app's API as MCP tools at /gradio_api/mcp/ (needs the gradio[mcp] extra)",
 }
 
 
@@ -107,24 +147,38 @@ def _parse_bool(name: str, text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Z-Image VL Studio")
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser) -> None:
+    """One flag per setting, on `parser` (or an argument group); unset flags parse as None."""
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{_HELP[f.name]} (env {env_name(f.name)}; default {f.default!r})"
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            choices = DTYPES if f.name == "dtype" else None
+            choices = {"dtype": DTYPES, "hosting": HOSTING}.get(f.name)
             if f.name.endswith("_device"):
                 choices = DEVICES
             kind = int if f.type in ("int", int) else str
             parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
-    return parser
+
+
+def zero_gpu_from_env(value: str | None) -> bool:
+    """`SPACES_ZERO_GPU` read exactly as the `spaces` package reads it (1, t or true; any case)."""
+    return value is not None and value.lower() in ("1", "t", "true")
 
 
 def load_settings(argv: list[str] | None = None, environ: dict | None = None) -> Settings:
     """Settings from flags (highest), then environment variables, then defaults."""
+    return settings_from_args(vars(build_parser().parse_args(argv if argv is not None else [])), environ)
+
+
+def settings_from_args(args: dict, environ: dict | None = None) -> Settings:
+    """Settings from parsed flags (None = not given), then environment variables, then defaults."""
     environ = os.environ if environ is None else environ
-    args = vars(build_parser().parse_args(argv if argv is not None else []))
     values = {}
     for f in fields(Settings):
         if args[f.name] is not None:
@@ -140,7 +194,7 @@ def load_settings(argv: list[str] | None = None, environ: dict | None = None) ->
                     raise ValueError(f"{env_name(f.name)}={raw!r} is not an integer.") from None
             else:
                 values[f.name] = raw
-    if "zero_gpu" not in values and environ.get("SPACES_ZERO_GPU"):
+    if "zero_gpu" not in values and zero_gpu_from_env(environ.get("SPACES_ZERO_GPU")):
         values["zero_gpu"] = True
     if values.get("zero_gpu"):
         # ZeroGPU forks a worker per call: loading, caching or offloading inside a call does not

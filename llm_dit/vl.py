@@ -93,6 +93,17 @@ def cache_key(image_hash: str | None, params: ExtractionParams, model_id: str, m
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+MAX_ASPECT = 200  # Qwen3-VL's image processor refuses more elongated images
+
+
+def check_aspect(image: Image.Image, field: str = "references") -> None:
+    """A ValueError naming `field` for an image Qwen3-VL cannot take (aspect ratio over 200:1)."""
+    w, h = image.size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ValueError(f"{field}: the image is {w}×{h} px, an aspect ratio of {max(w, h) / min(w, h):.0f}:1; "
+                         f"Qwen3-VL takes at most {MAX_ASPECT}:1: crop or pad it.")
+
+
 def build_inputs(processor, image: Image.Image | None, params: ExtractionParams, min_pixels: int,
                  max_pixels: int) -> dict:
     """Processor inputs for the chat [system] user(image, text) assistant, with the think block
@@ -103,6 +114,8 @@ def build_inputs(processor, image: Image.Image | None, params: ExtractionParams,
         raise ValueError("a VL extraction needs an image or some text: both are empty.")
     messages = ([{"role": "system", "content": params.system_prompt}] if params.system_prompt else []) + [
         {"role": "user", "content": content}]
+    if image is not None:
+        check_aspect(image)
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     kwargs = {"images": [image], "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}} if image else {}
     inputs = dict(processor(text=[text], return_tensors="pt", **kwargs))
@@ -189,11 +202,15 @@ def extract(manager, image, params: ExtractionParams, cache_only: bool = False) 
         return replace(hit, embeds=hit.embeds.clone(), cached=True)
     if cache_only:
         raise LookupError("this extraction is not cached yet")
-    check_params(params, manager.vl_config().text_config.num_hidden_layers)  # before loading 8 GB
-    with manager.vl_model() as (model, processor):
-        embeds, is_image, counts = run_extraction(model, processor, image, params, settings.vl_min_pixels,
-                                                  settings.vl_max_pixels)
-        del model, processor  # let an unload at the session's end free the memory
+    if manager.remote_vl:  # another instance extracts (and checks the layers against its model)
+        width = manager.pipeline().transformer.config.cap_feat_dim
+        embeds, is_image, counts = manager.remote_vl.extract(image, params, width)
+    else:
+        check_params(params, manager.vl_config().text_config.num_hidden_layers)  # before loading 8 GB
+        with manager.vl_model() as (model, processor):
+            embeds, is_image, counts = run_extraction(model, processor, image, params, settings.vl_min_pixels,
+                                                      settings.vl_max_pixels)
+            del model, processor  # let an unload at the session's end free the memory
     extraction = Extraction(embeds, is_image, counts, params, image_hash, manager.vl_model_id, key)
     manager.vl_cache.put(key, extraction)
     return replace(extraction, embeds=embeds.clone())

@@ -40,3 +40,20 @@ def small(**overrides) -> GenerationRequest:
     values = {"prompt": "a red fox in the snow", "height": 64, "width": 64, "seed": 7}
     values.update(overrides)
     return GenerationRequest(**values)
+
+
+@pytest.fixture(scope="session")
+def lora_file(zimage_dir, tmp_path_factory):
+    """A real LoRA for the tiny DiT, made with peft and saved by diffusers' own saver."""
+    import torch
+    from diffusers import ZImagePipeline, ZImageTransformer2DModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    dit = ZImageTransformer2DModel.from_pretrained(zimage_dir / "transformer")
+    torch.manual_seed(3)
+    dit.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                               init_lora_weights=False))
+    folder = tmp_path_factory.mktemp("lora")
+    ZImagePipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(dit))
+    return str(folder / "pytorch_lora_weights.safetensors")

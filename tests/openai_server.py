@@ -3,8 +3,10 @@
 The `model` field of a request picks its behaviour, so one server covers every case:
 `stream` (SSE chunks), `plain` (one JSON reply even when asked to stream), `slow` (answers after
 2 s), `error` (HTTP 500), `malformed` (a broken stream event), `empty` (a stream with no text),
-`json` (a ```json block with revised_prompt), `think` (a reply wrapped in <think>…</think>).
-Every request body it received is kept in `server.requests`.
+`json` (a ```json block with revised_prompt), `think` (a reply wrapped in <think>…</think>),
+`trickle` (a stream that sends one byte every 0.5 s, forever), `flaky` (HTTP 429, then 503, then a
+normal stream), `huge` (a 2 MB stream), `secret-error` (HTTP 500 whose body holds a secret).
+Every request it received is kept in `server.requests`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(404, b'{"error": "not found"}')
         if model == "error":
             return self._send(500, b'{"error": "the model crashed"}')
+        if model == "secret-error":
+            return self._send(500, b'{"error": "internal db password=HUNTER2"}')
+        if model == "flaky" and sum(r["body"].get("model") == "flaky" for r in self.server.requests) <= 2:
+            status = 429 if sum(r["body"].get("model") == "flaky" for r in self.server.requests) == 1 else 503
+            self.send_response(status)
+            self.send_header("Retry-After", "0.05")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if model in ("trickle", "huge"):
+            return self._stream_forever(model)
         if model == "slow":
             time.sleep(2)
         if model == "plain":
@@ -55,6 +68,24 @@ class Handler(BaseHTTPRequestHandler):
             lines.insert(1, "data: {not json\n\n")
         payload = ("".join(lines) + "data: [DONE]\n\n").encode()
         self._send(200, payload, "text/event-stream")
+
+
+    def _stream_forever(self, model):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        event = f"data: {json.dumps({'choices': [{'delta': {'content': 'x' * 1000}}]})}\n\n".encode()
+        try:
+            if model == "huge":
+                for _ in range(2100):
+                    self.wfile.write(event)
+                return
+            for _ in range(600):  # 5 minutes at most, one byte at a time
+                self.wfile.write(b"d")
+                self.wfile.flush()
+                time.sleep(0.5)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
 
 def start() -> ThreadingHTTPServer:

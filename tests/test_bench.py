@@ -10,7 +10,8 @@ def test_benchmark_smoke(tiny_cache, tmp_path):
     results = bench.main(["--size", "tiny", "--image", "64", "--repeats", "1", "--cache-dir", str(tiny_cache),
                           "--json", str(out)])
     saved = json.loads(out.read_text())
-    assert set(saved) >= {"machine", "P1", "P2", "P3", "P4", "P5"}
+    assert set(saved) >= {"machine", "P1", "P2", "P3", "P4", "P5", "P6"}
+    assert saved["P6"]["2_process"]["cells"] == saved["P6"]["1_process"]["cells"] == 8
     assert saved["P5"] == {"skipped": "no CUDA GPU on this machine"}
     assert set(saved["P1"]) == {"a_new_prompt", "b_text_encoder_on_cpu", "c_same_prompt"}
     assert saved["P1"]["c_same_prompt"]["encodes_run_by_ours"] == 1  # encoded once, then never again

@@ -18,7 +18,7 @@ if not os.path.exists(CHROMIUM):
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from ui import build_demo  # noqa: E402
+from ui import build_demo, launch_options  # noqa: E402
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
@@ -27,7 +27,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 @pytest.fixture(scope="module")
 def page(settings, manager, tmp_path_factory):
     demo = build_demo(settings, manager)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(settings))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -66,13 +66,47 @@ def test_vl_tab_in_the_browser(page, tmp_path):
     Image.new("RGB", (128, 128), (200, 40, 40)).save(tmp_path / "ref.png")
     page.get_by_role("tab", name="VL conditioning").click()
     page.locator("#vl-references input[type=file]").set_input_files(str(tmp_path / "ref.png"))
-    expect(page.locator("#vl-references")).to_contain_text("ref.png")
+    expect(page.locator("#vl-references").get_by_role("cell", name="ref.png")).to_be_visible()
     _set_size(page, "vl", 64)
     page.locator("#vl textarea").first.fill("a cat in the style of the reference")
     page.locator("#vl-generate").click()
     expect(page.locator("#vl-effective-alpha")).to_contain_text("VL share 0.", timeout=60_000)
     expect(page.locator("#vl-token-map")).to_contain_text("full")
     expect(page.locator("#vl img").first).to_have_attribute("src", re.compile(r"-vl-\d+(-\d+)?\.png$"))
+
+
+def test_field_messages_survive_a_preset_and_steps_zero_is_refused(page):
+    """After a preset rewrote the controls (gradio keeps per-session copies of them), a bad seed
+    still gets our message, painted next to the Seed field; so does Steps 0 typed by hand."""
+    page.get_by_role("tab", name="txt2img").click()
+    tab = page.locator("#txt2img")
+    tab.get_by_label("Preset", exact=True).click()
+    page.get_by_role("option", name="Turbo fast (4 steps)").click()
+    expect(tab.get_by_label("number input for Steps")).to_have_value("4")
+    tab.locator("textarea").first.fill("a red fox")
+    tab.get_by_label("Random seed").uncheck()
+    seed = tab.get_by_label("Seed", exact=True)
+    seed.fill("-5")
+    seed.press("Enter")
+    page.locator("#txt2img-generate").click()
+    expect(tab).to_contain_text("seed=-5 is out of range: use -1 (random) or 0 to 2**64-1.")
+    seed.fill("3")
+    seed.press("Enter")
+    steps = tab.get_by_label("number input for Steps")
+    steps.fill("0")
+    steps.press("Enter")
+    steps.blur()
+    page.wait_for_timeout(300)
+    shown = steps.input_value()
+    page.locator("#txt2img-generate").click()
+    if shown == "0":  # the box kept the 0: our message must say why it cannot run
+        expect(tab).to_contain_text("num_inference_steps=0 is out of range")
+    else:  # the box corrected itself: what it shows is what runs
+        expect(tab.get_by_label("Seed used")).to_have_value("3", timeout=60_000)
+        expect(page.locator("#txt2img")).to_contain_text(f'"num_inference_steps": {shown}')
+    steps.fill("8")
+    steps.press("Enter")
+    tab.get_by_label("Random seed").check()
 
 
 def test_rewrite_then_use_in_txt2img(page):

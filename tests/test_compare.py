@@ -96,7 +96,7 @@ def test_text_route_captions_once(manager):
 
 @pytest.mark.parametrize("spec,refs,message", [
     (SweepSpec("", ""), [REF], r"x_axis is empty"),
-    (SweepSpec("colour", "red"), [REF], r"axis 'colour' is unknown"),
+    (SweepSpec("colour", "red"), [REF], r"x_axis='colour' is unknown"),
     (SweepSpec("blend_mode", "linear, overlay"), [REF], r"axis 'blend_mode': blend_mode='overlay' is not one of"),
     (SweepSpec("alpha", "0, 1.5"), [REF], r"axis 'alpha': alpha=1.5 is out of range"),
     (SweepSpec("alpha", "0, 0.5", "alpha", "0.1"), [REF], r"axis 'alpha' is used twice"),

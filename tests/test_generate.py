@@ -80,21 +80,6 @@ def test_guidance_uses_the_negative_prompt(manager):
                           pixels(txt2img(manager, small(negative_prompt="dark night"))))
 
 
-@pytest.fixture(scope="module")
-def lora_file(zimage_dir, tmp_path_factory):
-    """A real LoRA for the tiny DiT, made with peft and saved by diffusers' own saver."""
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    dit = ZImageTransformer2DModel.from_pretrained(zimage_dir / "transformer")
-    torch.manual_seed(3)
-    dit.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                               init_lora_weights=False))
-    folder = tmp_path_factory.mktemp("lora")
-    ZImagePipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(dit))
-    return str(folder / "pytorch_lora_weights.safetensors")
-
-
 def test_lora_changes_the_output_and_scale_zero_does_not(manager, lora_file):
     base = pixels(txt2img(manager, small()))
     with_lora = pixels(txt2img(manager, small(loras=f"{lora_file}:1.0")))
@@ -103,7 +88,7 @@ def test_lora_changes_the_output_and_scale_zero_does_not(manager, lora_file):
     assert np.array_equal(base, at_zero)
     assert np.array_equal(base, pixels(txt2img(manager, small())))  # unused LoRAs are switched off
     meta = txt2img(manager, small(loras=f"{lora_file}:0.5")).metadata
-    assert meta["loras"] == [{"path": lora_file, "scale": 0.5}]
+    assert meta["loras"] == [{"name": "pytorch_lora_weights", "scale": 0.5}]  # a name, never a server path
 
 
 def test_attention_backend_is_applied_and_reset(manager):
@@ -118,10 +103,10 @@ def test_attention_backend_is_applied_and_reset(manager):
     assert attention_backend_of(dit) == "native"
 
 
-def test_unavailable_attention_backend_falls_back(manager):
+def test_an_attention_backend_that_cannot_run_here_is_refused(manager):
     from llm_dit.generate import attention_backend_of
 
-    with pytest.raises(ValueError, match=r"attention_backend='flash' is not available here .*use 'native'"):
+    with pytest.raises(ValueError, match=r"attention_backend='flash' cannot run here: use one of native"):
         txt2img(manager, small(attention_backend="flash"))  # no flash-attn on this machine
     assert attention_backend_of(manager.pipeline().transformer) == "native"
     assert txt2img(manager, small()).image.size == (64, 64)
@@ -145,7 +130,7 @@ BAD = [
     ({"long_prompt_mode": "squash"}, r"long_prompt_mode='squash' is unknown: use one of truncate"),
     ({"guidance_scale": -1.0}, r"guidance_scale=-1.0 is out of range"),
     ({"shift": 0.0}, r"shift=0.0 is out of range"),
-    ({"attention_backend": "warp"}, r"attention_backend='warp' is unknown"),
+    ({"attention_backend": "warp"}, r"attention_backend='warp' cannot run here: use one of native"),
     ({"height": 4096, "width": 4096}, r"height=4096 is larger than this DiT supports: use at most 2048"),
 ]
 

@@ -82,8 +82,8 @@ def test_http_plain_reply_and_cleaning(server):
 @pytest.mark.parametrize("model,message", [
     ("error", r"answered HTTP 500: .*the model crashed"),
     ("malformed", r"sent a malformed stream event"),
-    ("empty", r"closed the stream without sending any text"),
-    ("slow", r"timeout: the server at .* did not answer within 1 s"),
+    ("empty", r"sent no text, or a reply that is not a chat completion"),
+    ("slow", r"timeout: the server at .* did not finish its reply within 1 s"),
 ])
 def test_http_failures_are_explained(server, model, message):
     _, url = server
@@ -92,10 +92,10 @@ def test_http_failures_are_explained(server, model, message):
 
 
 def test_unreachable_server_is_retried_then_explained(monkeypatch):
-    import llm_dit.rewrite as rw
+    import llm_dit.http
 
-    monkeypatch.setattr(rw, "BACKOFF_S", 0.01)
-    with pytest.raises(ValueError, match=r"base_url: cannot connect to http://127.0.0.1:9/v1/chat/completions after 4 tries"):
+    monkeypatch.setattr(llm_dit.http, "BACKOFF_S", 0.01)
+    with pytest.raises(ValueError, match=r"base_url: cannot connect to the server at http://127.0.0.1:9/v1 after 4 tries"):
         rewrite(None, http("http://127.0.0.1:9/v1"))
 
 

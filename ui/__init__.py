@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import gradio as gr
 
+import logging
+
 from llm_dit.models import ModelManager
 from llm_dit.pnginfo import read_parameters
 from llm_dit.settings import Settings
 
-from . import compare, history, img2img, pnginfo, rewrite, status, txt2img, vl
+from . import compare, history, img2img, pnginfo, remote, rewrite, status, txt2img, vl
+from .studio import QUEUE_SIZE, Studio
+
+log = logging.getLogger("llm_dit.app")
 
 TINY_BANNER = (
     "**Offline tiny models in use** (`--tiny`): random weights, so every image is noise. "
@@ -33,23 +38,49 @@ def _updates(targets: list, tab: str, values: dict) -> list:
     return [values[field] if name == tab and field in values else gr.skip() for name, field, _ in targets]
 
 
+class StudioBlocks(gr.Blocks):
+    """Blocks whose answer to a raw call with too few values names the parameters it lacks."""
+
+    def validate_inputs(self, block_fn, inputs):
+        if len(inputs) < len(block_fn.inputs):
+            names = getattr(block_fn.fn, "__signature__", None)
+            params = [p for p in (names.parameters if names else ()) if p not in ("progress", "session")]
+            missing = params[len(inputs):len(block_fn.inputs)] or [f"{len(block_fn.inputs) - len(inputs)} more"]
+            name = (block_fn.name or "this event").removesuffix("_validator")
+            raise ValueError(f"{name}: got {len(inputs)} value(s) for "
+                             f"{len(block_fn.inputs)} parameters; missing: {', '.join(missing)}. Send every "
+                             f"parameter (gradio_client fills in the defaults for you).")
+        super().validate_inputs(block_fn, inputs)
+
+
+def launch_options(settings: Settings) -> dict:
+    """What `launch()` needs from the settings: the output folder may be served (a Space's /data
+    is outside the working and temp folders), uploads are capped, MCP tools when asked for."""
+    from pathlib import Path
+
+    return {"allowed_paths": [str(Path(settings.output_dir).expanduser().resolve())],
+            "max_file_size": settings.max_upload_mb * 1024 * 1024, "share": settings.share or None,
+            "mcp_server": settings.mcp_server}
+
+
 def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Blocks:
-    manager = manager or ModelManager(settings)
+    studio = Studio.create(settings, manager)
+    manager = studio.manager
+    log.info("hosting: %s", studio.policy.describe())
     if settings.zero_gpu:
         manager.preload()  # ZeroGPU: placed at start-up, never offloaded (FACTS.md)
-    with gr.Blocks(title="Z-Image VL Studio") as demo:
+    with StudioBlocks(title="Z-Image VL Studio") as demo:
         gr.Markdown("# Z-Image VL Studio\nZ-Image-Turbo with full prompt control and zero-shot style transfer "
                     "from reference images through Qwen3-VL. Models load on first use.")
         if settings.tiny:
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
         with gr.Tabs() as tabs:
-            parts = {p.name: p for p in (txt2img.build(manager, settings.output_dir),
-                                         img2img.build(manager, settings.output_dir),
-                                         vl.build(manager, settings.output_dir))}
-            compare.build(manager, settings.output_dir, parts["vl"])
-            rewriter = rewrite.build(manager)
+            parts = {p.name: p for p in (txt2img.build(studio), img2img.build(studio), vl.build(studio))}
+            compare.build(studio, parts["vl"])
+            rewriter = rewrite.build(studio)
             png, png_report, png_raw = pnginfo.build()
-            status.build(manager)
+            status.build(studio)
+        remote.build(studio)  # encode / vl_encode endpoints: encoding for another instance
         state, gallery, history_info = history.build(settings.history_size)
         targets = _targets(parts)
         components = [comp for _, _, comp in targets]
@@ -95,5 +126,8 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             return [report, params.values, gr.Tabs(selected=tab)] + _updates(targets, tab, params.values)
 
         png.change(load_png, png, [png_report, png_raw, tabs] + components, **private)
-    demo.queue(default_concurrency_limit=1, max_size=32)
+    # api_open=False: a queued event cannot be called by a direct POST that skips the queue (and
+    # with it the GPU slot, the validator and the pending limit).
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)
+    studio.admission.demo = demo
     return demo

@@ -1,115 +1,211 @@
-"""Controls built from the request's declared fields, and the generic request handler."""
+"""Controls built from the request's declared fields, and the generic request handler.
+
+Every generating event is wired the same way (`Endpoint`):
+- a validator runs before the queue (gradio's `validator=`): it builds the request, runs the
+  cheap checks (`llm_dit.request.validate` under the hosting policy) and the per-session pending
+  limit, so a bad request never waits in the queue or takes a ZeroGPU slot, and its message names
+  the field (API clients get it as a 422 naming the parameter);
+- the handler runs the job in a worker thread and yields a heartbeat while it runs, so that when
+  the client cancels or disconnects, gradio closes the handler at the next heartbeat, the stop
+  event is set, and the job stops at its next denoise step (or cell, or token), saving nothing.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import inspect
+import queue
+import re
+import threading
 
 import gradio as gr
 
-from llm_dit.generate import attention_backends
-from llm_dit.images import load_image
+from llm_dit import cancel
+from llm_dit.attention import attention_backends
 from llm_dit.models import ModelLoadError
+from llm_dit.request import GenerationRequest, field_meta
 from llm_dit.templates import names as template_names
-from llm_dit.request import GenerationRequest, check_number, field_meta
+
+from .docs import docstring
+from .fields import FieldDropdown, FieldNumber, FieldSlider, UploadImage
 
 LONG_TEXT = {"prompt": 3, "negative_prompt": 2, "system_prompt": 2, "thinking_content": 2,
              "assistant_content": 2, "loras": 2}
+HEARTBEAT_S = 0.1  # how often a running job checks whether its client is still there
+FIELD_AT_START = re.compile(r"^\s*([a-z_]+)(?:\[\d+\])?(?:\s*[=:]|\s+(?:is|has|needs)\b)")
 
 
-def control(name: str):
+def control(name: str, hosted: bool = False, **kwargs):
     """A gradio component for one request field: label, default and range come from the field."""
     meta = field_meta(name)
-    common = {"label": meta["label"], "info": meta["info"] or None, "value": meta["default"]}
+    common = {"label": meta["label"], "info": meta["info"] or None, "value": meta["default"], **kwargs}
     if name == "attention_backend":
-        return gr.Dropdown(choices=attention_backends(), **common)
+        return FieldDropdown(choices=attention_backends(hosted=hosted), **common)
     if name == "template":
-        return gr.Dropdown(choices=[("(none)", "")] + template_names("style"), **common)
+        return FieldDropdown(choices=[("(none)", "")] + template_names("style"), **common)
     if "choices" in meta:
-        return gr.Dropdown(choices=list(meta["choices"]), **common)
+        return FieldDropdown(choices=list(meta["choices"]), **common)
     if isinstance(meta["default"], bool):
         return gr.Checkbox(**common)
     if isinstance(meta["default"], str):
-        return gr.Textbox(lines=LONG_TEXT.get(name, 1), **common)
+        return gr.Textbox(lines=LONG_TEXT.get(name, 1), max_length=meta.get("max_chars"), **common)
     if "step" not in meta:  # seed: free integer entry
-        number = gr.Number(precision=0, minimum=meta["minimum"], maximum=meta["maximum"], **common)
-    else:
-        number = gr.Slider(minimum=meta["minimum"], maximum=meta["maximum"], step=meta["step"], **common)
-    return explain_rejections(number, lambda payload: check_number(name, payload))
+        return FieldNumber(precision=0, minimum=meta["minimum"], maximum=meta["maximum"], **common)
+    return FieldSlider(minimum=meta["minimum"], maximum=meta["maximum"], step=meta["step"], **common)
 
 
-def explain_rejections(component, check):
-    """Gradio checks some inputs itself before our code runs (number bounds, image decoding), with
-    messages that name neither the field nor the fix ("Value 101 is greater than maximum value
-    100."). When it rejects a payload, run `check(payload)`, which raises our ValueError, instead."""
-    gradio_preprocess = component.preprocess
-
-    def preprocess(payload):
-        try:
-            return gradio_preprocess(payload)
-        except Exception:
-            try:
-                check(payload)
-            except ValueError as err:
-                raise gr.Error(str(err)) from None
-            raise
-
-    component.preprocess = preprocess
-    return component
+def image_input(label: str, **kwargs):
+    """An upload handed to us as the original file (no gradio conversion: 16-bit, alpha and CMYK
+    are converted by `llm_dit.images.load_image`, which also names the field when it cannot)."""
+    return UploadImage(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"], **kwargs)
 
 
-def image_input(label: str, field: str = "image"):
-    """An upload that hands us the original file (no gradio conversion: 16-bit, alpha and CMYK
-    are converted by `llm_dit.images.load_image`), with our message for unreadable files."""
-    image = gr.Image(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"])
-    return explain_rejections(image, lambda payload: load_image(getattr(payload, "path", None), field=field))
+def field_of(message: str) -> str | None:
+    """The request field a validation message starts with ("seed=-5 is …", "loras: …")."""
+    match = FIELD_AT_START.match(message)
+    return match.group(1) if match else None
 
 
-def make_handler(name: str, fields: list[str], action, leading: tuple = (), request_cls=GenerationRequest,
-                 stream: bool = False, with_session: bool = False):
-    """A handler whose API parameters are `leading` (e.g. images) then exactly `fields`.
+class Endpoint:
+    """One API event: `fn` (the handler) and `validator`, whose API parameters are `leading`
+    (e.g. images) then exactly `fields`.
 
-    It builds one request of `request_cls` and returns `action(request, **leading values)`
-    (with `stream`, yields what the generator `action` yields; with `with_session`, the action
-    also gets gradio's `session` request, e.g. for a per-browser stop flag). Bad input becomes a
-    gr.Error naming the field, the value and the fix.
+    `action(request, **leading values)` does the work (a function, or a generator with `stream`).
+    `check(request, **leading values)` (optional) adds cheap checks of its own; it also runs
+    inside the handler, so a raw call that skips the validator is checked all the same.
     """
-    params = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for p in leading]
-    params += [inspect.Parameter(f, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=field_meta(f)["default"])
-               for f in fields]
-    params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                    default=gr.Progress(track_tqdm=True)))
-    if with_session:  # gradio fills a gr.Request parameter itself; it is not an API parameter
+
+    def __init__(self, studio, name: str, fields: list[str], action, leading: tuple = (),
+                 request_cls=GenerationRequest, stream: bool = False, with_session: bool = False,
+                 check=None, outputs: int = 1):
+        self.studio, self.name, self.fields, self.action = studio, name, fields, action
+        self.leading, self.request_cls, self.stream, self.check = leading, request_cls, stream, check
+        self.with_session, self.outputs = with_session, outputs
+        params = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for p in leading]
+        params += [inspect.Parameter(f, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                     default=field_meta(f)["default"]) for f in fields]
+        self.api_params = [p.name for p in params]
+        params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        default=gr.Progress(track_tqdm=True)))
+        # gradio fills a gr.Request parameter itself; it is not an API parameter
         params.append(inspect.Parameter("session", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                                         annotation=gr.Request))
-    signature = inspect.Signature(params)
+        self.signature = inspect.Signature(params)
+        self.fn = self._named(self._handle, name)
+        self.fn.__doc__ = docstring(name, leading, fields, request_cls)  # API page and MCP tool descriptions
+        self.validator = self._named(self._validate, name + "_validator")
 
-    def prepare(args, kwargs):
-        values = signature.bind(*args, **kwargs).arguments
+    def _named(self, fn, name):
+        def wrapper(*args, **kwargs):
+            return fn(*args, **kwargs)
+
+        if inspect.isgeneratorfunction(fn):
+            def wrapper(*args, **kwargs):  # noqa: F811 - gradio must see a generator function
+                yield from fn(*args, **kwargs)
+
+        wrapper.__name__ = wrapper.__qualname__ = name
+        wrapper.__signature__ = self.signature
+        wrapper.__annotations__ = {"session": gr.Request}
+        return wrapper
+
+    # ---- building and checking the request -----------------------------------------------------
+    def _prepare(self, args, kwargs):
+        values = self.signature.bind(*args, **kwargs).arguments
         values.pop("progress", None)
-        extra = {p: values.pop(p, None) for p in leading + (("session",) if with_session else ())}
-        return request_cls(**values), extra
-
-    def handler(*args, **kwargs):
-        request, extra = prepare(args, kwargs)
+        session = values.pop("session", None)
+        extra = {p: values.pop(p, None) for p in self.leading}
         try:
-            return action(request, **extra)
+            request = self.request_cls(**values)
+        except TypeError as err:
+            raise ValueError(f"{self.name}: {err}") from None
+        if self.check is not None:
+            self.check(request, **extra)
+        if self.with_session:
+            extra["session"] = session
+        return request, extra, session
+
+    def _validate(self, *args, **kwargs):
+        """Before the queue: the request's checks and this session's pending limit."""
+        try:
+            _, _, session = self._prepare(args, kwargs)
+        except (ValueError, ModelLoadError) as err:
+            return self._invalid(str(err))
+        problem = self.studio.admission.refuse(session)
+        if problem:
+            return self._invalid(problem)
+        return [gr.validate(True, "") for _ in self.api_params]
+
+    def _invalid(self, message: str):
+        name = field_of(message)
+        index = self.api_params.index(name) if name in self.api_params else 0
+        return [gr.validate(i != index, message if i == index else "") for i in range(len(self.api_params))]
+
+    # ---- running it -----------------------------------------------------------------------------
+    def _handle(self, *args, **kwargs):
+        try:
+            request, extra, _ = self._prepare(args, kwargs)
+        except (ValueError, ModelLoadError) as err:
+            raise gr.Error(str(err)) from err
+        skip = tuple(gr.skip() for _ in range(self.outputs)) if self.outputs > 1 else gr.skip()
+        try:
+            yield from run_cancellable(lambda: self.action(request, **extra), self.stream, skip)
         except (ValueError, ModelLoadError) as err:
             raise gr.Error(str(err)) from err
 
-    def stream_handler(*args, **kwargs):
-        request, extra = prepare(args, kwargs)
-        try:
-            yield from action(request, **extra)
-        except (ValueError, ModelLoadError) as err:
-            raise gr.Error(str(err)) from err
 
-    chosen = stream_handler if stream else handler
-    chosen.__name__ = chosen.__qualname__ = name
-    chosen.__signature__ = signature
-    chosen.__annotations__ = {"session": gr.Request} if with_session else {}
-    return chosen
+def run_cancellable(job, stream: bool, heartbeat):
+    """Run `job()` (returning a value, or with `stream` a generator) in a worker thread; yield what
+    it produces, and `heartbeat` every HEARTBEAT_S while it works. Closing this generator (gradio
+    does so when the client cancels or disconnects) sets the job's stop event (`llm_dit.cancel`):
+    the job stops at its next step and its result is dropped. The close does not wait for that
+    (gradio closes generators on its event loop, which must not block)."""
+    items: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        with cancel.scope(stop):
+            try:
+                if stream:
+                    for item in job():
+                        items.put(("item", item))
+                        if stop.is_set():
+                            return
+                else:
+                    items.put(("item", job()))
+            except cancel.Cancelled:
+                pass
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                items.put(("error", err))
+            finally:
+                items.put(("done", done))
+
+    context = contextvars.copy_context()  # gradio's progress tracking follows the job
+    worker = threading.Thread(target=context.run, args=(work,), daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                kind, item = items.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                yield heartbeat
+                continue
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
-def saved(result, output_dir: str):
-    """Handler outputs for a generation: PNG path (saved with metadata), seed used, metadata."""
-    return str(result.save(output_dir)), result.seed, result.metadata
+def saved(result, studio):
+    """Handler outputs for a generation: PNG path (saved with metadata), seed used, metadata. When
+    the disk refuses, the image is still returned (gradio serves it from its cache) with a
+    warning that names the output folder and the fix, and the app keeps serving."""
+    cancel.check()  # the client left while the image was finishing: keep nothing
+    try:
+        return str(result.save(studio.outputs)), result.seed, result.metadata
+    except ValueError as err:
+        gr.Warning(str(err))
+        return result.image, result.seed, {**result.metadata, "saved": False, "save_error": str(err)}

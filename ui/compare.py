@@ -10,10 +10,13 @@ from dataclasses import fields
 import gradio as gr
 
 from llm_dit.compare import AXES, EXAMPLE_VALUES, SweepResult, SweepSpec, iter_sweep, load_sweeps, plan, save_outputs
-from llm_dit.request import VLRequest
+from llm_dit.request import VLRequest, validate
 
-from .common import make_handler
+from .common import Endpoint
+from .fields import FieldDropdown, FieldNumber, FieldSlider
 from .gpu import gpu_seconds, on_gpu
+from .studio import GPU
+from .vl import check as check_vl
 
 FIELDS = [f.name for f in fields(VLRequest)]
 SPEC = ["x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "cell_limit", "batch_size", "diff_base"]
@@ -27,7 +30,15 @@ def _spec(values: dict) -> SweepSpec:
 STOPS: dict[str, threading.Event] = {}  # per browser session: "stop after this cell"
 
 
-def build(manager, output_dir: str, vl_tab) -> None:
+def check(request, references, structure_image, policy, **spec) -> None:
+    """Before the queue: the base request, the references and the sweep's cells."""
+    check_vl(request, references, policy, structure_image)
+    for cell in plan(_spec(spec), request)[1]:
+        validate(cell.request, img2img=cell.request.strength < 1.0, policy=policy)
+
+
+def build(studio, vl_tab) -> None:
+    manager, output_dir = studio.manager, studio.outputs
     presets = load_sweeps()
 
     def sweep(request, references, structure_image, **spec):
@@ -57,18 +68,19 @@ def build(manager, output_dir: str, vl_tab) -> None:
                 preset = gr.Dropdown(choices=list(presets), value=None, label="Sweep preset (presets/sweeps.toml)")
                 note = gr.Markdown()
                 axes = list(AXES)
-                c = {"x_axis": gr.Dropdown(choices=axes, value=DEFAULTS.x_axis, label="X axis"),
+                c = {"x_axis": FieldDropdown(choices=axes, value=DEFAULTS.x_axis, label="X axis"),
                      "x_values": gr.Textbox(value=DEFAULTS.x_values, label="X values", info="comma-separated "
                                             "(vl_text: |-separated; prompt: one per line or |-separated)"),
-                     "y_axis": gr.Dropdown(choices=[("(none)", "")] + axes, value="", label="Y axis"),
+                     "y_axis": FieldDropdown(choices=[("(none)", "")] + axes, value="", label="Y axis"),
                      "y_values": gr.Textbox(value="", label="Y values"),
-                     "z_axis": gr.Dropdown(choices=[("(none)", "")] + axes, value="", label="Z axis (one grid each)"),
+                     "z_axis": FieldDropdown(choices=[("(none)", "")] + axes, value="", label="Z axis (one grid each)"),
                      "z_values": gr.Textbox(value="", label="Z values"),
-                     "cell_limit": gr.Number(value=DEFAULTS.cell_limit, precision=0, label="Cell limit"),
-                     "batch_size": gr.Slider(1, 16, value=DEFAULTS.batch_size, step=1, label="Batch size",
+                     "cell_limit": FieldNumber(value=DEFAULTS.cell_limit, precision=0, label="Cell limit"),
+                     "batch_size": FieldSlider(1, 16, value=DEFAULTS.batch_size, step=1, label="Batch size",
                                              info="cells per pipeline call, where they can share one"),
-                     "diff_base": gr.Number(value=DEFAULTS.diff_base, precision=0, label="Difference maps against cell",
-                                            info="a cell number from the table (-1: none)")}
+                     "diff_base": FieldNumber(value=DEFAULTS.diff_base, precision=0,
+                                              label="Difference maps against cell",
+                                              info="a cell number from the table (-1: none)")}
                 with gr.Row():
                     go = gr.Button("Run sweep", variant="primary", elem_id="compare-run")
                     stop = gr.Button("Stop after this cell", variant="stop", elem_id="compare-stop")
@@ -91,16 +103,23 @@ def build(manager, output_dir: str, vl_tab) -> None:
             chunks = gpu_sweep(request, references, structure_image, **spec)
             for new, counts, caption in chunks:
                 done += new
-                result = SweepResult(axes, done, counts, caption, stopped=flag.is_set(), diff_base=int(chosen.diff_base))
-                out = save_outputs(result, output_dir, stem, saved)
+                result = SweepResult(axes, done, counts, caption, stopped=flag.is_set(),
+                                     diff_base=int(chosen.diff_base))
+                try:
+                    out = save_outputs(result, output_dir, stem, saved)
+                    files, indexes = out["grids"] + [out["csv"], out["json"]] + out["cells"], sorted(saved)
+                except OSError as err:  # full or read-only disk: show the sweep, keep serving
+                    gr.Warning(f"output_dir: could not save the sweep in {output_dir.shown_as} "
+                               f"({err.strerror or type(err).__name__}): free space or point --output-dir elsewhere.")
+                    out = {"grids": result.grids(), "cells": [c.result.image for c in result.finished()]}
+                    files, indexes = None, [c.index for c in result.finished()]
                 text = f"**{len(done)} / {counts['cells']} cells**" + (" — stopped" if result.stopped else "")
                 if caption:
                     text += f"\n\nText-route caption: _{caption[:300]}_"
                 rows = result.rows()
                 yield (text, out["grids"],
                        {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
-                       [(p, f"cell {i}") for i, p in zip(sorted(saved), out["cells"])],
-                       out["grids"] + [out["csv"], out["json"]] + out["cells"], counts)
+                       [(p, f"cell {i}") for i, p in zip(indexes, out["cells"])], files, counts)
                 if flag.is_set():  # stop after the cell that just finished; keep everything so far
                     chunks.close()
                     break
@@ -112,10 +131,13 @@ def build(manager, output_dir: str, vl_tab) -> None:
             c[f"{axis}_axis"].input(lambda name: EXAMPLE_VALUES.get(name, ""), c[f"{axis}_axis"], c[f"{axis}_values"],
                                     api_visibility="private", queue=False)
         inputs = [vl_tab.inputs["references"], vl_tab.inputs["structure_image"]] + [c[k] for k in SPEC]
-        handler = make_handler("compare", FIELDS, action, ("references", "structure_image", *SPEC), VLRequest,
-                               stream=True, with_session=True)
-        go.click(handler, inputs + [vl_tab.controls[f] for f in FIELDS],
-                         [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id="gpu")
+        endpoint = Endpoint(studio, "compare", FIELDS, action, ("references", "structure_image", *SPEC), VLRequest,
+                            stream=True, with_session=True, outputs=6,
+                            check=lambda request, references, structure_image, **spec: check(
+                                request, references, structure_image, studio.policy, **spec))
+        go.click(endpoint.fn, inputs + [vl_tab.controls[f] for f in FIELDS],
+                 [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id=GPU,
+                 validator=endpoint.validator)
         stop.click(request_stop, None, None, api_visibility="private", queue=False)
 
         def apply(name):

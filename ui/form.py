@@ -55,7 +55,22 @@ def size_picker(c: dict) -> None:
     picker.change(apply, picker, [c["width"], c["height"]], api_visibility="private", queue=False)
 
 
-def generation_form(fields: list[str], preset_file: str = "generation.toml", extra=None) -> Form:
+def lora_picker(box, names: list[str]) -> None:
+    """A dropdown of the LoRAs the operator offers (--lora-dir); choosing one adds it to the box."""
+    if not names:
+        return
+    pick = gr.Dropdown(choices=names, value=None, label="Add a LoRA", info="offered by this app's LoRA folder")
+
+    def add(name, text):
+        if not name:
+            return gr.skip(), gr.skip()
+        lines = [line for line in (text or "").splitlines() if line.strip()]
+        return "\n".join(lines + [f"{name}:1.0"]), None
+
+    pick.input(add, [pick, box], [box, pick], api_visibility="private", queue=False)
+
+
+def generation_form(fields: list[str], studio, preset_file: str = "generation.toml", extra=None) -> Form:
     """The controls of a generation tab, laid out in groups. `extra(c)` may add more controls
     (into the same dict) before the sampling group."""
     presets = {name: p for name, p in load_presets(PRESETS_DIR / preset_file).items()
@@ -93,7 +108,8 @@ def generation_form(fields: list[str], preset_file: str = "generation.toml", ext
             for f in ("shift", "guidance_scale"):
                 c[f] = control(f)
         for f in ("negative_prompt", "loras", "attention_backend"):
-            c[f] = control(f)
+            c[f] = control(f, hosted=studio.hosted)
+        lora_picker(c["loras"], studio.policy.lora_names())
     names = [n for n in c if not n.startswith("_")]
 
     def apply_preset(name):

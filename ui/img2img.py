@@ -7,11 +7,13 @@ from dataclasses import fields
 import gradio as gr
 
 from llm_dit.generate import img2img_plan, run
-from llm_dit.request import GenerationRequest
+from llm_dit.images import load_image
+from llm_dit.request import GenerationRequest, validate
 
-from .common import image_input, make_handler, saved
+from .common import Endpoint, image_input, saved
 from .form import TabParts, generation_form, result_panel, wire_reuse
 from .gpu import gpu_seconds, on_gpu
+from .studio import GPU
 
 FIELDS = [f.name for f in fields(GenerationRequest)]
 EXAMPLES = [
@@ -42,20 +44,27 @@ def wire_strength_readout(c: dict, readout) -> None:
         component.change(strength_readout, plan, readout, api_visibility="private", queue=False)
 
 
-def build(manager, output_dir: str) -> TabParts:
+def check(request, image, policy) -> None:
+    """Before the queue: the request, and an init image that opens."""
+    validate(request, img2img=True, policy=policy)
+    if image is None:
+        raise ValueError("image: img2img needs an init image: upload one first.")
+    load_image(image, field="image")
+
+
+def build(studio) -> TabParts:
+    manager = studio.manager
     generate = on_gpu(lambda request, image: run(manager, request, image),
                       duration=lambda request, image: gpu_seconds(request))
 
     def action(request, image):
-        if image is None:
-            raise ValueError("image: img2img needs an init image: upload one first.")
-        return saved(generate(request, image), output_dir)
+        return saved(generate(request, image), studio)
 
     with gr.Tab("img2img", id="img2img", elem_id="img2img"):
         with gr.Row():
             with gr.Column():
                 image = image_input("Init image")
-                form = generation_form(FIELDS)
+                form = generation_form(FIELDS, studio)
                 readout = gr.Markdown(strength_readout(8, 0.9, 3.0))
                 button = gr.Button("Generate", variant="primary", elem_id="img2img-generate")
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
@@ -63,9 +72,10 @@ def build(manager, output_dir: str) -> TabParts:
                 result = result_panel("img2img")
         c = form.controls
         wire_strength_readout(c, readout)
-        event = button.click(make_handler("img2img", FIELDS, action, leading=("image",)),
-                             inputs=[image] + [c[f] for f in FIELDS],
+        endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image",), outputs=3,
+                            check=lambda request, image: check(request, image, studio.policy))
+        event = button.click(endpoint.fn, inputs=[image] + [c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
-                             api_name="img2img", concurrency_id="gpu")
+                             api_name="img2img", concurrency_id=GPU, validator=endpoint.validator)
         wire_reuse(form, result)
     return TabParts("img2img", c, result, {"image": image}, event)

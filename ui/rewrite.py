@@ -6,12 +6,15 @@ from dataclasses import fields
 
 import gradio as gr
 
-from llm_dit.request import SAMPLING_PRESETS, RewriteRequest
+from llm_dit.images import load_image
+from llm_dit.request import SAMPLING_PRESETS, RewriteRequest, validate_rewrite
 from llm_dit.rewrite import rewrite_stream
 from llm_dit.templates import get_template, names, shipped
 
-from .common import control, image_input, make_handler
+from .common import Endpoint, control, image_input
+from .fields import FieldDropdown
 from .gpu import gpu_seconds, on_gpu
+from .studio import HTTP, HTTP_LIMIT
 
 FIELDS = [f.name for f in fields(RewriteRequest)]
 SAMPLING = ["temperature", "top_p", "top_k", "min_p"]
@@ -23,8 +26,16 @@ def list_templates() -> list[dict]:
     return [{"name": t.name, "category": t.category, "description": t.description} for t in templates.values()]
 
 
-def build(manager) -> dict:
+def check(request, image, policy) -> None:
+    """Before the queue: the request under the hosting policy, and an image that opens."""
+    validate_rewrite(request, has_image=image is not None, policy=policy)
+    if image is not None:
+        load_image(image, field="image")
+
+
+def build(studio) -> dict:
     """The tab; returns the result box and the 'use this prompt' buttons for cross-tab wiring."""
+    manager, policy = studio.manager, studio.policy
     with gr.Tab("Prompt rewriting", id="rewrite", elem_id="rewrite"):
         _, errors = shipped()
         if errors:
@@ -33,7 +44,7 @@ def build(manager) -> dict:
             with gr.Column():
                 c = {"prompt": control("prompt")}
                 image = image_input("Image (for qwen3_vl or a vision server)")
-                c["template"] = gr.Dropdown(choices=names("rewriter"), value=RewriteRequest.template,
+                c["template"] = FieldDropdown(choices=names("rewriter"), value=RewriteRequest.template,
                                             label="Rewriter template")
                 template_info = gr.Markdown(get_template(RewriteRequest.template, "rewriter").description)
                 c["backend"] = control("backend")
@@ -41,8 +52,13 @@ def build(manager) -> dict:
                     for f in ["thinking"] + SAMPLING + ["max_new_tokens", "seed"]:
                         c[f] = control(f)
                 with gr.Accordion("OpenAI-compatible server", open=False):
-                    for f in ("base_url", "model", "api_key_env", "timeout"):
-                        c[f] = control(f)
+                    servers = list(policy.rewrite_servers)
+                    c["server"] = FieldDropdown(choices=[("(none)", "")] + servers, value=servers[0] if servers else "",
+                                              label="Server", info="configured by the operator (--rewrite-servers)")
+                    c["model"] = control("model")
+                    for f in ("base_url", "api_key_env"):  # local only: hosted, a client names no URL or secret
+                        c[f] = control(f, visible=not studio.hosted)
+                    c["timeout"] = control("timeout")
                 button = gr.Button("Rewrite", variant="primary", elem_id="rewrite-go")
             with gr.Column():
                 result = gr.Textbox(label="Rewritten prompt (editable)", lines=8, elem_id="rewrite-result",
@@ -65,9 +81,13 @@ def build(manager) -> dict:
             for partial in chunks:
                 yield partial.text or "", partial.raw, partial.metadata or None
 
-        button.click(make_handler("rewrite", FIELDS, action, ("image",), RewriteRequest, stream=True),
-                     inputs=[image] + [c[f] for f in FIELDS], outputs=[result, raw, metadata],
-                     api_name="rewrite", concurrency_id="gpu")
+        # HTTP rewrites never hold the GPU slot; local backends run beside generations (the text
+        # encoder is shared, under its own lock) and stop at the next token when cancelled.
+        endpoint = Endpoint(studio, "rewrite", FIELDS, action, ("image",), RewriteRequest, stream=True, outputs=3,
+                            check=lambda request, image: check(request, image, policy))
+        button.click(endpoint.fn, inputs=[image] + [c[f] for f in FIELDS], outputs=[result, raw, metadata],
+                     api_name="rewrite", concurrency_id=HTTP, concurrency_limit=HTTP_LIMIT,
+                     validator=endpoint.validator)
         c["template"].change(lambda name: get_template(name, "rewriter").description, c["template"],
                              template_info, api_visibility="private", queue=False)
         c["thinking"].change(lambda on: list(SAMPLING_PRESETS["thinking" if on else "instruct"].values()),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
 
@@ -22,18 +24,38 @@ def render(status: dict) -> tuple[str, str, str]:
     return "\n".join(models), caches, "\n".join(timeline)
 
 
-def build(manager):
+def hosting(studio) -> str:
+    """The hosting policy in force, as the status tab and the start-up log show it."""
+    p = studio.policy
+    lines = [f"**Hosting: {p.describe()}**."]
+    if p.hosted:
+        lines.append("Remote clients choose rewrite servers and LoRAs only by name; admin actions are off; no "
+                     "server paths are shown.")
+    lines.append(f"Rewrite servers: {', '.join(p.rewrite_servers) or 'none configured'} · "
+                 f"LoRAs offered: {len(p.lora_names())} · uploads up to {studio.settings.max_upload_mb} MB · "
+                 f"pending jobs per session: {p.max_pending or 'no limit'} · "
+                 f"PNGs kept: {p.output_keep or 'all'}")
+    return "\n\n".join(lines)
+
+
+def build(studio):
+    manager = studio.manager
     with gr.Tab("Status", id="status", elem_id="status") as tab:
+        gr.Markdown(hosting(studio), elem_id="status-hosting")
         models = gr.Markdown(elem_id="status-models")
         caches = gr.Markdown(elem_id="status-caches")
         gr.Markdown("**Last generation, stage by stage**")
         timeline = gr.Markdown(elem_id="status-timeline")
+        # Admin actions exist only for a local user: hosted, they are not registered at all, so no
+        # client can call them, by name or by fn_index. On ZeroGPU the models are placed once at
+        # start-up; unloading would cost every later call.
+        admin = not studio.hosted and not manager.settings.zero_gpu
         with gr.Row():
             refresh = gr.Button("Refresh", elem_id="status-refresh")
-            # On ZeroGPU the models are placed once at start-up; unloading would cost every later call.
-            unload = gr.Button("Unload models", variant="stop", elem_id="status-unload",
-                               visible=not manager.settings.zero_gpu)
-            clear = gr.Button("Clear caches", elem_id="status-clear")
+            if admin:
+                unload = gr.Button("Unload models", variant="stop", elem_id="status-unload")
+                clear = gr.Button("Clear caches", elem_id="status-clear")
+        done = gr.Markdown(elem_id="status-done")
     outputs = [models, caches, timeline]
 
     def show():
@@ -41,11 +63,14 @@ def build(manager):
 
     def do_unload():
         manager.unload()  # waits for a running generation: it is never broken
-        return show()
+        return (*show(), f"Unloaded every model at {time.strftime('%H:%M:%S')}; the next request loads again.")
 
     def do_clear():
         manager.clear_caches()
-        return show()
+        return (*show(), f"Cleared the VL-extraction and prompt caches at {time.strftime('%H:%M:%S')}.")
 
-    for trigger, fn in ((tab.select, show), (refresh.click, show), (unload.click, do_unload), (clear.click, do_clear)):
-        trigger(fn, None, outputs, api_visibility="private", queue=False)
+    for trigger in (tab.select, refresh.click):
+        trigger(show, None, outputs, api_visibility="private", queue=False)
+    if admin:
+        unload.click(do_unload, None, outputs + [done], api_visibility="private", queue=False)
+        clear.click(do_clear, None, outputs + [done], api_visibility="private", queue=False)

@@ -9,11 +9,14 @@ from pathlib import Path
 import gradio as gr
 
 from llm_dit import conditioning, layerscan
-from llm_dit.request import VLRequest, field_meta
+from llm_dit.images import load_image
+from llm_dit.vl import check_aspect
+from llm_dit.request import VLRequest, field_meta, parse_weights, validate
 
-from .common import control, image_input, make_handler, saved
+from .common import Endpoint, control, image_input, saved
 from .form import TabParts, generation_form, result_panel, wire_reuse
 from .gpu import gpu_seconds, on_gpu
+from .studio import GPU, PREVIEW
 from .img2img import strength_readout, wire_strength_readout
 
 FIELDS = [f.name for f in fields(VLRequest)]
@@ -66,17 +69,36 @@ def scan_outputs(rows: list[dict], csv_path: str):
     return frame, frame, csv_path, note, best
 
 
+MAX_REFERENCES = 8
+
+
 def _references(files) -> list:
     if not files:
         raise ValueError("references: no reference image: upload at least one image.")
+    if len(files) > MAX_REFERENCES:
+        raise ValueError(f"references: {len(files)} images; at most {MAX_REFERENCES} condition one generation.")
     return [getattr(f, "name", f) for f in files]
 
 
-def example_reference(folder: str) -> str:
-    """A reference image drawn by the app itself (a sunset over water), for the tab's examples."""
+def check(request, references, policy, structure_image=None) -> None:
+    """Before the queue: the request, and references (and structure image) that open."""
+    validate(request, img2img=request.strength < 1.0, policy=policy)
+    refs = _references(references)
+    parse_weights(request.reference_weights, len(refs))
+    for i, ref in enumerate(refs):
+        check_aspect(load_image(ref, field=f"references[{i}]"), field=f"references[{i}]")
+    if structure_image is not None:
+        load_image(structure_image, field="structure_image")
+
+
+def example_reference() -> str:
+    """A reference image drawn by the app itself (a sunset over water), for the tab's examples.
+    Made in the temp folder, so a read-only output folder does not stop the app from starting."""
+    import tempfile
+
     from PIL import Image, ImageDraw
 
-    path = Path(folder) / "examples" / "sunset-reference.png"
+    path = Path(tempfile.gettempdir()) / "llm_dit-examples" / "sunset-reference.png"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         image = Image.new("RGB", (512, 512))
@@ -93,7 +115,8 @@ def example_reference(folder: str) -> str:
     return str(path)
 
 
-def build(manager, output_dir: str) -> TabParts:
+def build(studio) -> TabParts:
+    manager = studio.manager
     gpu_vl = on_gpu(lambda request, refs, structure: conditioning.vl_generate(manager, request, refs, structure),
                     duration=lambda request, refs, structure: gpu_seconds(request, extractions=2 * len(refs)))
     gpu_scan = on_gpu(lambda image, params, layer, threshold: layerscan.scan(manager, image, params, layer, threshold),
@@ -116,17 +139,16 @@ def build(manager, output_dir: str) -> TabParts:
             with gr.Column():
                 references = gr.File(label="Reference image(s)", file_count="multiple", file_types=["image"],
                                      type="filepath", elem_id="vl-references")
-                structure = image_input("Structure image (optional: init latents instead of the first reference)",
-                                        field="structure_image")
-                form = generation_form(FIELDS, preset_file="vl.toml", extra=extras)
+                structure = image_input("Structure image (optional: init latents instead of the first reference)")
+                form = generation_form(FIELDS, studio, preset_file="vl.toml", extra=extras)
                 c = form.controls
                 readout = c.pop("_alpha_readout")
                 strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0))
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="vl-generate")
                     extract_button = gr.Button("Extract only", elem_id="vl-extract")
-                gr.Examples([[[example_reference(output_dir)], "A fox on a hill, in the colours of the reference"],
-                             [[example_reference(output_dir)], "A quiet harbour town"]],
+                gr.Examples([[[example_reference()], "A fox on a hill, in the colours of the reference"],
+                             [[example_reference()], "A quiet harbour town"]],
                             inputs=[references, c["prompt"]], cache_examples=False)
             with gr.Column():
                 result = result_panel("vl")
@@ -148,22 +170,29 @@ def build(manager, output_dir: str) -> TabParts:
         def generate_action(request, references, structure_image):
             generated = gpu_vl(request, _references(references), structure_image)
             report = generated.metadata["vl"]
-            return (*saved(generated, output_dir), report, token_map(report), alpha_readout(report, request.alpha))
+            return (*saved(generated, studio), report, token_map(report), alpha_readout(report, request.alpha))
 
         def extract_action(request, references):
             cond = gpu_condition(request, _references(references))
             name = f"{time.strftime('%Y%m%d-%H%M%S')}-vl-conditioning.safetensors"
-            path = conditioning.export(cond, request, Path(output_dir) / name)
-            return cond.report, str(path), token_map(cond.report), alpha_readout(cond.report, request.alpha)
+            try:
+                path = studio.outputs.write(name, lambda tmp: conditioning.export(cond, request, tmp))
+            except ValueError as err:
+                gr.Warning(str(err))
+                path = None
+            return cond.report, path and str(path), token_map(cond.report), alpha_readout(cond.report, request.alpha)
 
         def layer_scan_action(request, references):
             first = _references(references)[0]
             params = conditioning.extraction_params(request)
             rows = gpu_scan(first, params, request.hidden_layer, request.outlier_threshold)
-            path = Path(output_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-vl-layer-scan.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(layerscan.to_csv(rows))
-            return scan_outputs(rows, str(path))
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}-vl-layer-scan.csv"
+            try:
+                path = studio.outputs.write(name, lambda tmp: Path(tmp).write_text(layerscan.to_csv(rows)))
+            except ValueError as err:
+                gr.Warning(str(err))
+                path = None
+            return scan_outputs(rows, path and str(path))
 
         def preview_action(request, references):
             """Blend-only recompute from cached extractions: never loads the VL model on a slider move."""
@@ -178,28 +207,32 @@ def build(manager, output_dir: str) -> TabParts:
             return alpha_readout(cond.report, request.alpha)
 
         inputs = [c[f] for f in FIELDS]
-        event = go.click(make_handler("vl_generate", FIELDS, generate_action, ("references", "structure_image"),
-                                      VLRequest),
-                         inputs=[references, structure] + inputs,
+        generate = Endpoint(studio, "vl_generate", FIELDS, generate_action, ("references", "structure_image"),
+                            VLRequest, outputs=6,
+                            check=lambda request, references, structure_image: check(
+                                request, references, studio.policy, structure_image))
+        event = go.click(generate.fn, inputs=[references, structure] + inputs,
                          outputs=[result.image, result.seed, result.metadata, stats, tokens, readout],
-                         api_name="vl_generate", concurrency_id="gpu")
-        extract_button.click(make_handler("vl_extract", FIELDS, extract_action, ("references",), VLRequest),
-                             inputs=[references] + inputs, outputs=[stats, export, tokens, readout],
-                             api_name="vl_extract", concurrency_id="gpu")
-        scan_button.click(make_handler("vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest),
-                          inputs=[references] + inputs,
+                         api_name="vl_generate", concurrency_id=GPU, validator=generate.validator)
+        extract = Endpoint(studio, "vl_extract", FIELDS, extract_action, ("references",), VLRequest, outputs=4,
+                           check=lambda request, references: check(request, references, studio.policy))
+        extract_button.click(extract.fn, inputs=[references] + inputs, outputs=[stats, export, tokens, readout],
+                             api_name="vl_extract", concurrency_id=GPU, validator=extract.validator)
+        preview = Endpoint(studio, "vl_preview", FIELDS, preview_action, ("references",), VLRequest)
+        for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND:
+            c[f].change(preview.fn, [references] + inputs, readout, api_visibility="private",
+                        concurrency_id=PREVIEW, trigger_mode="always_last")
+        scan = Endpoint(studio, "vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest, outputs=5,
+                        check=lambda request, references: check(request, references, studio.policy))
+        scan_button.click(scan.fn, inputs=[references] + inputs,
                           outputs=[corr_plot, outlier_plot, scan_csv, scan_note, suggested],
-                          api_name="vl_layer_scan", concurrency_id="gpu")
+                          api_name="vl_layer_scan", concurrency_id=GPU, validator=scan.validator)
 
         def vl_use_layer(layer):
             return gr.skip() if layer is None else layer
 
         use_layer.click(vl_use_layer, suggested, c["vl_hidden_layer"], api_name="vl_use_layer",
                         api_visibility="private", queue=False)
-        preview = make_handler("vl_preview", FIELDS, preview_action, ("references",), VLRequest)
-        for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND:
-            c[f].change(preview, [references] + inputs, readout, api_visibility="private",
-                        concurrency_id="preview", trigger_mode="always_last")
 
         def vl_applicable(*values):
             return applicable(VLRequest(**dict(zip(GOVERNING, values))))

@@ -1,0 +1,239 @@
+"""The command line: `llm-dit generate | img2img | vl | extract | sweep | rewrite | info`.
+
+Every request flag is made from a request dataclass field (its name, type, choices, range and
+default, as declared in `request.py`), and the settings flags are the app's own (`settings.py`), so
+there is no second list to keep in sync. A flag left out keeps the field's default, or the value
+read from `--from-png`. Progress bars go to stderr, one JSON summary to stdout. Exit codes: 0 done,
+2 bad input (the same messages the app shows), 1 a failure (a model that cannot load, an
+unreachable remote encoder, a crash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from . import __version__
+from .request import GenerationRequest, RewriteRequest, VLRequest, field_help, to_number
+from .settings import add_arguments, settings_from_args
+
+DESCRIPTIONS = {
+    "generate": "txt2img: a prompt -> an image (PNG with its parameters, in --output-dir)",
+    "img2img": "an init image + a prompt -> an image",
+    "vl": "VL conditioning: reference image(s) + a prompt -> Qwen3-VL extraction -> blend -> image",
+    "extract": "VL conditioning without the DiT: the blended prompt embeddings as .safetensors",
+    "sweep": "a comparison sweep over up to three axes -> labelled grids, cell PNGs, a table "
+             "(several processes with `accelerate launch -m llm_dit sweep ...`)",
+    "rewrite": "prompt rewriting with a rewriter template (local Qwen3 / Qwen3-VL, or an OpenAI-compatible server)",
+    "info": "settings, devices, library versions, the models in use and what is loaded",
+}
+# command -> (request class, fields it leaves out)
+REQUESTS = {"generate": (GenerationRequest, {"strength"}), "img2img": (GenerationRequest, set()),
+            "vl": (VLRequest, set()), "extract": (VLRequest, set()), "sweep": (VLRequest, set()),
+            "rewrite": (RewriteRequest, set())}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _typed(name: str, kind: type):
+    """An argparse type that reads `kind` and, when it cannot, says so as `validate` would."""
+    def parse(raw: str):
+        try:
+            return to_number(raw, kind)
+        except ValueError:
+            what = "an integer: give a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{name}={raw!r} is not {what}.") from None
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_request_arguments(parser, cls: type, leave_out: set = frozenset()) -> None:
+    """One flag per field of the request dataclass `cls`; a flag not given parses as None."""
+    group = parser.add_argument_group(f"{cls.__name__} fields")
+    for f in fields(cls):
+        if f.name in leave_out:
+            continue
+        help_text = field_help(f.name, cls).replace("%", "%%")
+        if isinstance(f.default, bool):
+            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif isinstance(f.default, (int, float)):
+            group.add_argument(_flag(f.name), type=_typed(f.name, type(f.default)), default=None,
+                               metavar=type(f.default).__name__.upper(), help=help_text)
+        else:
+            group.add_argument(_flag(f.name), default=None, choices=f.metadata.get("choices"), help=help_text)
+
+
+def _add_spec_arguments(parser) -> None:
+    from .compare import AXES, SweepSpec
+
+    group = parser.add_argument_group("sweep axes (like the Blend comparison tab)")
+    for f in fields(SweepSpec):
+        choices = list(AXES) + ([""] if f.name[0] in "yz" else []) if f.name.endswith("_axis") else None
+        kind = type(f.default) if isinstance(f.default, int) else str
+        group.add_argument(_flag(f.name), default=None, choices=choices,
+                           type=_typed(f.name, int) if kind is int else str,
+                           help=f"default {f.default!r}" + (" (vl_text values: |-separated)" if "values" in f.name else ""))
+    group.add_argument("--preset", default=None, help="a sweep preset from presets/sweeps.toml (its axes and "
+                       "base fields; flags given win)")
+    group.add_argument("--name", default=None, help="file stem of the grids, table and cell folder "
+                       "(default: <time>-sweep)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-dit", description="Z-Image VL Studio from the command line. "
+                                     "Prints one JSON summary on stdout; exit code 2 = bad input, 1 = failure.",
+                                     allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"llm_dit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, description in DESCRIPTIONS.items():
+        sub = commands.add_parser(name, help=description, description=description, allow_abbrev=False)
+        if name in ("img2img", "rewrite"):
+            sub.add_argument("--image", default=None, required=name == "img2img",
+                             help="init image" if name == "img2img" else "an image to describe (qwen3_vl, openai)")
+        if name in ("vl", "extract", "sweep"):
+            sub.add_argument("--reference", action="append", required=True, metavar="IMAGE",
+                             help="reference image (repeat for several)")
+        if name in ("vl", "sweep"):
+            sub.add_argument("--structure-image", default=None, help="init latents instead of the first reference")
+        if name == "extract":
+            sub.add_argument("--output", default=None, help="the .safetensors file (default: in --output-dir)")
+        if name in ("generate", "img2img", "vl"):
+            sub.add_argument("--from-png", default=None, metavar="FILE",
+                             help="start from the parameters saved in this PNG (flags given win)")
+        if name == "sweep":
+            _add_spec_arguments(sub)
+        if name in REQUESTS:
+            add_request_arguments(sub, *REQUESTS[name])
+        add_arguments(sub.add_argument_group("settings (also from LLM_DIT_* environment variables)"))
+    return parser
+
+
+def _request(args, notes: dict, base: dict | None = None):
+    """The command's request: field defaults < `base` (a preset) < --from-png < flags given."""
+    cls, leave_out = REQUESTS[args.command]
+    names = {f.name for f in fields(cls)} - leave_out
+    values = {k: v for k, v in (base or {}).items() if k in names}
+    if getattr(args, "from_png", None):
+        from .pnginfo import read_parameters
+
+        params = read_parameters(args.from_png)
+        used = {k: v for k, v in params.values.items() if k in names}
+        values.update(used)
+        notes["from_png"] = {"file": args.from_png, "mode": params.mode, "used": sorted(used),
+                             "not_used": sorted(set(params.values) - set(used)) + sorted(params.unknown),
+                             "problems": params.problems}
+    values.update({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
+    return cls(**values)
+
+
+def _generated(result, settings, notes: dict) -> dict:
+    path = result.save(settings.output_dir)
+    meta = result.metadata
+    return {"image": str(path), "seed": result.seed, "mode": meta["mode"], "forwards": meta["forwards"],
+            "timings": meta["timings"], "warnings": meta["warnings"], **notes}
+
+
+def _generate(args, manager, notes):
+    from .generate import img2img, run
+
+    request = _request(args, notes)
+    result = img2img(manager, request, args.image) if args.command == "img2img" else run(manager, request)
+    return _generated(result, manager.settings, notes)
+
+
+def _vl(args, manager, notes):
+    from .conditioning import vl_generate
+
+    result = vl_generate(manager, _request(args, notes), args.reference, args.structure_image)
+    summary = _generated(result, manager.settings, notes)
+    return {**summary, "effective_alpha": result.metadata["vl"]["effective_alpha"]}
+
+
+def _extract(args, manager, notes):
+    from .conditioning import condition, export
+
+    request = _request(args, notes)
+    cond = condition(manager, request, args.reference)
+    output = args.output or Path(manager.settings.output_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-vl-conditioning.safetensors"
+    path = export(cond, request, output)
+    return {"conditioning": str(path), "effective_alpha": cond.report["effective_alpha"],
+            "prompt_embeds_shape": list(cond.encoding.prompt_embeds.shape),
+            "extractions": cond.report["extractions"], **notes}
+
+
+def _sweep(args, manager, notes):
+    from .compare import SweepSpec, load_sweeps
+    from .distributed import sweep as run_sweep
+
+    spec_values, base = {}, {}
+    if args.preset:
+        presets = load_sweeps()
+        if args.preset not in presets:
+            raise ValueError(f"--preset {args.preset!r} is unknown: use one of {', '.join(presets)}.")
+        spec_values, base = dict(presets[args.preset]["spec"]), presets[args.preset]["base"]
+    for f in fields(SweepSpec):
+        if getattr(args, f.name) is not None:
+            spec_values[f.name] = getattr(args, f.name)
+    spec = SweepSpec(**spec_values)
+    stem = args.name or f"{time.strftime('%Y%m%d-%H%M%S')}-sweep"
+    summary = run_sweep(manager, spec, _request(args, notes, base), args.reference, args.structure_image,
+                        manager.settings.output_dir, stem)
+    return None if summary is None else {**summary, **notes}
+
+
+def _rewrite(args, manager, notes):
+    from .rewrite import rewrite
+
+    result = rewrite(manager, _request(args, notes), args.image)
+    return {"text": result.text, "seed": result.seed, "metadata": result.metadata}
+
+
+def _info(args, manager, notes):
+    import torch
+
+    from .generate import _versions
+
+    devices = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if torch.cuda.is_available():
+        devices["cuda_devices"] = [{"name": torch.cuda.get_device_name(i),
+                                    "memory_bytes": torch.cuda.get_device_properties(i).total_memory}
+                                   for i in range(torch.cuda.device_count())]
+    return {"settings": asdict(manager.settings), "hosting": manager.policy.describe(), "devices": devices,
+            "versions": _versions(),
+            "models": {"z_image": manager.zimage_model_id, "text_encoder": manager.text_encoder_id,
+                       "vl": manager.vl_model_id}, "status": manager.status()}
+
+
+COMMANDS = {"generate": _generate, "img2img": _generate, "vl": _vl, "extract": _extract, "sweep": _sweep,
+            "rewrite": _rewrite, "info": _info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .models import ModelManager
+
+    args = build_parser().parse_args(argv)  # bad flags: argparse prints why and exits with 2
+    try:
+        settings = settings_from_args(vars(args))
+    except ValueError as err:
+        print(f"llm-dit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        # Libraries may print: stdout carries only the JSON summary.
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = COMMANDS[args.command](args, ModelManager(settings), {})
+    except ValueError as err:
+        print(f"llm-dit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - a failure, not bad input: say what and exit 1
+        print(f"llm-dit {args.command}: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    if summary is not None:  # None: a helper process of a multi-process sweep
+        print(json.dumps(summary, indent=2, default=str))
+    return 0

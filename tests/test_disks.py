@@ -1,0 +1,113 @@
+"""Disks as they really fail: a folder outside the working and temp folders, a read-only folder,
+a full filesystem (size-limited tmpfs mounts, made and removed by the test), and retention."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from llm_dit.models import ModelManager
+from llm_dit.outputs import OutputFolder
+from llm_dit.settings import Settings
+from ui import build_demo, launch_options
+
+
+@contextmanager
+def tmpfs(size: str, read_only: bool = False, fill_to_bytes_free: int | None = None):
+    """A fresh tmpfs outside the working and temp folders (needs root, as CI and this machine run)."""
+    where = Path("/mnt") / f"llm-dit-test-{uuid.uuid4().hex[:8]}"
+    where.mkdir(parents=True)
+    options = f"size={size},mode=755"
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+    except FileNotFoundError:
+        done = None
+    if done is None or done.returncode != 0:
+        where.rmdir()
+        pytest.skip("mounting a tmpfs needs root (mount -t tmpfs); this run cannot")
+    try:
+        if fill_to_bytes_free is not None:
+            free = os.statvfs(where).f_bavail * os.statvfs(where).f_frsize
+            with open(where / "filler", "wb") as f:
+                f.write(b"\0" * max(0, free - fill_to_bytes_free))
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+        where.rmdir()
+
+
+@contextmanager
+def served(settings):
+    demo = build_demo(settings, ModelManager(settings))
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(settings))
+    try:
+        yield url, Client(url, verbose=False)
+    finally:
+        demo.close()
+
+
+def _small(client, **kw):
+    return client.predict(**{"prompt": "a boat", "height": 64, "width": 64, "seed": 4, **kw}, api_name="/txt2img")
+
+
+def _settings(tiny_cache, folder, **kw):
+    return Settings(tiny=True, cache_dir=str(tiny_cache), output_dir=str(folder), **kw)
+
+
+def test_an_output_folder_outside_the_working_and_temp_folders_is_served(tiny_cache):
+    with tmpfs("16m") as folder, served(_settings(tiny_cache, folder / "outputs")) as (url, client):
+        path, _, meta = _small(client)
+        assert Image.open(path).size == (64, 64) and "save_error" not in meta
+        assert len(list((folder / "outputs").glob("*.png"))) == 1
+
+
+def test_a_read_only_output_folder_starts_and_still_returns_images(tiny_cache):
+    with tmpfs("1m", read_only=True) as folder, served(_settings(tiny_cache, folder)) as (url, client):
+        assert httpx.get(url, timeout=30).status_code == 200  # the app started (examples live elsewhere)
+        path, _, meta = _small(client)
+        assert Image.open(path).size == (64, 64)  # the image still reaches the client
+        assert meta["saved"] is False
+        assert f"in the output folder {folder} (Read-only file system)" in meta["save_error"]
+        assert "point --output-dir at another folder" in meta["save_error"]
+        assert _small(client, seed=5)[2]["seed"] == 5  # the app keeps serving
+
+
+def test_a_full_disk_leaves_no_partial_file(tiny_cache):
+    with tmpfs("256k", fill_to_bytes_free=4096) as folder, served(_settings(tiny_cache, folder)) as (url, client):
+        path, _, meta = _small(client)
+        assert Image.open(path).size == (64, 64) and meta["saved"] is False
+        assert "No space left on device" in meta["save_error"]
+        assert sorted(p.name for p in folder.iterdir()) == ["filler"]  # no 0-byte PNG, no temp file
+
+
+def test_retention_keeps_the_newest(tmp_path):
+    out = OutputFolder(tmp_path, keep=3)
+    for i in range(5):
+        out.write(f"{i}.png", lambda tmp, i=i: Image.new("RGB", (4, 4), (i, 0, 0)).save(tmp, format="PNG"))
+        os.utime(tmp_path / f"{i}.png", (1000 + i, 1000 + i))  # distinct ages, even on coarse clocks
+    out.prune()
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["2.png", "3.png", "4.png"]
+
+
+def test_retention_through_the_app(tiny_cache, tmp_path):
+    with served(_settings(tiny_cache, tmp_path, output_keep=2)) as (_, client):
+        for seed in (1, 2, 3):
+            _small(client, seed=seed)
+    assert len(list(tmp_path.glob("*.png"))) == 2
+
+
+def test_hosted_apps_keep_a_bounded_number_of_pngs_by_default(tmp_path):
+    from llm_dit.policy import from_settings
+
+    assert from_settings(Settings(hosting="hosted", output_dir=str(tmp_path))).output_keep == 500
+    assert from_settings(Settings(hosting="local", output_dir=str(tmp_path))).output_keep == 0

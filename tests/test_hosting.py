@@ -1,0 +1,268 @@
+"""The app as a hostile remote client sees it, in hosted mode (and the same calls in local mode).
+
+Everything here goes over loopback HTTP, through gradio_client and raw requests to /gradio_api,
+like a stranger on a Space would: every private event by fn_index, environment-variable and URL
+choice through every field (a canary secret and a listener that records whatever reaches it),
+server paths and uploads as LoRAs, path probes, and server paths in results and messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from llm_dit.images import JSON_KEY
+from llm_dit.models import ModelLoadError, ModelManager
+from llm_dit.policy import Policy, decide_hosted
+from llm_dit.settings import Settings, load_settings
+from ui import build_demo, launch_options
+
+from . import openai_server
+
+CANARY = "LLM_DIT_TEST_CANARY"  # a secret of the server's that no client may get sent anywhere
+OPERATOR_KEY = "LLM_DIT_TEST_OPERATOR_KEY"
+
+
+@pytest.fixture(scope="module")
+def listeners():
+    """The operator's rewrite server, and an attacker's listener (both record every request)."""
+    operator, attacker = openai_server.start(), openai_server.start()
+    os.environ[CANARY] = "canary-7f3a"
+    os.environ[OPERATOR_KEY] = "operator-key"
+    yield operator, attacker
+    for name in (CANARY, OPERATOR_KEY):
+        os.environ.pop(name, None)
+    operator.shutdown()
+    attacker.shutdown()
+
+
+def _url(server) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+def _serve(settings, manager=None):
+    demo = build_demo(settings, manager)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(settings))
+    return demo, url
+
+
+@pytest.fixture(scope="module")
+def hosted(listeners, tiny_cache, lora_file, tmp_path_factory):
+    operator, _ = listeners
+    root = tmp_path_factory.mktemp("hosted")
+    (root / "loras").mkdir()
+    shutil.copy(lora_file, root / "loras" / "watercolour.safetensors")
+    servers = root / "rewrite.toml"
+    servers.write_text(f'[servers.lab]\nbase_url = "{_url(operator)}"\napi_key_env = "{OPERATOR_KEY}"\n'
+                       'models = ["stream", "secret-error", "flaky"]\n')
+    settings = Settings(tiny=True, cache_dir=str(tiny_cache), output_dir=str(root / "outputs"), hosting="hosted",
+                        rewrite_servers=str(servers), lora_dir=str(root / "loras"), max_upload_mb=1)
+    manager = ModelManager(settings)
+    demo, url = _serve(settings, manager)
+    yield {"url": url, "client": Client(url, verbose=False), "manager": manager, "root": root, "demo": demo}
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def local(settings, manager):
+    demo, url = _serve(settings, manager)
+    yield {"url": url, "client": Client(url, verbose=False), "manager": manager}
+    demo.close()
+
+
+def _txt2img(client, **kw):
+    return client.predict(**{"prompt": "a lighthouse", "height": 64, "width": 64, "seed": 5, **kw},
+                          api_name="/txt2img")
+
+
+def _rewrite(client, **kw):
+    return client.predict(**{"prompt": "a fox", "backend": "openai", "model": "stream", "timeout": 10.0, **kw},
+                          api_name="/rewrite")
+
+
+def _message(call) -> str:
+    with pytest.raises(Exception) as info:
+        call()
+    return str(info.value)
+
+
+def _config(url) -> dict:
+    return httpx.get(url + "config", timeout=30).json()
+
+
+# ---- the policy, decided once ---------------------------------------------------------------------
+@pytest.mark.parametrize("hosting,host,share,env,hosted", [
+    ("auto", "", False, {}, False),
+    ("auto", "127.0.0.1", False, {}, False),
+    ("auto", "0.0.0.0", False, {}, True),
+    ("auto", "", False, {"GRADIO_SERVER_NAME": "0.0.0.0"}, True),
+    ("auto", "", False, {"SPACE_ID": "lab/studio"}, True),
+    ("auto", "", True, {}, True),
+    ("local", "0.0.0.0", False, {"SPACE_ID": "x/y"}, False),
+    ("hosted", "127.0.0.1", False, {}, True),
+])
+def test_hosted_or_local_is_decided_once(hosting, host, share, env, hosted):
+    assert decide_hosted(hosting, host, share, env)[0] is hosted
+
+
+@pytest.mark.parametrize("value", ["1", "t", "true", "True", "TRUE", "false", "0", "no", "", "yes"])
+def test_spaces_zero_gpu_is_parsed_as_the_spaces_package_does(value):
+    from spaces.config import boolean
+
+    assert load_settings([], environ={"SPACES_ZERO_GPU": value}).zero_gpu is boolean(value)
+
+
+def test_the_status_tab_shows_the_policy(hosted, local):
+    assert "Hosting: hosted (--hosting hosted)" in json.dumps(_config(hosted["url"]))
+    assert "Hosting: local (listening on loopback only)" in json.dumps(_config(local["url"]))
+
+
+# ---- admin actions and private events -------------------------------------------------------------
+def test_admin_actions_are_not_registered_when_hosted(hosted, local):
+    names = {d.get("api_name") for d in _config(hosted["url"])["dependencies"]}
+    assert not {"do_unload", "do_clear"} & names
+    assert {"do_unload", "do_clear"} <= {d.get("api_name") for d in _config(local["url"])["dependencies"]}
+
+
+def test_no_private_event_by_fn_index_unloads_or_clears_anything(hosted):
+    """Call every non-public event with raw POSTs by fn_index; the models and caches stay."""
+    client, manager = hosted["client"], hosted["manager"]
+    _txt2img(client)
+    cached = manager.text_cache.stats()["entries"]
+    assert manager.is_loaded and cached
+    for dep in _config(hosted["url"])["dependencies"]:
+        if dep.get("api_visibility") == "public":
+            continue
+        body = {"fn_index": dep["id"], "data": [None] * len(dep["inputs"]), "session_hash": "attacker"}
+        httpx.post(hosted["url"] + "gradio_api/run/predict", json=body, timeout=30)
+        httpx.post(hosted["url"] + "gradio_api/queue/join", json=body, timeout=30)
+    assert manager.is_loaded and manager.text_cache.stats()["entries"] == cached
+
+
+def test_queued_events_refuse_direct_posts_that_skip_the_queue(hosted):
+    index = next(d["id"] for d in _config(hosted["url"])["dependencies"] if d.get("api_name") == "txt2img")
+    reply = httpx.post(hosted["url"] + "gradio_api/run/predict", json={"fn_index": index, "data": []}, timeout=30)
+    assert reply.status_code == 404 and "join the queue" in reply.text
+
+
+def test_private_events_cannot_read_server_files(hosted):
+    """A private event with a file input (the history's `remember`) given a server path."""
+    dep = next(d for d in _config(hosted["url"])["dependencies"] if d.get("api_name") == "remember")
+    data = [[], {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, {"mode": "txt2img"}]
+    reply = httpx.post(hosted["url"] + "gradio_api/run/predict",
+                       json={"fn_index": dep["id"], "data": data, "session_hash": "attacker"}, timeout=30)
+    assert "root:" not in reply.text and "/etc/passwd" not in reply.text.replace("\\/", "/").split('"error"')[0]
+
+
+# ---- rewrite: no URL, no environment variable --------------------------------------------------------
+def test_a_client_cannot_send_the_servers_secrets_anywhere(hosted, listeners):
+    operator, attacker = listeners
+    before = len(operator.requests)
+    for fields, named in (({"base_url": _url(attacker), "api_key_env": CANARY}, "base_url"),
+                          ({"base_url": _url(attacker)}, "base_url"),
+                          ({"server": "lab", "api_key_env": CANARY}, "api_key_env"),
+                          ({"server": "lab", "base_url": _url(attacker)}, "base_url"),
+                          ({"server": ""}, "server")):
+        message = _message(lambda: _rewrite(hosted["client"], **fields))
+        assert f"- {named}: " in message and "hosted" in message
+    assert attacker.requests == [] and len(operator.requests) == before
+
+
+def test_a_configured_server_is_chosen_by_name(hosted, listeners):
+    operator, _ = listeners
+    text, _, meta = _rewrite(hosted["client"], server="lab")
+    assert text == openai_server.REPLY and meta["model"] == "lab: stream"
+    assert operator.requests[-1]["auth"] == "Bearer operator-key"
+    assert "canary" not in json.dumps(operator.requests)
+    assert "not configured here" in _message(lambda: _rewrite(hosted["client"], server="elsewhere"))
+    assert "model='gpt-4' is not offered by server 'lab'" in _message(
+        lambda: _rewrite(hosted["client"], server="lab", model="gpt-4"))
+
+
+def test_upstream_error_bodies_are_never_echoed_when_hosted(hosted):
+    message = _message(lambda: _rewrite(hosted["client"], server="lab", model="secret-error"))
+    assert "HTTP 500" in message and "HUNTER2" not in message and "127.0.0.1" not in message
+
+
+def test_429_and_5xx_are_retried_with_backoff(hosted):
+    text, _, _ = _rewrite(hosted["client"], server="lab", model="flaky")
+    assert text == openai_server.REPLY
+
+
+def test_locally_the_user_may_choose_a_url_and_a_key_variable(local, listeners):
+    _, attacker = listeners
+    text, _, _ = _rewrite(local["client"], base_url=_url(attacker), api_key_env=CANARY)
+    assert text == openai_server.REPLY and attacker.requests[-1]["auth"] == "Bearer canary-7f3a"
+
+
+# ---- LoRAs: names from the operator's folder only ----------------------------------------------------
+def _upload(url, path) -> str:
+    with open(path, "rb") as f:
+        reply = httpx.post(url + "gradio_api/upload", files={"files": (Path(path).name, f)}, timeout=30)
+    reply.raise_for_status()
+    return reply.json()[0]
+
+
+def test_loras_are_chosen_by_name_and_no_path_is_probed(hosted, lora_file, tmp_path):
+    client = hosted["client"]
+    uploaded = _upload(hosted["url"], lora_file)
+    probes = ["/etc/shadow", "/etc/passwd", "/nonexistent/x.safetensors", uploaded, "../loras/watercolour",
+              "watercolour.safetensors"]
+    messages = {p: _message(lambda p=p: _txt2img(client, loras=f"{p}:0.5")) for p in probes}
+    shapes = {m.replace(repr(p), "ENTRY") for p, m in messages.items()}
+    assert len(shapes) == 1, shapes  # existing, missing and unreadable files answer alike
+    assert "- loras: loras: ENTRY is not one of the LoRAs this app offers: choose from watercolour" in shapes.pop()
+    _, _, meta = _txt2img(client, loras="watercolour:0.5")
+    assert meta["loras"] == [{"name": "watercolour", "scale": 0.5}]
+    _txt2img(client)  # no LoRA requested: the adapter leaves the shared DiT
+    assert hosted["manager"].pipeline().get_list_adapters().get("transformer", []) == []
+
+
+# ---- no server paths shown ---------------------------------------------------------------------------
+def test_results_and_saved_pngs_carry_no_server_paths(hosted):
+    path, _, meta = _txt2img(hosted["client"])
+    root = str(hosted["root"])
+    assert root not in json.dumps(meta)
+    saved = sorted((hosted["root"] / "outputs").glob("*.png"))[-1]
+    assert root not in Image.open(saved).text[JSON_KEY] and "/tmp" not in Image.open(saved).text[JSON_KEY]
+
+
+def test_upload_errors_name_the_original_file_not_the_server_path(hosted, tmp_path):
+    broken = tmp_path / "holiday.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    message = _message(lambda: hosted["client"].predict(image=handle_file(str(broken)), prompt="a cat", height=64,
+                                                        width=64, api_name="/img2img"))
+    assert "- image: image: holiday.png is not a readable image" in message
+    assert "/tmp" not in message and "gradio" not in message
+
+
+def test_model_load_errors_name_no_server_path(tiny_cache, tmp_path):
+    settings = Settings(model_path="/srv/models/zimage-private", hosting="hosted", output_dir=str(tmp_path))
+    with pytest.raises(ModelLoadError) as info:
+        ModelManager(settings).pipeline()
+    assert "/srv" not in str(info.value) and "server log" in str(info.value)
+    with pytest.raises(ModelLoadError, match="/srv/models/zimage-private"):  # locally the path helps
+        ModelManager(Settings(model_path="/srv/models/zimage-private", hosting="local")).pipeline()
+
+
+def test_model_ids_shown_are_base_names_when_hosted():
+    hosted, local = Policy(hosted=True, reason=""), Policy(hosted=False, reason="")
+    assert hosted.public_name("/srv/models/Z-Image-Turbo") == "Z-Image-Turbo"
+    assert hosted.public_name("Tongyi-MAI/Z-Image-Turbo") == "Tongyi-MAI/Z-Image-Turbo"  # a hub id stays
+    assert local.public_name("/srv/models/Z-Image-Turbo") == "/srv/models/Z-Image-Turbo"
+
+
+# ---- uploads -------------------------------------------------------------------------------------------
+def test_uploads_are_capped(hosted, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (2 * 2**20))
+    with open(big, "rb") as f:
+        reply = httpx.post(hosted["url"] + "gradio_api/upload", files={"files": ("big.png", f)}, timeout=30)
+    assert reply.status_code == 413

@@ -1,0 +1,60 @@
+"""What every tab is built from: the model manager, the settings, the hosting policy, the output
+folder and the admission rule for the queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm_dit.models import ModelManager
+from llm_dit.outputs import OutputFolder
+from llm_dit.policy import Policy
+from llm_dit.settings import Settings
+
+GPU = "gpu"  # one job at a time on the accelerator: generations, VL extraction, local rewrites
+HTTP = "http"  # rewrites through an OpenAI-compatible server: never hold the GPU slot
+PREVIEW = "preview"  # cheap recomputes from cached data
+HTTP_LIMIT = 4
+QUEUE_SIZE = 32
+
+
+class Admission:
+    """Hosted: how many jobs one browser session may have waiting or running at once, so that one
+    client cannot fill the queue. Reads gradio's own record of each session's pending events."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.demo = None  # set once the Blocks exist
+
+    def refuse(self, session) -> str | None:
+        if not self.limit or self.demo is None or session is None:
+            return None
+        pending = self.demo._queue.pending_event_ids_session.get(session.session_hash, ())
+        if len(pending) >= self.limit:
+            return (f"queue: you already have {len(pending)} job(s) waiting or running here (the limit is "
+                    f"{self.limit}): wait for one to finish, or cancel one.")
+        return None
+
+
+@dataclass
+class Studio:
+    manager: ModelManager
+    settings: Settings
+    policy: Policy
+    outputs: OutputFolder
+    admission: Admission
+
+    @classmethod
+    def create(cls, settings: Settings, manager: ModelManager | None = None) -> "Studio":
+        manager = manager or ModelManager(settings)
+        policy = manager.policy
+        shown = None
+        if policy.hosted:
+            from pathlib import Path
+
+            shown = Path(settings.output_dir).name or "outputs"
+        return cls(manager, settings, policy, OutputFolder(settings.output_dir, policy.output_keep, shown),
+                   Admission(policy.max_pending))
+
+    @property
+    def hosted(self) -> bool:
+        return self.policy.hosted
