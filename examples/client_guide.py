@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     print(f"compare: {counts['finished']} cells, {counts['extractions_run']} extraction(s), "
           f"{counts['encodes_run']} encode(s); table columns {table['headers']}")
 
-    # 8. Encoders for another instance (--text-encoder-url / --vl-url): .safetensors files.
+    # 9. Encoders for another instance (--text-encoder-url / --vl-url): .safetensors files.
     encoding = client.predict(prompt="a fox in a snowy forest", hidden_layer=-2, api_name="/encode")
     extraction = client.predict(reference=handle_file(str(reference)), vl_text="a fox", api_name="/vl_encode")
     got["encode"], got["vl_encode"] = Path(encoding).name, Path(extraction).name
