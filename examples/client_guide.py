@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
         strength=0.9, seed=seed, **size, api_name="/vl_generate")
     shutil.copy(png3, out / "vl.png")
     got["vl_generate"] = report["effective_alpha"]
-    print(f"vl_generate: effective alpha {report['effective_alpha']} (alpha 0.3)")
+    print(f"vl_generate: VL share {report['effective_alpha']} (alpha 0.3) after the DiT's caption RMSNorm")
 
     # 6. Extraction only: statistics and a .safetensors with the blended prompt_embeds.
     stats, export, token_map, readout = client.predict(
@@ -71,7 +71,14 @@ def main(argv=None) -> dict:
     got["vl_extract"] = stats["stats"]["vl_after_scaling"]["std"]
     print("vl_extract:", json.dumps(stats["stats"]["vl_after_scaling"])[:120])
 
-    # 7. A comparison sweep: blend mode x alpha, one extraction and one encode for all cells.
+    # 7. A layer scan: one VL forward, statistics of every hidden layer (CSV) and a suggested layer.
+    correlation, outliers, scan_csv, suggestion = client.predict(
+        references=[handle_file(str(reference))], prompt="a fox in a snowy forest", api_name="/vl_layer_scan")
+    shutil.copy(scan_csv, out / "layer-scan.csv")
+    got["vl_layer_scan"] = suggestion
+    print(f"vl_layer_scan: {len(correlation['data'])} rows; {suggestion}")
+
+    # 8. A comparison sweep: blend mode x alpha, one extraction and one encode for all cells.
     progress, grids, table, cells, files, counts = client.predict(
         references=[handle_file(str(reference))], x_axis="blend_mode", x_values="linear, linear_rms",
         y_axis="alpha", y_values="0.3, 0.6", prompt="a fox in a snowy forest", seed=seed, **size,
@@ -81,7 +88,7 @@ def main(argv=None) -> dict:
     print(f"compare: {counts['finished']} cells, {counts['extractions_run']} extraction(s), "
           f"{counts['encodes_run']} encode(s); table columns {table['headers']}")
 
-    # 8. Encoders for another instance (--text-encoder-url / --vl-url): .safetensors files.
+    # 9. Encoders for another instance (--text-encoder-url / --vl-url): .safetensors files.
     encoding = client.predict(prompt="a fox in a snowy forest", hidden_layer=-2, api_name="/encode")
     extraction = client.predict(reference=handle_file(str(reference)), vl_text="a fox", api_name="/vl_encode")
     got["encode"], got["vl_encode"] = Path(encoding).name, Path(extraction).name

@@ -17,10 +17,11 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from . import cancel
 from .conditioning import condition, prefetch
+from .grid import difference, draw_grid
 from .generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
 from .images import load_image
 from .metrics import palette_distance, ssim
@@ -32,6 +33,7 @@ AXES = {
     "blend_mode": "blend_mode", "alpha": "alpha", "strength": "strength", "vl_hidden_layer": "vl_hidden_layer",
     "token_mode": "token_mode", "normalization": "normalization", "outlier_mode": "outlier_mode",
     "think_block": "vl_think_block", "steps": "num_inference_steps", "seed": "seed", "vl_text": "vl_text",
+    "vl_start": "vl_start", "vl_end": "vl_end", "concat_tokens": "concat_tokens", "prompt": "prompt",
     "route": None,
 }
 ROUTES = ("embedding", "text")
@@ -41,6 +43,8 @@ EXAMPLE_VALUES = {  # what an axis picker fills in when chosen
     "vl_hidden_layer": "-2, -6, -8", "token_mode": "full, image_only, text_only",
     "normalization": "global, per_dim, hybrid", "outlier_mode": "none, zero, clamp, scale",
     "think_block": "off, on", "steps": "4, 8", "seed": "1, 2, 3", "vl_text": " | A photograph.",
+    "vl_start": "0, 0.25, 0.5", "vl_end": "0.5, 0.75, 1", "concat_tokens": "8, 32, 0",
+    "prompt": "A fox on a hill | A quiet harbour town",
     "route": "embedding, text",
 }
 CAPTION_TEMPLATE = "Image captioner"
@@ -48,11 +52,12 @@ TRUE, FALSE = ("on", "true", "yes", "with", "1"), ("off", "false", "no", "withou
 
 
 def parse_values(axis: str, text) -> list:
-    """An axis's values from a list or a comma-separated string (`vl_text`: `|`-separated)."""
+    """An axis's values from a list or a comma-separated string (`vl_text`: `|`-separated;
+    `prompt`: one per line, or `|`-separated on one line)."""
     if axis not in AXES:
         raise ValueError(f"axis {axis!r} is unknown: use one of {', '.join(AXES)}.")
-    items = list(text) if isinstance(text, (list, tuple)) else [
-        v.strip() for v in str(text).split("|" if axis == "vl_text" else ",")]
+    separator = {"vl_text": "|", "prompt": "\n" if "\n" in str(text) else "|"}.get(axis, ",")
+    items = list(text) if isinstance(text, (list, tuple)) else [v.strip() for v in str(text).split(separator)]
     items = [v for v in items if not (isinstance(v, str) and v == "" and axis != "vl_text")]
     if not items:
         raise ValueError(f"axis {axis!r} has no values: give them comma-separated, e.g. 0, 0.3, 0.5.")
@@ -93,6 +98,7 @@ class SweepSpec:
     z_values: str = ""
     cell_limit: int = 64
     batch_size: int = 1
+    diff_base: int = -1  # a cell number: every cell's difference against it (-1: none)
 
     def axes(self) -> list[tuple[str, list]]:
         """[(axis, values)] for x, y, z (the ones given), checked."""
@@ -125,6 +131,12 @@ class SweepSpec:
         if count > int(self.cell_limit):
             raise ValueError(f"cell_limit: the sweep has {count} cells, more than cell_limit={self.cell_limit}: "
                              f"use fewer values or raise the limit.")
+        base = self.diff_base
+        if isinstance(base, float) and base.is_integer():
+            base = int(base)
+        if isinstance(base, bool) or not isinstance(base, int) or not -1 <= base < count:
+            raise ValueError(f"diff_base={self.diff_base!r} is not a cell of this sweep: use a cell number "
+                             f"from 0 to {count - 1} (the table's `cell`), or -1 for no difference maps.")
         return axes
 
 
@@ -145,9 +157,14 @@ class SweepResult:
     counts: dict
     caption: str | None = None
     stopped: bool = False
+    diff_base: int = -1
 
     def finished(self) -> list[Cell]:
         return [c for c in self.cells if c.result is not None]
+
+    def _base_image(self):
+        base = next((c for c in self.finished() if c.index == self.diff_base), None)
+        return base.result.image if base is not None else None
 
     def rows(self) -> list[dict]:
         rows = []
@@ -158,6 +175,10 @@ class SweepResult:
                          "batch_size": meta.get("batch_size", 1), "batch_seconds": meta["timings"]["total"],
                          "seconds_per_cell": round(meta["timings"]["total"] / meta.get("batch_size", 1), 4),
                          **cell.metrics})
+        base = self._base_image()
+        if base is not None:
+            for row, cell in zip(rows, self.finished()):
+                row["diff_to_base"] = round(difference(cell.result.image, base)[0], 4)
         return rows
 
     def table_csv(self) -> str:
@@ -173,8 +194,12 @@ class SweepResult:
         return json.dumps({"axes": [[a, v] for a, v in self.axes], "counts": self.counts, "caption": self.caption,
                            "stopped": self.stopped, "cells": self.rows()}, indent=2)
 
-    def grids(self) -> list[Image.Image]:
-        """One labelled grid per Z value (a single grid without a Z axis)."""
+    def grids(self, diff: bool = False) -> list[Image.Image]:
+        """One labelled grid per Z value (a single grid without a Z axis); with `diff`, of each
+        cell's difference heatmap against the base cell (none until the base cell is done)."""
+        base = self._base_image()
+        if diff and base is None:
+            return []
         (x_axis, xs), (y_axis, ys) = self.axes[0], (self.axes[1] if len(self.axes) > 1 else ("", [None]))
         zs = self.axes[2][1] if len(self.axes) > 2 else [None]
         z_axis = self.axes[2][0] if len(self.axes) > 2 else ""
@@ -184,48 +209,12 @@ class SweepResult:
             for cell in self.finished():
                 if len(self.axes) < 3 or cell.coords[z_axis] == z:
                     key = (cell.coords[x_axis], cell.coords.get(y_axis) if y_axis else None)
-                    images[key] = cell.result.image
+                    images[key] = difference(cell.result.image, base)[1] if diff else cell.result.image
             title = f"{z_axis} = {z}" if z_axis else ""
+            if diff:
+                title = (title + " · " if title else "") + f"difference to cell {self.diff_base}"
             grids.append(draw_grid(images, x_axis, xs, y_axis, ys, title))
         return grids
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType
-        return ImageFont.load_default()
-
-
-def draw_grid(images: dict, x_axis: str, xs: list, y_axis: str, ys: list, title: str = "") -> Image.Image:
-    """Cells laid out X across, Y down; the axis names and values on the top and left margins."""
-    sample = next(iter(images.values()), None)
-    w, h = sample.size if sample else (256, 256)
-    label = max(16, min(w, h) // 12)
-    font = _font(label)
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
-    y_texts = [str(y) for y in ys] + ([f"{y_axis}:"] if y_axis else [])
-    left = int(max(measure(t, font=font) for t in y_texts)) + 16 if y_axis else 0
-    line = label + 6
-    top = (line if title else 0) + 2 * line
-    grid = Image.new("RGB", (max(left + w * len(xs), int(measure(f"{x_axis}:", font=font)) + left + 8),
-                             top + h * len(ys)), "white")
-    draw = ImageDraw.Draw(grid)
-    if title:
-        draw.text((6, 2), title, fill="black", font=font)
-    row = line if title else 0
-    draw.text((left + 4, row + 2), f"{x_axis}:", fill="dimgray", font=font)
-    if y_axis:
-        draw.text((6, row + line + 2), f"{y_axis}:", fill="dimgray", font=font)
-    for i, x in enumerate(xs):
-        draw.text((left + i * w + w // 2, row + line + 2), str(x), fill="black", font=font, anchor="mt")
-        for j, y in enumerate(ys):
-            image = images.get((x, y))
-            if image is not None:
-                grid.paste(image.resize((w, h)), (left + i * w, top + j * h))
-            if i == 0 and y_axis:
-                draw.text((6, top + j * h + h // 2), str(y), fill="black", font=font, anchor="lm")
-    return grid
 
 
 def plan(spec: SweepSpec, base: VLRequest) -> tuple[list, list[Cell]]:
@@ -265,9 +254,10 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
     mine = [c for c in cells if only is None or c.index in only]
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
     structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
+    scorer = manager.scorer()  # None without --metrics-model: the cheap metrics only
     before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses}
     keys, texts = set(), set()
-    sweep = SweepResult(axes, cells, {})
+    sweep = SweepResult(axes, cells, {}, diff_base=int(spec.diff_base))
     with manager.vl_session():
         if any(c.route == "text" for c in mine):
             sweep.caption = _caption(manager, images[0], base)
@@ -291,6 +281,8 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
             cell.result = result
             cell.metrics = {"palette_distance": round(palette_distance(result.image, images[0]), 4),
                             "ssim": round(ssim(result.image, init or images[0]), 4)}
+            if scorer is not None:
+                cell.metrics.update(scorer.score(result.image, images[0], cell.request.prompt))
         pending.clear()
         count()
 
@@ -350,10 +342,11 @@ def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict 
     folder.mkdir(parents=True, exist_ok=True)
     saved = {} if saved is None else saved
     grids = []
-    for i, grid in enumerate(sweep.grids()):
-        path = folder / f"{stem}-grid{i}.png"
-        grid.save(path)
-        grids.append(str(path))
+    for kind, images in (("grid", sweep.grids()), ("diff", sweep.grids(diff=True))):
+        for i, grid in enumerate(images):
+            path = folder / f"{stem}-{kind}{i}.png"
+            grid.save(path)
+            grids.append(str(path))
     for c in sweep.finished():
         if c.index not in saved:
             saved[c.index] = str(c.result.save(folder / f"{stem}-cells", name=f"cell{c.index:03d}"))

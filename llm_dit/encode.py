@@ -33,7 +33,7 @@ def caption_limit(transformer) -> int:
 
 @dataclass
 class Encoded:
-    embeds: torch.Tensor  # [tokens, hidden], the sequence the DiT receives
+    embeds: torch.Tensor | None  # [tokens, hidden], the sequence the DiT receives (None: only counted)
     token_count: int  # tokens of the chat text, before any long-prompt handling
     caption_limit: int
     long_prompt_mode: str
@@ -44,7 +44,7 @@ class Encoded:
             return f"{self.token_count} tokens (limit {self.caption_limit})"
         return (
             f"{self.token_count} tokens exceed the caption limit of {self.caption_limit}: "
-            f"reduced to {self.embeds.shape[0]} with long_prompt_mode={self.long_prompt_mode}"
+            f"reduced to {self.caption_limit} with long_prompt_mode={self.long_prompt_mode}"
         )
 
 

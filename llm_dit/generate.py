@@ -30,7 +30,7 @@ from .outputs import OutputFolder
 from .prompt import format_chat
 from .templates import get_template
 from .timeline import Timeline
-from .request import GenerationRequest, field_meta, parse_loras, strength_forwards, validate
+from .request import GenerationRequest, field_meta, parse_loras, scheduled_steps, strength_forwards, validate
 
 
 def base_sigmas(num_inference_steps: int) -> list[float]:
@@ -180,13 +180,17 @@ def _decode(pipe, latents: torch.Tensor) -> list[Image.Image]:
     return images
 
 
-def _step_callback(steps_run: list):
-    """Record each step's timestep; stop the loop at the next step once the client went away."""
+def _step_callback(steps_run: list, embeds_at=None, steps: int = 0):
+    """Record each step's timestep; with `embeds_at` (step-scheduled conditioning), hand the
+    pipeline the next step's caption embeddings; stop the loop at the next step once the client
+    went away."""
 
     def callback(pipe, i, timestep, kwargs):
         steps_run.append(float(timestep))
         if cancel.requested():
             pipe._interrupt = True  # diffusers' own stop flag: the remaining steps are skipped
+        if embeds_at is not None and i + 1 < steps:
+            return {"prompt_embeds": embeds_at(i + 1)}
         return {}
 
     return callback
@@ -205,6 +209,17 @@ class PromptEncoding:
     mode: str | None = None  # overrides txt2img/img2img in the metadata (e.g. "vl")
     metadata: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    # Step-scheduled conditioning: `prompt_embeds` only on the steps in `window` (fractions of the
+    # steps run), `outside` (e.g. the text embeddings) on the others. None: every step.
+    outside: torch.Tensor | None = None
+    window: tuple = (0.0, 1.0)
+
+    def steps(self, forwards: int) -> list[bool]:
+        """Per step run: True where `prompt_embeds` conditions it, False where `outside` does."""
+        if self.outside is None:
+            return [True] * forwards
+        chosen = set(scheduled_steps(forwards, *self.window))
+        return [i in chosen for i in range(forwards)]
 
 
 def prompt_parts(request: GenerationRequest) -> dict:
@@ -258,6 +273,22 @@ def encode_prompt(manager: ModelManager, request: GenerationRequest,
     return PromptEncoding(chat, encoded, negative, encoded.embeds, timeline)
 
 
+def count_prompt(manager: ModelManager, request: GenerationRequest,
+                 timeline: Timeline | None = None) -> PromptEncoding:
+    """The request's chat text and its token count from the tokenizer alone: the text encoder
+    neither loads nor runs. For a caption that does not use the text embeddings (pure VL)."""
+    timeline = timeline or Timeline()
+    if not manager.is_loaded:
+        with timeline.stage("load"):
+            manager.pipeline()
+    pipe = manager.pipeline()
+    limit = caption_limit(pipe.transformer)
+    chat = format_chat(request.prompt, strip_quotes=request.strip_quotes, **prompt_parts(request))
+    count = len(pipe.tokenizer(chat, add_special_tokens=False).input_ids)
+    encoded = Encoded(None, count, limit, request.long_prompt_mode, count > limit)
+    return PromptEncoding(chat, encoded, None, None, timeline)
+
+
 def resolve_seed(request: GenerationRequest) -> GenerationRequest:
     """The request with `seed = -1` replaced by a drawn seed (in [0, 2**32))."""
     if int(request.seed) != -1:
@@ -301,9 +332,8 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         _apply_attention(pipe, first.attention_backend)
         _apply_loras(pipe, loras)
         device, dtype = input_device(transformer), next(transformer.parameters()).dtype
-        call = {"prompt_embeds": [e.prompt_embeds.to(device, dtype) for e in encodings]}
-        if first.guidance_scale > 0:
-            call["negative_prompt_embeds"] = [e.negative.embeds.to(device, dtype) for e in encodings]
+        inside = [e.prompt_embeds.to(device, dtype) for e in encodings]
+        outside = [e.outside.to(device, dtype) if e.outside is not None else None for e in encodings]
         tiled = manager.apply_vae_tiling(first.height, first.width)
         scheduler = make_scheduler(pipe.scheduler.config, first.shift)
         sigmas = base_sigmas(first.num_inference_steps)
@@ -319,14 +349,24 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
                 warnings.append("strength runs every step from sigma 1.0: the reference image is ignored.")
         else:
             view = manager.view("txt2img", scheduler)
+        schedules = [e.steps(len(sigmas)) for e in encodings]
+
+        def embeds_at(step: int) -> list:
+            return [a if on[step] else b for a, b, on in zip(inside, outside, schedules)]
+
+        call = {"prompt_embeds": embeds_at(0)}
+        if first.guidance_scale > 0:
+            call["negative_prompt_embeds"] = [e.negative.embeds.to(device, dtype) for e in encodings]
+        scheduled = not all(all(on) for on in schedules)
         steps_run = []
+
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
         with shared.stage("denoise"):
             latents = view(
                 **call, **extra, height=first.height, width=first.width,
                 num_inference_steps=len(sigmas), sigmas=sigmas, guidance_scale=first.guidance_scale,
                 generator=generators if len(generators) > 1 else generators[0], output_type="latent",
-                callback_on_step_end=_step_callback(steps_run),
+                callback_on_step_end=_step_callback(steps_run, embeds_at if scheduled else None, len(sigmas)),
             ).images
         cancel.check()  # a client that went away gets nothing decoded or saved
         with shared.stage("decode"):
@@ -361,6 +401,11 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         }
         if img2img:
             metadata["init_image"] = {"sha256": image_sha256(init), "size": list(init.size)}
+        if encoding.outside is not None:
+            on = encoding.steps(len(steps_run))
+            metadata["scheduled_steps"] = {"window": list(encoding.window),
+                                           "conditioned": [i for i, x in enumerate(on) if x],
+                                           "outside": [i for i, x in enumerate(on) if not x]}
         metadata.update(encoding.metadata)
         results.append(GenerationResult(picture, request.seed, metadata))
     return results

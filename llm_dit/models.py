@@ -77,6 +77,7 @@ class ModelManager:
         self._parked: list = []  # models moved to the CPU while the VL model uses the GPU
         self.vl_cache = LRUCache(settings.vl_cache_size)
         self.text_cache = LRUCache(settings.text_cache_size)  # misses = text encoder runs
+        self._scorer = None
         # Another running instance as the text encoder / VL model (operator settings only).
         self.remote_text = self.remote_vl = None
         if settings.text_encoder_url or settings.vl_url:
@@ -124,7 +125,8 @@ class ModelManager:
         return self._pipe is not None
 
     def pipeline(self):
-        """The loaded `ZImagePipeline` (text encoder, tokenizer, DiT, VAE, scheduler)."""
+        """The loaded `ZImagePipeline` (tokenizer, DiT, VAE, scheduler). Its text encoder loads
+        on first use (`language_model`): a pure-VL generation never needs it."""
         if self._pipe is None:
             with self._lock:
                 if self._pipe is None:
@@ -137,7 +139,9 @@ class ModelManager:
             raise ValueError(f"this needs the Qwen3 text encoder, which this instance does not load (it encodes "
                              f"at {self.remote_text.shown}): use that instance, or another backend.")
         with self._lock:  # never None, even if an unload runs concurrently
-            self.pipeline()
+            pipe = self.pipeline()
+            if self._lm is None:
+                self._load_text_encoder(pipe)
             return self._lm
 
     # ---- memory plan and levers ---------------------------------------------------------------
@@ -181,33 +185,39 @@ class ModelManager:
         levers.set_vae_tiling(self.pipeline().vae, on)
         return on
 
-    def _load_zimage(self) -> None:
-        from diffusers import PipelineQuantizationConfig, ZImagePipeline
-        from transformers import Qwen3ForCausalLM
+    @property
+    def text_encoder_loaded(self) -> bool:
+        return self._lm is not None
 
+    def _zimage_folder(self) -> str:
         source = self.zimage_source
         if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
             raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
                               ZIMAGE_REPO, "--model-path", self.policy.hosted)
-        source = os.path.expanduser(source)
+        return os.path.expanduser(source)
+
+    def _text_encoder_device(self) -> torch.device:
+        return self._device(self.settings.text_encoder_device, self.memory_plan().placement.text_encoder_on_gpu)
+
+    def _load_zimage(self) -> None:
+        """The DiT, VAE, tokenizer and scheduler. The text encoder loads here only when it joins an
+        offload chain (it runs first); otherwise on first use (`language_model`), so a pure-VL
+        generation never loads it."""
+        from diffusers import PipelineQuantizationConfig, ZImagePipeline
+
+        source = self._zimage_folder()
         placement = self.memory_plan().placement
-        te_device = self._device(self.settings.text_encoder_device, placement.text_encoder_on_gpu)
         dit_device = self._device(self.settings.transformer_device, True)
         vae_device = self._device(self.settings.vae_device, True)
-        te_dtype = resolve_dtype(self.settings.dtype, te_device)
         dtypes = {
             "transformer": resolve_dtype(self.settings.dtype, dit_device),
             "vae": resolve_dtype(self.settings.dtype, vae_device),
             "default": torch.float32,
         }
         dit_quant = self._quantization("transformer", "diffusers", dit_device, dtypes["transformer"])
-        te_quant = self._quantization("text_encoder", "transformers", te_device, te_dtype)
         try:
-            lm = None if self.remote_text else Qwen3ForCausalLM.from_pretrained(
-                source, subfolder="text_encoder", dtype=te_dtype, use_safetensors=True, quantization_config=te_quant,
-            )
             pipe = ZImagePipeline.from_pretrained(
-                source, text_encoder=lm.model if lm else None, dtype=dtypes, use_safetensors=True,
+                source, text_encoder=None, dtype=dtypes, use_safetensors=True,
                 quantization_config=PipelineQuantizationConfig(quant_mapping={"transformer": dit_quant})
                 if dit_quant else None,
             )
@@ -215,16 +225,19 @@ class ModelManager:
             raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
                               self.policy.hosted) from err
         pipe.transformer.eval(), pipe.vae.eval()
+        lm = None
+        if placement.offload != "none" and not self.remote_text:
+            lm = self._text_encoder_model(source)
         # Model offload hooks the encoder itself (the pipeline calls `lm.model`); the finer modes hook
         # every layer of `lm`, so its tied LM head (used by rewriting) moves along.
         offloaded = {}
         if placement.offload != "none":
-            if lm is not None and te_device == dit_device:
+            if lm is not None and self._text_encoder_device() == dit_device:
                 offloaded["text_encoder"] = lm.model if placement.offload == "model" else lm
             offloaded["transformer"] = pipe.transformer
             self._offload_hooks = levers.apply_offload(placement.offload, offloaded, dit_device)
-        if lm is not None and "text_encoder" not in offloaded:
-            lm.to(te_device).eval()
+        if lm is not None:
+            self._attach_text_encoder(pipe, lm, placed="text_encoder" in offloaded)
         if "transformer" not in offloaded:
             pipe.transformer.to(dit_device)
         pipe.vae.to(vae_device)
@@ -233,9 +246,32 @@ class ModelManager:
         if self.settings.compile:
             levers.compile_dit(pipe.transformer)
         self._views = self._make_views(pipe)
-        self._lm = lm
         self._pipe = pipe
         self.load_counts["zimage"] += 1
+
+    def _text_encoder_model(self, source: str):
+        from transformers import Qwen3ForCausalLM
+
+        device = self._text_encoder_device()
+        dtype = resolve_dtype(self.settings.dtype, device)
+        quant = self._quantization("text_encoder", "transformers", device, dtype)
+        try:
+            return Qwen3ForCausalLM.from_pretrained(source, subfolder="text_encoder", dtype=dtype,
+                                                    use_safetensors=True, quantization_config=quant).eval()
+        except Exception as err:  # noqa: BLE001
+            raise _load_error("Z-Image text encoder", source, err, ZIMAGE_REPO, "--model-path",
+                              self.policy.hosted) from err
+
+    def _attach_text_encoder(self, pipe, lm, placed: bool) -> None:
+        if not placed:
+            lm.to(self._text_encoder_device())
+        pipe.register_modules(text_encoder=lm.model)
+        self._lm = lm
+        self.load_counts["text_encoder"] += 1
+
+    def _load_text_encoder(self, pipe) -> None:
+        """First use of the text encoder (no offload chain to join)."""
+        self._attach_text_encoder(pipe, self._text_encoder_model(self._zimage_folder()), placed=False)
 
     @contextmanager
     def vl_session(self, timeline=None):
@@ -335,7 +371,10 @@ class ModelManager:
 
     def preload(self) -> None:
         """Load every model now (ZeroGPU: at start-up, on cuda, kept for the app's lifetime)."""
-        self.pipeline()
+        if self.remote_text:
+            self.pipeline()
+        else:
+            self.language_model()
         if not self.remote_vl:
             with self.vl_model():
                 pass
@@ -384,6 +423,18 @@ class ModelManager:
             raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         self._vl = (model.to(device).eval(), processor)
         self.load_counts["vl"] += 1
+
+    def scorer(self):
+        """The `--metrics-model` scorer (CLIP or SigLIP), loaded on first use; None when unset."""
+        if not self.settings.metrics_model:
+            return None
+        with self._lock:
+            if self._scorer is None:
+                from .scores import Scorer
+
+                self._scorer = Scorer(self.settings.metrics_model)
+                self.load_counts["metrics"] += 1
+            return self._scorer
 
     def reference_stats(self, layer: int):
         """The text encoder's per-dim statistics at `layer`, computed once per model and layer."""

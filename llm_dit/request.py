@@ -85,6 +85,12 @@ class VLRequest(GenerationRequest):
     reference_weights: str = _f("", "Reference weights", "comma-separated, one per reference (default equal)")
     alpha: float = _f(0.3, "Alpha", "0 = pure text, 1 = pure VL", minimum=0.0, maximum=1.0, step=0.05)
     blend_mode: str = _f("linear", "Blend mode", "how VL mixes into the text embeddings", choices=BLEND_MODES)
+    concat_tokens: int = _f(0, "Concat tokens", "blend_mode concat: VL tokens appended after the text, "
+                            "resampled by the length alignment (0 = all that fit)", minimum=0, maximum=4096, step=1)
+    vl_start: float = _f(0.0, "VL from", "fraction of the steps run where the blend starts (text only before)",
+                         minimum=0.0, maximum=1.0, step=0.05)
+    vl_end: float = _f(1.0, "VL until", "fraction of the steps run where the blend ends (text only after)",
+                       minimum=0.0, maximum=1.0, step=0.05)
     length_mode: str = _f("interpolate", "Length alignment", "VL sequence to the text's length",
                           choices=LENGTH_MODES)
     scale_to_text: bool = _f(True, "Scale VL to text", "match the text embeddings' spread before mixing")
@@ -285,6 +291,11 @@ def strength_forwards(num_inference_steps: int, strength: float) -> int:
     return int(num_inference_steps * strength + 1e-9)
 
 
+def scheduled_steps(forwards: int, start: float = 0.0, end: float = 1.0) -> list[int]:
+    """The steps (0-based, of the `forwards` that run) at fractions i/forwards in [start, end)."""
+    return [i for i in range(forwards) if start <= i / forwards < end]
+
+
 def validate(request: GenerationRequest, img2img: bool = False, policy=None) -> GenerationRequest:
     """Check every field; raise ValueError naming the field, the value and the fix. Cheap (no
     model, no file read beyond templates): it runs before a request may queue. `policy` (the
@@ -344,8 +355,12 @@ def _validate_vl(request: VLRequest) -> None:
             raise ValueError(f"{name}={getattr(request, name)!r} is unknown: use one of {', '.join(choices)}.")
     _check_int("vl_hidden_layer", request.vl_hidden_layer)
     _check_int("vl_text_hidden_layer", request.vl_text_hidden_layer)
-    for name in ("image_text_ratio", "alpha", "target_std", "outlier_threshold"):
+    _check_int("concat_tokens", request.concat_tokens)
+    for name in ("image_text_ratio", "alpha", "target_std", "outlier_threshold", "vl_start", "vl_end"):
         _check_float(name, getattr(request, name))
+    if request.vl_start >= request.vl_end:
+        raise ValueError(f"vl_start={request.vl_start} is not before vl_end={request.vl_end}: the blend needs "
+                         f"a window, e.g. vl_start=0, vl_end=1 (every step).")
     no_text = not request.vl_use_prompt and not request.vl_text.strip()
     if no_text and request.token_mode == "text_only" and request.vl_composition == "extraction":
         raise ValueError("token_mode='text_only' with no VL text leaves nothing to extract: "

@@ -53,6 +53,7 @@ class Settings:
     cache_dir: str = ""  # where the tiny checkpoints are built; "" = ~/.cache/llm_dit
     output_dir: str = "outputs"  # every generated PNG is kept here
     history_size: int = 48  # results kept in each browser session's history gallery
+    metrics_model: str = ""  # a local CLIP or SigLIP folder: sweeps score style and content with it
     zero_gpu: bool = False  # on a ZeroGPU Space: models placed at start-up, never offloaded
     host: str = ""  # "" = gradio's default (GRADIO_SERVER_NAME, else 127.0.0.1; Spaces set 0.0.0.0)
     port: int = 0  # 0 = gradio's default (GRADIO_SERVER_PORT, else the first free port from 7860)
@@ -141,6 +142,8 @@ _HELP = {
     "cache_dir": "folder for the tiny checkpoints (default ~/.cache/llm_dit)",
     "output_dir": "folder where every generated PNG (with its metadata) is saved",
     "history_size": "how many results the history gallery keeps per browser session",
+    "metrics_model": "a local CLIP or SigLIP folder (transformers layout): sweep cells get image-to-reference "
+                     "and image-to-prompt similarity ('' = only the cheap metrics)",
     "zero_gpu": "Hugging Face ZeroGPU mode: load every model at start-up on cuda and keep it (default: on when "
                 "SPACES_ZERO_GPU is set)",
     "host": "address the web server listens on ('' = gradio's default)",

@@ -284,6 +284,39 @@ def _build_qwen3_vl(folder: Path, seed: int, size: str = "tiny", hidden: int | N
     (folder / "chat_template.json").write_text(json.dumps({"chat_template": VL_CHAT_TEMPLATE}))
 
 
+def _build_clip(folder: Path, seed: int, size: str = "tiny") -> None:
+    """A tiny CLIP (`openai/clip-vit-base-patch32` layout): model, BPE tokenizer, image processor."""
+    import string
+
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in string.ascii_lowercase + string.digits + ".,-'":
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    merges = []
+    for word in ("the", "and", "fox", "red", "sea", "sky", "town", "snow", "in"):  # a few real merges
+        for i in range(1, len(word)):
+            pair = (word[:i], word[i])
+            if pair not in merges:
+                merges.append(pair)
+                vocab.setdefault(word[: i + 1], len(vocab))
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    CLIPModel(config).save_pretrained(folder)
+    CLIPTokenizer(vocab=vocab, merges=merges).save_pretrained(folder)
+    processor = {"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 32},
+                 "do_center_crop": True, "crop_size": {"height": 32, "width": 32}, "do_rescale": True,
+                 "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True, "resample": 3,
+                 "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+
+
 def default_cache_dir() -> Path:
     """~/.cache/llm_dit (or under $XDG_CACHE_HOME); `--cache-dir` overrides it."""
     return Path(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))) / "llm_dit"
@@ -319,3 +352,8 @@ def ensure_tiny_zimage(seed: int = 0, cache_dir: Path | None = None, size: str =
 def ensure_tiny_qwen3_vl(seed: int = 0, cache_dir: Path | None = None, size: str = "tiny") -> Path:
     """Folder of a tiny Qwen3-VL checkpoint in the hub repo's layout (built on first use)."""
     return _ensure("qwen3vl", _build_qwen3_vl, seed, cache_dir, size)
+
+
+def ensure_tiny_clip(seed: int = 0, cache_dir: Path | None = None) -> Path:
+    """Folder of a tiny CLIP in the hub layout, for `--metrics-model` (built on first use)."""
+    return _ensure("clip", _build_clip, seed, cache_dir)

@@ -117,7 +117,7 @@ def test_vl_generate_and_vl_extract_over_the_api(served, tmp_path):
         api_name="/vl_generate")
     assert metadata["mode"] == "vl" and metadata["request"]["blend_mode"] == "linear_rms"
     assert report["effective_alpha"] == metadata["vl"]["effective_alpha"]
-    assert "effective alpha" in readout and "| 0 | full |" in token_map
+    assert "VL share 0.500" in readout and "| 0 | full |" in token_map  # linear_rms: the share is alpha
     assert {"parameters", "llm_dit"} <= set(Image.open(path).text)
     stats, export, _, _ = served[1].predict(references=refs, prompt="a meadow", api_name="/vl_extract")
     assert export.endswith(".safetensors") and "vl_after_scaling" in stats["stats"]
@@ -161,8 +161,8 @@ def test_the_client_guide_drives_every_public_endpoint(served, tmp_path):
 
     guide = runpy.run_path("examples/client_guide.py")
     got = guide["main"]([served[0], "--size", "64", "--out", str(tmp_path)])
-    assert set(got) == {"templates", "rewrite", "txt2img", "img2img", "vl_generate", "vl_extract", "compare",
-                        "encode", "vl_encode"}
+    assert set(got) == {"templates", "rewrite", "txt2img", "img2img", "vl_generate", "vl_extract", "vl_layer_scan",
+                        "compare", "encode", "vl_encode"}
     assert got["img2img"] == 4 and (tmp_path / "conditioning.safetensors").exists()
     public = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/" + name for name in got} == set(public)  # the guide covers every public endpoint

@@ -43,24 +43,56 @@ def test_style_delta_adds_the_mean_difference():
         blend.mix(TEXT, VL, 0.5, "style_delta")
 
 
-def test_effective_alpha_definition():
-    t, v = blend.rms_normalize(TEXT), blend.rms_normalize(VL)
-    mixed = blend.mix(TEXT, VL, 0.5, "linear")
-    b = blend.rms_normalize(mixed)
-    expected = float(((b - t) * (v - t)).sum() / ((v - t) ** 2).sum())
-    assert blend.effective_alpha(TEXT, VL, mixed) == pytest.approx(expected, rel=1e-5)
-    assert blend.effective_alpha(TEXT, VL, TEXT) == pytest.approx(0.0, abs=1e-6)
-    assert blend.effective_alpha(TEXT, VL, VL) == pytest.approx(1.0, abs=1e-6)
+def test_vl_share_is_alpha_when_both_sides_have_equal_token_rms():
+    """Issue 14 #4: the share the DiT receives after its caption RMSNorm, a/(a+b)."""
+    vl = blend.rms_normalize(VL) * 60
+    text = blend.rms_normalize(TEXT) * 60
+    share = blend.vl_share(*blend.components(text, vl, 0.3, "linear"))
+    assert share == {"mean": 0.3, "min": 0.3, "max": 0.3}
+    for mode in ("linear", "linear_rms"):
+        assert blend.vl_share(*blend.components(TEXT, VL, 0.0, mode))["max"] == 0.0
+        assert blend.vl_share(*blend.components(TEXT, VL, 1.0, mode))["min"] == 1.0
+
+
+def test_vl_share_per_token_and_norm_weight():
+    """a = alpha·rms(V), b = (1−alpha)·rms(T) per token; a non-uniform norm weight counts."""
+    text, vl = torch.ones(2, 4), torch.ones(2, 4)
+    vl[1] *= 3.0  # token 1: VL three times the text's RMS
+    share = blend.vl_share(*blend.components(text, vl, 0.5, "linear"))
+    assert share["min"] == pytest.approx(0.5) and share["max"] == pytest.approx(0.75)
+    assert share["mean"] == pytest.approx(0.625)
+    text = torch.tensor([[1.0, 0.0]])
+    vl = torch.tensor([[0.0, 1.0]])
+    weight = torch.tensor([1.0, 3.0])  # the norm amplifies the VL's dimension
+    assert blend.vl_share(*blend.components(text, vl, 0.5, "linear"), weight)["mean"] == pytest.approx(0.75)
 
 
 def test_unscaled_vl_is_drowned_by_text_after_rmsnorm():
     """The reason for scale_to_text and linear_rms: VL ~5x smaller reads far below alpha."""
     small_vl = torch.randn(12, 16, generator=g) * 12
-    raw = blend.effective_alpha(TEXT, small_vl, blend.mix(TEXT, small_vl, 0.5, "linear"))
+    raw = blend.vl_share(*blend.components(TEXT, small_vl, 0.5, "linear"))["mean"]
     scaled, _ = blend.align_statistics(small_vl, TEXT, REF)
-    aligned = blend.effective_alpha(TEXT, scaled, blend.mix(TEXT, scaled, 0.5, "linear"))
-    rms = blend.effective_alpha(TEXT, small_vl, blend.mix(TEXT, small_vl, 0.5, "linear_rms"))
-    assert raw < 0.2 < 0.4 < aligned < 0.6 and 0.4 < rms < 0.6
+    aligned = blend.vl_share(*blend.components(TEXT, scaled, 0.5, "linear"))["mean"]
+    rms = blend.vl_share(*blend.components(TEXT, small_vl, 0.5, "linear_rms"))["mean"]
+    assert raw < 0.2 < 0.4 < aligned < 0.6 and rms == pytest.approx(0.5, abs=1e-4)
+
+
+def test_global_adain_moves_each_token_by_one_constant():
+    """Issue 14 #2: adain with matched stds adds one constant: a small VL share even at alpha 1."""
+    scaled, _ = blend.align_statistics(VL, TEXT, REF)
+    text_part, vl_part = blend.components(TEXT, scaled, 1.0, "adain")
+    torch.testing.assert_close(vl_part, vl_part[:1].expand_as(vl_part), atol=1e-3, rtol=0)
+    share = blend.vl_share(text_part, vl_part)["mean"]
+    assert share < 0.3 < 0.9 < blend.vl_share(*blend.components(TEXT, scaled, 1.0, "linear"))["mean"]
+
+
+def test_empty_outlier_set_raises_no_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = blend.fit_statistics(VL, VL, TEXT, REF, outlier_mode="clamp", threshold=1000.0)
+    assert t.outlier_dims == [] and torch.equal(t.apply(VL), blend.align_statistics(VL, TEXT, REF)[0])
 
 
 def test_scaling_modes():

@@ -70,7 +70,7 @@ def test_vl_tab_in_the_browser(page, tmp_path):
     _set_size(page, "vl", 64)
     page.locator("#vl textarea").first.fill("a cat in the style of the reference")
     page.locator("#vl-generate").click()
-    expect(page.locator("#vl-effective-alpha")).to_contain_text("effective alpha 0.", timeout=60_000)
+    expect(page.locator("#vl-effective-alpha")).to_contain_text("VL share 0.", timeout=60_000)
     expect(page.locator("#vl-token-map")).to_contain_text("full")
     expect(page.locator("#vl img").first).to_have_attribute("src", re.compile(r"-vl-\d+(-\d+)?\.png$"))
 

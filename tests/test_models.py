@@ -59,7 +59,7 @@ def test_bfloat16_stays_bfloat16(settings):
 
 
 def test_memory_report(manager):
-    manager.pipeline()
+    manager.language_model()  # the text encoder loads on first use
     report = {r["component"]: r for r in manager.memory_report()}
     assert set(report) == {"text_encoder", "transformer", "vae"}
     dit = manager.pipeline().transformer

@@ -133,14 +133,14 @@ def test_alpha_zero_is_the_text_only_image(manager):
 
 
 def test_alpha_one_is_the_aligned_scaled_vl(manager):
-    request = vl_request(alpha=1.0)
+    request = vl_request(alpha=1.0, target_std=3.0)  # pure VL: no text encoder, scaled to the target
     cond = condition(manager, request, [RED])
-    text = cond.encoding.encoded.embeds.float()
     ex = extract(manager, RED, extraction_params(request))
-    aligned = blend.align_length(ex.embeds, text.shape[0], "interpolate")
-    expected, _ = blend.align_statistics(aligned, text, manager.reference_stats(-2))
+    length = cond.encoding.encoded.token_count
+    aligned = blend.align_length(ex.embeds, length, "interpolate")
+    expected, _ = blend.align_statistics(aligned, aligned, manager.reference_stats(-2), target_std=3.0)
     torch.testing.assert_close(cond.encoding.prompt_embeds, expected)
-    assert cond.report["effective_alpha"] == pytest.approx(1.0, abs=1e-5)
+    assert cond.report["effective_alpha"] == 1.0
 
 
 def test_strength_one_is_txt2img_from_the_blend(manager):

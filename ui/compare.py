@@ -19,7 +19,7 @@ from .studio import GPU
 from .vl import check as check_vl
 
 FIELDS = [f.name for f in fields(VLRequest)]
-SPEC = ["x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "cell_limit", "batch_size"]
+SPEC = ["x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "cell_limit", "batch_size", "diff_base"]
 DEFAULTS = SweepSpec()
 
 
@@ -70,21 +70,25 @@ def build(studio, vl_tab) -> None:
                 axes = list(AXES)
                 c = {"x_axis": FieldDropdown(choices=axes, value=DEFAULTS.x_axis, label="X axis"),
                      "x_values": gr.Textbox(value=DEFAULTS.x_values, label="X values", info="comma-separated "
-                                            "(vl_text: |-separated)"),
+                                            "(vl_text: |-separated; prompt: one per line or |-separated)"),
                      "y_axis": FieldDropdown(choices=[("(none)", "")] + axes, value="", label="Y axis"),
                      "y_values": gr.Textbox(value="", label="Y values"),
                      "z_axis": FieldDropdown(choices=[("(none)", "")] + axes, value="", label="Z axis (one grid each)"),
                      "z_values": gr.Textbox(value="", label="Z values"),
                      "cell_limit": FieldNumber(value=DEFAULTS.cell_limit, precision=0, label="Cell limit"),
                      "batch_size": FieldSlider(1, 16, value=DEFAULTS.batch_size, step=1, label="Batch size",
-                                             info="cells per pipeline call, where they can share one")}
+                                             info="cells per pipeline call, where they can share one"),
+                     "diff_base": FieldNumber(value=DEFAULTS.diff_base, precision=0,
+                                              label="Difference maps against cell",
+                                              info="a cell number from the table (-1: none)")}
                 with gr.Row():
                     go = gr.Button("Run sweep", variant="primary", elem_id="compare-run")
                     stop = gr.Button("Stop after this cell", variant="stop", elem_id="compare-stop")
             with gr.Column(scale=2):
                 progress = gr.Markdown(elem_id="compare-progress")
                 grids = gr.Gallery(label="Grids", columns=1, format="png", elem_id="compare-grids")
-                table = gr.Dataframe(label="Cells", wrap=True, elem_id="compare-table")
+                table = gr.Dataframe(label="Cells (click a header to sort)", wrap=True, datatype="auto",
+                                     elem_id="compare-table")
                 cells = gr.Gallery(label="Cells (each PNG carries its full metadata)", columns=6, format="png")
                 files = gr.File(label="Downloads: grids, cell PNGs, table (CSV, JSON)", file_count="multiple")
                 counts = gr.JSON(label="Counts: extractions and encodes actually run vs distinct keys")
@@ -93,12 +97,14 @@ def build(studio, vl_tab) -> None:
             flag = STOPS.setdefault(getattr(session, "session_hash", None) or "api", threading.Event())
             flag.clear()
             stem = f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{uuid.uuid4().hex[:6]}"
-            axes = _spec(spec).axes()
+            chosen = _spec(spec)
+            axes = chosen.axes()
             done, saved = [], {}
             chunks = gpu_sweep(request, references, structure_image, **spec)
             for new, counts, caption in chunks:
                 done += new
-                result = SweepResult(axes, done, counts, caption, stopped=flag.is_set())
+                result = SweepResult(axes, done, counts, caption, stopped=flag.is_set(),
+                                     diff_base=int(chosen.diff_base))
                 try:
                     out = save_outputs(result, output_dir, stem, saved)
                     files, indexes = out["grids"] + [out["csv"], out["json"]] + out["cells"], sorted(saved)

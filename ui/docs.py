@@ -17,6 +17,9 @@ SUMMARIES = {
     "vl_extract": "Run only the VL extraction and blend (no image): returns the statistics, a .safetensors file "
                   "with the blended prompt embeddings, the token map and the effective alpha.",
     "vl_preview": "Recompute the blend readout from cached extractions only.",
+    "vl_layer_scan": "One Qwen3-VL forward on the first reference: for every hidden layer and for image and text "
+                     "tokens, the global std, the per-dim std correlation with the text encoder and the outlier "
+                     "dims. Returns the two plots' data, a CSV and the suggested vl_hidden_layer.",
     "compare": "A comparison sweep over up to three axes of the VL settings: returns labelled grids, a table of "
                "cells with metrics, the cell PNGs and counts of the extractions and encodes actually run.",
     "rewrite": "Rewrite a short idea into a detailed prompt with a rewriter template, by the local Qwen3, "
@@ -34,13 +37,14 @@ LEADING = {
     "structure_image": "Optional image whose layout starts the denoising instead of the first reference.",
     "reference": "Reference image file (optional when vl_text is given).",
     "x_axis": "Sweep axis across: a VL setting (e.g. alpha, blend_mode, strength, vl_hidden_layer) or route.",
-    "x_values": "Values of the X axis, comma-separated (vl_text: |-separated).",
+    "x_values": "Values of the X axis, comma-separated (vl_text: |-separated; prompt: one per line).",
     "y_axis": "Optional axis down ('' for none).",
     "y_values": "Values of the Y axis.",
     "z_axis": "Optional axis over grids (one grid each; '' for none).",
     "z_values": "Values of the Z axis.",
     "cell_limit": "Refuse sweeps with more cells than this (1 to 1024).",
     "batch_size": "Cells per pipeline call where they can share one (1 to 16).",
+    "diff_base": "A cell number: every cell's difference heatmap against it (-1 for none).",
 }
 
 

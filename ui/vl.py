@@ -8,10 +8,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from llm_dit import conditioning
+from llm_dit import conditioning, layerscan
 from llm_dit.images import load_image
 from llm_dit.vl import check_aspect
-from llm_dit.request import VLRequest, parse_weights, validate
+from llm_dit.request import VLRequest, field_meta, parse_weights, validate
 
 from .common import Endpoint, control, image_input, saved
 from .form import TabParts, generation_form, result_panel, wire_reuse
@@ -22,15 +22,29 @@ from .img2img import strength_readout, wire_strength_readout
 FIELDS = [f.name for f in fields(VLRequest)]
 EXTRACTION = ["vl_use_prompt", "vl_text", "vl_system_prompt", "vl_think_block", "vl_hidden_layer",
               "vl_text_hidden_layer", "token_mode", "vl_composition", "image_text_ratio", "reference_weights"]
-BLEND = ["blend_mode", "length_mode", "scale_to_text", "target_std", "normalization", "outlier_mode",
-         "outlier_threshold"]
+BLEND = ["blend_mode", "concat_tokens", "vl_start", "vl_end", "length_mode", "scale_to_text", "target_std",
+         "normalization", "outlier_mode", "outlier_threshold"]
+DEPENDENT = EXTRACTION + BLEND + ["hidden_layer"]
+# Controls whose value decides which other controls apply (conditioning.inactive_fields).
+GOVERNING = ["alpha", "vl_use_prompt", "vl_composition", "token_mode", "scale_to_text", "normalization",
+             "outlier_mode", "blend_mode", "guidance_scale", "target_std"]
 
 
 def alpha_readout(report: dict | None, alpha: float) -> str:
     if not report:
-        return f"alpha {alpha:.2f} · effective alpha appears after a first extraction"
-    return (f"alpha {alpha:.2f} → **effective alpha {report['effective_alpha']:.3f}** "
-            f"(where the blend sits between text and VL once the DiT RMS-normalises each token)")
+        return f"alpha {alpha:.2f} · the VL share appears after a first extraction"
+    share = report["effective_alpha"]
+    low, high = report.get("effective_alpha_range", [share, share])
+    return (f"alpha {alpha:.2f} · **VL share {share:.3f}** (per token {low:.3f} to {high:.3f}): how much of "
+            f"each caption token the DiT receives from VL, after its RMSNorm")
+
+
+def applicable(request: VLRequest) -> list:
+    """One update per control in `conditioning.inactive_fields`' reach: greyed out, with the
+    reason as its info, when it cannot change this request's result."""
+    off = conditioning.inactive_fields(request)
+    return [gr.update(interactive=name not in off, info=off.get(name, field_meta(name)["info"] or None))
+            for name in DEPENDENT]
 
 
 def token_map(report: dict) -> str:
@@ -40,6 +54,19 @@ def token_map(report: dict) -> str:
         rows.append(f"| {i} | {ex['token_mode']} | {t['template']} | {t['image']} | {t['marker']} | "
                     f"{t['text']} | {t['selected']} | {'yes' if ex['cached'] else 'no'} |")
     return "\n".join(rows)
+
+
+def scan_outputs(rows: list[dict], csv_path: str):
+    """The layer scan as two line plots (per-dim std correlation, outlier dims), the CSV and a
+    one-line suggestion for `vl_hidden_layer`."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=layerscan.COLUMNS)
+    best = layerscan.best_layer(rows)
+    note = ("no image tokens to rank" if best is None else
+            f"image tokens closest to the text encoder's profile with the fewest outlier dims: "
+            f"**layer {best}** (set VL hidden layer to use it)")
+    return frame, frame, csv_path, note, best
 
 
 MAX_REFERENCES = 8
@@ -92,6 +119,8 @@ def build(studio) -> TabParts:
     manager = studio.manager
     gpu_vl = on_gpu(lambda request, refs, structure: conditioning.vl_generate(manager, request, refs, structure),
                     duration=lambda request, refs, structure: gpu_seconds(request, extractions=2 * len(refs)))
+    gpu_scan = on_gpu(lambda image, params, layer, threshold: layerscan.scan(manager, image, params, layer, threshold),
+                      duration=lambda *args: gpu_seconds(None, extractions=2))
     gpu_condition = on_gpu(lambda request, refs: conditioning.condition(manager, request, refs),
                            duration=lambda request, refs: gpu_seconds(None, extractions=2 * len(refs)))
 
@@ -127,6 +156,16 @@ def build(studio) -> TabParts:
                     tokens = gr.Markdown(elem_id="vl-token-map")
                     stats = gr.JSON(label="Statistics and effective alpha")
                     export = gr.File(label="Conditioning export (.safetensors)")
+                with gr.Accordion("Layer scan (one VL forward, every hidden layer)", open=False):
+                    scan_button = gr.Button("Scan layers of the first reference", elem_id="vl-layer-scan")
+                    scan_note = gr.Markdown()
+                    corr_plot = gr.LinePlot(x="layer", y="std_correlation", color="tokens",
+                                            title="per-dim std correlation with the text encoder")
+                    outlier_plot = gr.LinePlot(x="layer", y="outlier_dims", color="tokens",
+                                               title="outlier dims (above the outlier threshold)")
+                    scan_csv = gr.File(label="Layer scan (.csv)")
+                    suggested = gr.State(None)
+                    use_layer = gr.Button("Use the suggested layer", size="sm", elem_id="vl-use-layer")
 
         def generate_action(request, references, structure_image):
             generated = gpu_vl(request, _references(references), structure_image)
@@ -143,8 +182,22 @@ def build(studio) -> TabParts:
                 path = None
             return cond.report, path and str(path), token_map(cond.report), alpha_readout(cond.report, request.alpha)
 
+        def layer_scan_action(request, references):
+            first = _references(references)[0]
+            params = conditioning.extraction_params(request)
+            rows = gpu_scan(first, params, request.hidden_layer, request.outlier_threshold)
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}-vl-layer-scan.csv"
+            try:
+                path = studio.outputs.write(name, lambda tmp: Path(tmp).write_text(layerscan.to_csv(rows)))
+            except ValueError as err:
+                gr.Warning(str(err))
+                path = None
+            return scan_outputs(rows, path and str(path))
+
         def preview_action(request, references):
             """Blend-only recompute from cached extractions: never loads the VL model on a slider move."""
+            if request.alpha == 0.0:  # the text alone: nothing to compute
+                return alpha_readout({"effective_alpha": 0.0, "effective_alpha_range": [0.0, 0.0]}, 0.0)
             try:
                 cond = conditioning.condition(manager, request, _references(references), cache_only=True)
             except LookupError:
@@ -169,6 +222,27 @@ def build(studio) -> TabParts:
         for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND:
             c[f].change(preview.fn, [references] + inputs, readout, api_visibility="private",
                         concurrency_id=PREVIEW, trigger_mode="always_last")
+        scan = Endpoint(studio, "vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest, outputs=5,
+                        check=lambda request, references: check(request, references, studio.policy))
+        scan_button.click(scan.fn, inputs=[references] + inputs,
+                          outputs=[corr_plot, outlier_plot, scan_csv, scan_note, suggested],
+                          api_name="vl_layer_scan", concurrency_id=GPU, validator=scan.validator)
+
+        def vl_use_layer(layer):
+            return gr.skip() if layer is None else layer
+
+        use_layer.click(vl_use_layer, suggested, c["vl_hidden_layer"], api_name="vl_use_layer",
+                        api_visibility="private", queue=False)
+
+        def vl_applicable(*values):
+            return applicable(VLRequest(**dict(zip(GOVERNING, values))))
+
+        initial = conditioning.inactive_fields(VLRequest())
+        for name in DEPENDENT:  # the defaults' state, before any change event
+            c[name].interactive = name not in initial
+            c[name].info = initial.get(name, c[name].info)
+        gr.on([c[f].change for f in GOVERNING], vl_applicable, [c[g] for g in GOVERNING],
+              [c[d] for d in DEPENDENT], api_name="vl_applicable", api_visibility="private", queue=False)
         wire_strength_readout(c, strength_md)
         wire_reuse(form, result)
     return TabParts("vl", c, result, {"references": references, "structure_image": structure}, event)
