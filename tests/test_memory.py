@@ -242,7 +242,7 @@ def test_parking_holds_generations_until_the_vl_model_is_gone(settings):
     """Plan "gpu-park" (a GPU plan, given here as data): while the VL model runs, the DiT and text
     encoder wait on the CPU and generations wait for the lock; afterwards both come back."""
     manager = ModelManager(settings)
-    manager.pipeline()
+    manager.language_model()  # the DiT and the text encoder loaded (the encoder loads on first use)
     plan = manager.memory_plan()
     manager._plan = replace(plan, placement=replace(plan.placement, vl="gpu-park"))
     with manager.vl_model():
