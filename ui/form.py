@@ -107,9 +107,10 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
         with gr.Row():
             for f in ("shift", "guidance_scale"):
                 c[f] = control(f)
-        for f in ("negative_prompt", "loras", "attention_backend"):
+        for f in ("negative_prompt", "loras"):
             c[f] = control(f, hosted=studio.hosted)
         lora_picker(c["loras"], studio.policy.lora_names())
+        c["attention_backend"] = control("attention_backend", hosted=studio.hosted)
     names = [n for n in c if not n.startswith("_")]
     c["_randomize"] = randomize  # a restore writes it too: a restored seed is a fixed seed
 
