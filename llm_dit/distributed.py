@@ -69,7 +69,7 @@ def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure
     total = {"cells": len(cells), "finished": len(by_index), "processes": state.num_processes,
              "batch_size": spec.batch_size, **{k: sum(c[k] for c in counts) for k in COUNTED}}
     total.update(counts[0] if state.num_processes == 1 else {"per_process": counts})
-    gathered = SweepResult(axes, cells, total, caption)
+    gathered = SweepResult(axes, cells, total, caption, diff_base=int(spec.diff_base))
     outputs = save_outputs(gathered, output_dir, stem)
     return {**outputs, "counts": total, "caption": caption, "seed": base.seed}
 

@@ -66,3 +66,19 @@ def test_a_sweep_diffs_every_cell_against_the_base(manager, tmp_path):
 def test_a_base_that_is_not_a_cell_is_refused(manager):
     with pytest.raises(ValueError, match=r"diff_base=3 is not a cell of this sweep: use a cell number from 0 to 2"):
         run_sweep(manager, SweepSpec("alpha", "0, 0.5, 1", diff_base=3), BASE, [REF])
+
+
+def test_the_cli_sweep_takes_the_new_axes_and_diff_base(settings, tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from llm_dit.cli import main
+
+    REF.save(tmp_path / "ref.png")
+    code = main(["sweep", "--reference", str(tmp_path / "ref.png"), "--prompt", "a boat", "--height", "64",
+                 "--width", "64", "--seed", "3", "--x-axis", "vl_end", "--x-values", "0.5, 1", "--diff-base", "1",
+                 "--name", "d", "--tiny", "--cache-dir", settings.cache_dir, "--output-dir", str(tmp_path / "out")])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and any(Path(p).name == "d-diff0.png" for p in out["grids"])
+    rows = json.loads(Path(out["json"]).read_text())["cells"]
+    assert [r["vl_end"] for r in rows] == [0.5, 1.0] and rows[1]["diff_to_base"] == 0.0 < rows[0]["diff_to_base"]

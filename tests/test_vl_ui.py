@@ -36,7 +36,9 @@ def test_fields_that_cannot_matter_are_greyed_out_with_the_reason(overrides):
 def test_the_defaults_start_greyed_out(served):
     """Before any change event, the defaults' ignored fields are already greyed out."""
     config = served[2].get_config_file()
-    by_label = {c["props"].get("label"): c["props"] for c in config["components"] if "props" in c}
+    by_label = {}
+    for component in config["components"]:  # the VL tab's controls come first (the encode tab has its own)
+        by_label.setdefault(component.get("props", {}).get("label"), component.get("props", {}))
     assert by_label["VL text"]["interactive"] is False  # the default: VL reads the prompt
     assert by_label["VL text"]["info"] == inactive_fields(VLRequest())["vl_text"]
     assert by_label["VL system prompt"].get("interactive") is not False
