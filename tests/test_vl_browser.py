@@ -1,35 +1,10 @@
 """In the browser: VL fields that cannot matter are greyed out, and come back when they do."""
 
-import os
 import re
-import shutil
 
-import pytest
+from playwright.sync_api import expect
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    if os.environ.get("CI"):
-        raise RuntimeError("chromium is missing in CI: .ci/run must install Debian's chromium")
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-from ui import build_demo  # noqa: E402
-
-from .test_browser import ARGS  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def page(settings, manager):
-    demo = build_demo(settings, manager)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(url)
-        yield page
-        browser.close()
-    demo.close()
+from .test_browser import page  # noqa: F401 - the same page fixture (and the same chromium skip rule)
 
 
 def test_ignored_fields_are_greyed_out_and_come_back(page):
