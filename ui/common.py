@@ -96,12 +96,13 @@ class Endpoint:
         self.validator = self._named(self._validate, name + "_validator")
 
     def _named(self, fn, name):
-        def wrapper(*args, **kwargs):
-            return fn(*args, **kwargs)
-
+        """`fn` under the event's name and API signature (a generator stays a generator)."""
         if inspect.isgeneratorfunction(fn):
-            def wrapper(*args, **kwargs):  # noqa: F811 - gradio must see a generator function
+            def wrapper(*args, **kwargs):
                 yield from fn(*args, **kwargs)
+        else:
+            def wrapper(*args, **kwargs):
+                return fn(*args, **kwargs)
 
         wrapper.__name__ = wrapper.__qualname__ = name
         wrapper.__signature__ = self.signature
