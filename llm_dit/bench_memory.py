@@ -43,8 +43,12 @@ def child(fn: str, **kwargs) -> dict:
     mark); its result is the JSON on its last stdout line."""
     root = Path(__file__).resolve().parent.parent
     code = f"import json; from llm_dit.bench_memory import {fn}; print(json.dumps({fn}(**{kwargs!r})))"
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(root)},
-                          capture_output=True, text=True)
+    # glibc adapts its mmap threshold as blocks are freed, so whether a freed activation returns to
+    # the OS (and so the peak RSS) depended on allocation history: the same tiled decode measured
+    # 351-617 MB. Pinning the threshold at glibc's initial 128 KiB makes every large block an mmap
+    # that is returned when freed: the same decode then measures 299 MB every time.
+    env = {**os.environ, "PYTHONPATH": str(root), "MALLOC_MMAP_THRESHOLD_": "131072"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or ["(no output)"])[-1][:300]}
     return json.loads(done.stdout.strip().splitlines()[-1])
