@@ -30,7 +30,7 @@ def page(settings, manager, tmp_path_factory):
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(settings))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         yield page
         browser.close()

@@ -67,6 +67,13 @@ def launch_options(settings: Settings) -> dict:
             "mcp_server": settings.mcp_server}
 
 
+def stylesheet() -> str:
+    """The page's few style rules: every `ui/css/*.css`, one file per area of the page."""
+    from pathlib import Path
+
+    return "\n".join(p.read_text() for p in sorted((Path(__file__).parent / "css").glob("*.css")))
+
+
 def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Blocks:
     studio = Studio.create(settings, manager)
     manager = studio.manager
@@ -74,7 +81,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
     log.info("%s", "\n".join(manager.memory_plan().lines()))  # decided before any model loads
     if settings.zero_gpu:
         manager.preload()  # ZeroGPU: placed at start-up, never offloaded (FACTS.md)
-    with StudioBlocks(title="Z-Image VL Studio") as demo:
+    with StudioBlocks(title="Z-Image VL Studio", css=stylesheet()) as demo:
         gr.Markdown("# Z-Image VL Studio\nZ-Image-Turbo with full prompt control and zero-shot style transfer "
                     "from reference images through Qwen3-VL. Models load on first use.")
         if settings.tiny:
