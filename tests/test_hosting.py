@@ -161,6 +161,25 @@ def test_private_events_cannot_read_server_files(hosted):
     assert "root:" not in reply.text and "/etc/passwd" not in reply.text.replace("\\/", "/").split('"error"')[0]
 
 
+def test_a_forged_browser_history_shows_no_server_file(hosted, tmp_path):
+    """The history comes back from the browser's storage, i.e. from the client: a forged list
+    naming server files (outside the output folder and gradio's upload cache) shows nothing."""
+    canary = tmp_path / "canary.png"
+    canary.write_bytes(b"CANARY-HISTORY")
+    meta = {"mode": "txt2img", "seed": 1, "request": {"prompt": "x", "seed": 1}}
+    forged = [{"image": path, "metadata": meta, "inputs": {"image": path}}
+              for path in ("/etc/passwd", str(canary), os.path.abspath("app.py"), "../../etc/passwd")]
+    deps = {d.get("api_name"): d for d in _config(hosted["url"])["dependencies"]}
+    for name in ("history_show", "history_remove"):
+        data = [forged] + [None] * (len(deps[name]["inputs"]) - 1)
+        reply = httpx.post(hosted["url"] + "gradio_api/run/predict",
+                           json={"fn_index": deps[name]["id"], "data": data, "session_hash": "attacker"}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["data"][:2] == [[], []]
+        text = reply.text.replace("\\/", "/")
+        assert "passwd" not in text and "canary" not in text and "app.py" not in text
+
+
 # ---- rewrite: no URL, no environment variable --------------------------------------------------------
 def test_a_client_cannot_send_the_servers_secrets_anywhere(hosted, listeners):
     operator, attacker = listeners

@@ -48,6 +48,40 @@ def test_history_restores_into_the_right_tab_with_its_inputs():
     assert tab == "vl" and values == {"prompt": "p7", "seed": 7} and inputs == {"references": ["/tmp/ref.png"]}
 
 
+def test_history_from_the_browser_is_checked_entry_by_entry(tmp_path):
+    """The list comes back from localStorage, i.e. from the client: only entries whose files lie in
+    the allowed folders (and exist) survive; a bad image input is dropped from its entry."""
+    allowed = tmp_path / "outputs"
+    allowed.mkdir()
+    good, ref = allowed / "a.png", allowed / "ref.png"
+    good.write_bytes(b"png"), ref.write_bytes(b"png")
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"secret")
+    meta = {"mode": "vl", "seed": 3, "request": {"prompt": "p", "seed": 3}}
+    forged = [
+        {"image": str(good), "metadata": meta, "inputs": {"references": [str(ref), str(secret)],
+                                                           "structure_image": "/etc/passwd"}},
+        {"image": str(secret), "metadata": meta, "inputs": {}},  # outside the allowed folders
+        {"image": str(allowed / ".." / "secret.png"), "metadata": meta, "inputs": {}},  # climbs out
+        {"image": str(allowed / "gone.png"), "metadata": meta, "inputs": {}},  # deleted since
+        {"image": str(good), "metadata": {"mode": "vl"}, "inputs": {}},  # no request
+        {"image": str(good), "metadata": meta, "inputs": "x"},
+        "not an entry",
+    ]
+    kept = history.trusted(forged, [allowed], cap=10)
+    assert kept == [{"image": str(good), "metadata": meta, "inputs": {"references": [str(ref)]}}]
+    assert history.trusted({"image": str(good)}, [allowed], cap=10) == []
+    assert len(history.trusted([forged[0]] * 20, [allowed], cap=5)) == 5
+
+
+def test_history_remove_takes_out_one_entry():
+    hist = []
+    for i in range(3):
+        hist = history.add(hist, *_entry(i), {}, cap=5)
+    assert [e["metadata"]["seed"] for e in history.remove(hist, 1)] == [2, 0]
+    assert history.remove(hist, 7) == hist and history.remove(hist, None) == hist
+
+
 def test_gpu_duration_grows_with_the_work():
     base = gpu_seconds(GenerationRequest())
     assert gpu_seconds(GenerationRequest(num_inference_steps=16)) > base

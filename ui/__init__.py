@@ -19,6 +19,9 @@ from .studio import QUEUE_SIZE, Studio
 
 log = logging.getLogger("llm_dit.app")
 
+# Send-to carries what both tabs share, except what belongs to the target: a new seed, its own strength.
+NOT_SENT = {"seed", "strength"}
+
 TINY_BANNER = (
     "**Offline tiny models in use** (`--tiny`): random weights, so every image is noise. "
     "The controls, metadata and API are real; point `--model-path` at Z-Image-Turbo for pictures."
@@ -59,12 +62,13 @@ class StudioBlocks(gr.Blocks):
 
 def launch_options(settings: Settings) -> dict:
     """What `launch()` needs from the settings: the output folder may be served (a Space's /data
-    is outside the working and temp folders), uploads are capped, MCP tools when asked for."""
+    is outside the working and temp folders), uploads are capped, MCP tools when asked for; and
+    the page's style rules (gradio 6 takes them at launch)."""
     from pathlib import Path
 
     return {"allowed_paths": [str(Path(settings.output_dir).expanduser().resolve())],
             "max_file_size": settings.max_upload_mb * 1024 * 1024, "share": settings.share or None,
-            "mcp_server": settings.mcp_server}
+            "mcp_server": settings.mcp_server, "css": stylesheet()}
 
 
 def stylesheet() -> str:
@@ -81,7 +85,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
     log.info("%s", "\n".join(manager.memory_plan().lines()))  # decided before any model loads
     if settings.zero_gpu:
         manager.preload()  # ZeroGPU: placed at start-up, never offloaded (FACTS.md)
-    with StudioBlocks(title="Z-Image VL Studio", css=stylesheet()) as demo:
+    with StudioBlocks(title="Z-Image VL Studio") as demo:
         gr.Markdown("# Z-Image VL Studio\nZ-Image-Turbo with full prompt control and zero-shot style transfer "
                     "from reference images through Qwen3-VL. Models load on first use.")
         if settings.tiny:
@@ -93,38 +97,81 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             png, png_report, png_raw = pnginfo.build()
             status.build(studio)
         remote.build(studio)  # encode / vl_encode endpoints: encoding for another instance
-        state, gallery, history_info = history.build(settings.history_size)
+        hist = history.build(settings.history_size)
         targets = _targets(parts)
         components = [comp for _, _, comp in targets]
         private = {"api_visibility": "private", "queue": False}
+        allowed, cap = history.roots(settings.output_dir), settings.history_size
 
-        # send-to: any result into img2img (init image) or VL (reference)
+        # send-to: a result into img2img (init image) or VL (reference), with its prompt, size and the
+        # settings both tabs share; the seed and strength stay the target's own
         for part in parts.values():
-            part.result.to_img2img.click(lambda path: (path, gr.Tabs(selected="img2img")) if path else (
-                gr.skip(), gr.skip()), part.result.image, [parts["img2img"].inputs["image"], tabs], **private)
-            part.result.to_vl.click(lambda path: ([path], gr.Tabs(selected="vl")) if path else (
-                gr.skip(), gr.skip()), part.result.image, [parts["vl"].inputs["references"], tabs], **private)
+            for target, key in (("img2img", "image"), ("vl", "references")):
+                button = part.result.to_img2img if target == "img2img" else part.result.to_vl
+                sent = [f for f in parts[target].controls
+                        if f in part.controls and f not in NOT_SENT and not f.startswith("_")]
+
+                def send_to(path, metadata, sent=sent, key=key, target=target):
+                    if not path:
+                        gr.Info("No result yet: generate once, then send it.")
+                        return [gr.skip()] * (len(sent) + 2)
+                    request = (metadata or {}).get("request", {})
+                    values = [request.get(f, gr.skip()) for f in sent]
+                    return [[path] if key == "references" else path, gr.Tabs(selected=target)] + values
+
+                button.click(send_to, [part.result.image, part.result.metadata],
+                             [parts[target].inputs[key], tabs] + [parts[target].controls[f] for f in sent],
+                             api_name=f"send_{part.name}_to_{target}", **private)
         for tab, button in rewriter["uses"].items():
             button.click(lambda text, tab=tab: (text, gr.Tabs(selected=tab)), rewriter["result"],
                          [parts[tab].controls["prompt"], tabs], **private)
 
-        # history: every successful result, newest first; a click restores it into its tab
+        # history: every successful result, newest first, kept in the browser; a click restores it
         for part in parts.values():
             keys = list(part.inputs)
 
-            def remember(hist, image, metadata, *inputs, keys=keys):
-                hist = history.add(hist, image, metadata, dict(zip(keys, inputs)), settings.history_size)
-                return hist, history.gallery_items(hist)
+            def remember(entries, image, metadata, *inputs, keys=keys):
+                entries = history.add(history.trusted(entries, allowed, cap), image, metadata,
+                                      dict(zip(keys, inputs)), cap)
+                return entries, history.gallery_items(entries)
 
-            part.event.success(remember, [state, part.result.image, part.result.metadata,
-                                          *[part.inputs[k] for k in keys]], [state, gallery], **private)
+            part.event.success(remember, [hist.state, part.result.image, part.result.metadata,
+                                          *[part.inputs[k] for k in keys]], [hist.state, hist.gallery], **private)
 
-        def restore(hist, evt: gr.SelectData):
-            tab, values, inputs = history.restore(hist[evt.index])
-            note = f"Restored {history.caption(hist[evt.index])} into **{tab}**."
-            return [note, gr.Tabs(selected=tab)] + _updates(targets, tab, {**values, **inputs})
+        def history_show(entries):
+            """The gallery from the browser's list (on page load), checked entry by entry."""
+            entries = history.trusted(entries, allowed, cap)
+            return entries, history.gallery_items(entries)
 
-        gallery.select(restore, [state], [history_info, tabs] + components, **private)
+        demo.load(history_show, hist.state, [hist.state, hist.gallery], api_name="history_show", **private)
+
+        def restore(entries, evt: gr.SelectData):
+            entries = history.trusted(entries, allowed, cap)
+            if not 0 <= evt.index < len(entries):
+                return [gr.skip()] * (len(components) + 4)
+            entry = entries[evt.index]
+            tab, values, inputs = history.restore(entry)
+            note = f"Restored {history.caption(entry)} into **{tab}**."
+            return [note, evt.index, gr.Button(interactive=True), gr.Tabs(selected=tab)] + _updates(
+                targets, tab, {**values, **inputs})
+
+        hist.gallery.select(restore, [hist.state], [hist.info, hist.selected, hist.delete, tabs] + components,
+                            api_name="restore", **private)
+
+        def history_remove(entries, index):
+            entries = history.remove(history.trusted(entries, allowed, cap), index)
+            return entries, history.gallery_items(entries), "Removed from the history.", None, gr.Button(
+                interactive=False)
+
+        hist.delete.click(history_remove, [hist.state, hist.selected],
+                          [hist.state, hist.gallery, hist.info, hist.selected, hist.delete],
+                          api_name="history_remove", **private)
+
+        def history_clear():
+            return [], [], "History cleared.", None, gr.Button(interactive=False)
+
+        hist.clear.click(history_clear, None, [hist.state, hist.gallery, hist.info, hist.selected, hist.delete],
+                         api_name="history_clear", **private)
 
         def load_png(path):
             if not path:
