@@ -132,6 +132,10 @@ def test_send_to_img2img_and_restore_from_history(page):
     page.locator("#txt2img-to-img2img").click()
     expect(page.get_by_role("tab", name="img2img")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#img2img img").first).to_have_attribute("src", re.compile(r"-txt2img-\d+(-\d+)?\.png$"))
+    # the prompt and the size came along: the next click runs the same picture at the same size
+    expect(page.locator("#img2img textarea").first).to_have_value("first prompt")
+    for label in ("Height", "Width"):
+        expect(page.locator("#img2img").get_by_label(f"number input for {label}")).to_have_value("64")
     # change the txt2img prompt, then restore the first result from the history gallery
     page.get_by_role("tab", name="txt2img").click()
     page.locator("#txt2img textarea").first.fill("something else")

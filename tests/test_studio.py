@@ -39,7 +39,7 @@ def test_history_is_newest_first_and_capped():
         hist = history.add(hist, *_entry(i), {}, cap=3)
     assert [e["metadata"]["seed"] for e in hist] == [4, 3, 2]
     assert history.add(hist, None, None, {}, cap=3) == hist  # a failed run adds nothing
-    assert history.gallery_items(hist)[0] == ("/tmp/4.png", "txt2img · seed 4 · p4")
+    assert history.gallery_items(hist)[0] == ("/tmp/4.png", "p4 · txt2img · seed 4")
 
 
 def test_history_restores_into_the_right_tab_with_its_inputs():

@@ -41,7 +41,7 @@ def remove(history: list, index: int | None) -> list:
 
 def caption(entry: dict) -> str:
     meta = entry["metadata"]
-    return f"{meta['mode']} · seed {meta['seed']} · {meta['request']['prompt'][:40]}"
+    return f"{meta['request']['prompt'][:40]} · {meta['mode']} · seed {meta['seed']}"  # what tells them apart first
 
 
 def gallery_items(history: list) -> list:
@@ -110,10 +110,10 @@ def build(cap: int) -> History:
     with gr.Accordion(f"History (this browser, newest first, last {cap}; kept across reloads)", open=True):
         gallery = gr.Gallery(label="History: click one to restore its parameters", columns=8, rows=1, height=200,
                              object_fit="contain", preview=False, allow_preview=False, elem_id="history",
-                             format="png")
+                             format="png", fit_columns=False)  # two results: two thumbnails, not two halves
         with gr.Row():
             info = gr.Markdown()
-            delete = gr.Button("🗑 Remove selected", size="sm", scale=0, min_width=160, elem_id="history-remove",
+            delete = gr.Button("Remove selected", size="sm", scale=0, min_width=160, elem_id="history-remove",
                                interactive=False)
             clear = gr.Button("Clear history", size="sm", scale=0, min_width=140, elem_id="history-clear")
     return History(state, selected, gallery, info, delete, clear)
