@@ -1,17 +1,20 @@
-"""txt2img tab: prompt -> image."""
+"""txt2img tab: prompt -> image; its prompt embeddings can be exported as `.safetensors`."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import fields
 
 import gradio as gr
 
-from llm_dit.generate import run
+from llm_dit import remote
+from llm_dit.generate import prompt_parts, run
 from llm_dit.request import GenerationRequest, validate
 
 from .common import Endpoint, saved
-from .form import TabParts, generation_form, result_panel, wire_reuse
+from .form import TabParts, generation_form, result_panel, run_bar, shown_file, wire_reuse
 from .gpu import gpu_seconds, on_gpu
+from .remote import check_encode
 from .studio import GPU
 
 FIELDS = [f.name for f in fields(GenerationRequest) if f.name != "strength"]
@@ -23,6 +26,34 @@ EXAMPLES = [
 ]
 
 
+def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> None:
+    """"Export embeddings": the prompt's text embeddings, as the `encode` endpoint makes them
+    (`llm_dit.remote.encoding`), saved in the output folder as `.safetensors`; its `embeds` tensor
+    is diffusers' `prompt_embeds` for one image. A private event: `encode` is the public API."""
+    manager = studio.manager
+
+    def encode(request):
+        parts = {"prompt": request.prompt, "strip_quotes": request.strip_quotes, **prompt_parts(request)}
+        return remote.encoding(manager, parts, request.hidden_layer, request.long_prompt_mode)
+
+    gpu_encode = on_gpu(encode, duration=lambda request: gpu_seconds(None))
+
+    def action(request):
+        tensors, metadata = gpu_encode(request)
+        metadata["request"] = request.to_dict()
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{tab}-prompt-embeds.safetensors"
+        try:
+            path = studio.outputs.write(name, lambda tmp: remote.save(tensors, metadata, tmp))
+        except ValueError as err:  # the disk refused: say so, keep serving
+            gr.Warning(str(err))
+            path = None
+        return shown_file(path)
+
+    endpoint = Endpoint(studio, f"{tab}_export", fields, action, check=check_encode)
+    button.click(endpoint.fn, [c[f] for f in fields], files, api_name=f"{tab}_export", api_visibility="private",
+                 concurrency_id=GPU, validator=endpoint.validator)
+
+
 def build(studio) -> TabParts:
     manager = studio.manager
     generate = on_gpu(lambda request: run(manager, request), duration=gpu_seconds)
@@ -30,9 +61,9 @@ def build(studio) -> TabParts:
         with gr.Row():
             with gr.Column():
                 form = generation_form(FIELDS, studio)
-                button = gr.Button("Generate", variant="primary", elem_id="txt2img-generate")
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
+                button, export = run_bar("txt2img", ("Export embeddings", "txt2img-export-embeddings"))
                 result = result_panel("txt2img")
         c = form.controls
         endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request: saved(generate(request), studio),
@@ -40,5 +71,6 @@ def build(studio) -> TabParts:
         event = button.click(endpoint.fn, inputs=[c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
                              api_name="txt2img", concurrency_id=GPU, validator=endpoint.validator)
+        wire_export(studio, "txt2img", FIELDS, c, export, result.files)
         wire_reuse(form, result)
     return TabParts("txt2img", c, result, event=event)
