@@ -80,7 +80,7 @@ def build(studio) -> TabParts:
             with gr.Column():
                 button, export = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
                 with gr.Group(elem_classes="run-readout"):
-                    readout = gr.Markdown(strength_readout(8, 0.9, 3.0))
+                    readout = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="img2img-readout")
                 result = result_panel("img2img")
         c = form.controls
         wire_strength_readout(c, readout)

@@ -156,7 +156,7 @@ def build(studio) -> TabParts:
             with gr.Column():
                 go, extract_button = run_bar("vl", ("Extract only", "vl-extract"))
                 with gr.Group(elem_classes="run-readout"):
-                    strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0))
+                    strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="vl-strength-readout")
                     readout = gr.Markdown(alpha_readout(None, 0.3), elem_id="vl-effective-alpha")
                 result = result_panel("vl", "Conditioning export (.safetensors)",
                                       more=lambda: gr.Markdown(elem_id="vl-token-map"))
