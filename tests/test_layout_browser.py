@@ -29,7 +29,8 @@ def _main(page, tab, key) -> dict:
     if key == "txt2img":
         return {"prompt": prompt, "Size preset": tab.get_by_role("combobox", name=re.compile(r"^Size preset")),
                 "Width": tab.get_by_label("number input for Width"),
-                "Height": tab.get_by_label("number input for Height"), **run}
+                "Height": tab.get_by_label("number input for Height"),
+                "readout": page.locator("#txt2img-readout"), **run}
     if key == "img2img":
         return {"init image": page.locator("#img2img-image"), "prompt": prompt,
                 "Strength": tab.get_by_label("number input for Strength"),
@@ -109,9 +110,14 @@ def test_txt2img_fits_the_window(page):
     _research_knobs_collapsed(page, tab, _form_groups(tab))
     for name in ("txt2img-generate", "txt2img-export-embeddings", "txt2img-to-img2img", "txt2img-to-vl"):
         _not_clipped(page.locator(f"#{name}"), name)
+    _readout_beside_generate(page, "txt2img", page.locator("#txt2img-readout"))
     _set_size(page, "txt2img", 64)
+    expect(page.locator("#txt2img-readout")).to_contain_text("8 forwards from pure noise (sigma 1.000), 64×64 px")
+    expect(tab.get_by_role("combobox", name=re.compile(r"^Size preset"))).to_have_value(
+        "Free size (set width and height)")  # the picker does not claim a size that will not run
     tab.get_by_role("textbox", name=re.compile(r"^Prompt( |$)")).fill("a lighthouse at dusk")
-    _generate_and_see(page, "txt2img", **{"Seed used": tab.get_by_label("Seed used")})
+    _generate_and_see(page, "txt2img", **{"Seed used": tab.get_by_label("Seed used"),
+                                          "readout": page.locator("#txt2img-readout")})
     _screenshot(page, "txt2img")
 
 

@@ -54,7 +54,15 @@ def size_picker(c: dict) -> None:
         r = sizes.get(label)
         return (r.width, r.height) if r else (gr.skip(), gr.skip())
 
+    def match(width, height, shown):
+        """The preset that names this size, or free size: the picker never shows a size that will not run."""
+        if shown in sizes and (sizes[shown].width, sizes[shown].height) == (width, height):
+            return gr.skip()
+        return next((label for label, r in sizes.items() if (r.width, r.height) == (width, height)), FREE_SIZE)
+
     picker.change(apply, picker, [c["width"], c["height"]], api_visibility="private", queue=False)
+    gr.on([c["width"].change, c["height"].change], match, [c["width"], c["height"], picker], picker,
+          api_visibility="private", queue=False)
 
 
 def lora_picker(box, names: list[str]) -> None:

@@ -26,6 +26,14 @@ EXAMPLES = [
 ]
 
 
+def run_readout(num_inference_steps, width, height) -> str:
+    """What Generate will run: the forwards (all from pure noise) and the size."""
+    try:
+        return f"{int(num_inference_steps)} forwards from pure noise (sigma 1.000), {int(width)}×{int(height)} px"
+    except (TypeError, ValueError):
+        return ""
+
+
 def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> None:
     """"Export embeddings": the prompt's text embeddings, as the `encode` endpoint makes them
     (`llm_dit.remote.encoding`), saved in the output folder as `.safetensors`; its `embeds` tensor
@@ -64,8 +72,12 @@ def build(studio) -> TabParts:
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
                 button, export = run_bar("txt2img", ("Export embeddings", "txt2img-export-embeddings"))
+                with gr.Group(elem_classes="run-readout"):
+                    readout = gr.Markdown(run_readout(8, 1024, 1024), elem_id="txt2img-readout")
                 result = result_panel("txt2img")
         c = form.controls
+        plan = [c["num_inference_steps"], c["width"], c["height"]]
+        gr.on([p.change for p in plan], run_readout, plan, readout, api_visibility="private", queue=False)
         endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request: saved(generate(request), studio),
                             check=lambda request: validate(request, policy=studio.policy), outputs=3)
         event = button.click(endpoint.fn, inputs=[c[f] for f in FIELDS],
