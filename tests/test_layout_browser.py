@@ -118,6 +118,9 @@ def test_txt2img_fits_the_window(page):
     tab.get_by_role("textbox", name=re.compile(r"^Prompt( |$)")).fill("a lighthouse at dusk")
     _generate_and_see(page, "txt2img", **{"Seed used": tab.get_by_label("Seed used"),
                                           "readout": page.locator("#txt2img-readout")})
+    expect(page.locator("#txt2img-export")).to_be_hidden()  # no export yet: no empty file box
+    page.locator("#txt2img-export-embeddings").click()
+    expect(page.locator("#txt2img-export")).to_contain_text("-txt2img-prompt-embeds", timeout=60_000)
     _screenshot(page, "txt2img")
 
 

@@ -170,9 +170,14 @@ def result_panel(tab: str, export_label: str = "Prompt embeddings (.safetensors)
     return Result(image, seed, metadata, to_img2img, to_vl, files, extra)
 
 
-def shown_file(path):
-    """An export for `files`: shown with its file, or hidden when there is none (the disk refused)."""
-    return gr.File(value=path and str(path), visible=path is not None)
+def reveal_export(event, files: gr.File) -> None:
+    """After an export event (whose API output stays the plain file path), show `files` when it
+    holds the file, hide it when there is none (the disk refused)."""
+
+    def show_export(path):
+        return gr.File(visible=bool(path))
+
+    event.success(show_export, files, files, api_visibility="private", queue=False)
 
 
 def wire_reuse(form: Form, result: Result) -> None:

@@ -12,7 +12,7 @@ from llm_dit.generate import prompt_parts, run
 from llm_dit.request import GenerationRequest, validate
 
 from .common import Endpoint, saved
-from .form import TabParts, generation_form, result_panel, run_bar, shown_file, wire_reuse
+from .form import TabParts, generation_form, result_panel, run_bar, reveal_export, wire_reuse
 from .gpu import gpu_seconds, on_gpu
 from .remote import check_encode
 from .studio import GPU
@@ -55,11 +55,12 @@ def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> 
         except ValueError as err:  # the disk refused: say so, keep serving
             gr.Warning(str(err))
             path = None
-        return shown_file(path)
+        return path and str(path)
 
     endpoint = Endpoint(studio, f"{tab}_export", fields, action, check=check_encode)
-    button.click(endpoint.fn, [c[f] for f in fields], files, api_name=f"{tab}_export", api_visibility="private",
-                 concurrency_id=GPU, validator=endpoint.validator)
+    event = button.click(endpoint.fn, [c[f] for f in fields], files, api_name=f"{tab}_export",
+                         api_visibility="private", concurrency_id=GPU, validator=endpoint.validator)
+    reveal_export(event, files)
 
 
 def build(studio) -> TabParts:

@@ -14,7 +14,7 @@ from llm_dit.vl import check_aspect
 from llm_dit.request import VLRequest, field_meta, parse_weights, validate
 
 from .common import Endpoint, control, image_input, saved
-from .form import TabParts, generation_form, result_panel, run_bar, shown_file, wire_reuse
+from .form import TabParts, generation_form, result_panel, run_bar, reveal_export, wire_reuse
 from .gpu import gpu_seconds, on_gpu
 from .studio import GPU, PREVIEW
 from .img2img import strength_readout, wire_strength_readout
@@ -187,7 +187,7 @@ def build(studio) -> TabParts:
             except ValueError as err:
                 gr.Warning(str(err))
                 path = None
-            return cond.report, shown_file(path), token_map(cond.report), alpha_readout(cond.report, request.alpha)
+            return cond.report, path and str(path), token_map(cond.report), alpha_readout(cond.report, request.alpha)
 
         def layer_scan_action(request, references):
             first = _references(references)[0]
@@ -223,8 +223,10 @@ def build(studio) -> TabParts:
                          api_name="vl_generate", concurrency_id=GPU, validator=generate.validator)
         extract = Endpoint(studio, "vl_extract", FIELDS, extract_action, ("references",), VLRequest, outputs=4,
                            check=lambda request, references: check(request, references, studio.policy))
-        extract_button.click(extract.fn, inputs=[references] + inputs, outputs=[stats, export, tokens, readout],
-                             api_name="vl_extract", concurrency_id=GPU, validator=extract.validator)
+        extracted = extract_button.click(extract.fn, inputs=[references] + inputs,
+                                         outputs=[stats, export, tokens, readout], api_name="vl_extract",
+                                         concurrency_id=GPU, validator=extract.validator)
+        reveal_export(extracted, export)
         preview = Endpoint(studio, "vl_preview", FIELDS, preview_action, ("references",), VLRequest)
         for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND + STATISTICS:
             c[f].change(preview.fn, [references] + inputs, readout, api_visibility="private",
