@@ -121,6 +121,7 @@ def test_txt2img_fits_the_window(page):
     expect(page.locator("#txt2img-export")).to_be_hidden()  # no export yet: no empty file box
     page.locator("#txt2img-export-embeddings").click()
     expect(page.locator("#txt2img-export")).to_contain_text("-txt2img-prompt-embeds", timeout=60_000)
+    _in_window(page, {"export": page.locator("#txt2img-export"), "result image": page.locator("#txt2img-result img")})
     _screenshot(page, "txt2img")
 
 
@@ -165,6 +166,9 @@ def test_vl_fits_the_window(page, tmp_path):
     _in_window(page, _main(page, tab, "vl"))  # an uploaded reference does not push the rest out
     _generate_and_see(page, "vl", readout=page.locator("#vl-effective-alpha"))
     expect(page.locator("#vl-effective-alpha")).to_contain_text("VL share 0.")
+    page.locator("#vl-extract").click()  # its file shows under the buttons; the result stays in view
+    expect(page.locator("#vl-export")).to_contain_text("-vl-conditioning", timeout=60_000)
+    _in_window(page, {"export": page.locator("#vl-export"), "result image": page.locator("#vl-result img")})
     _screenshot(page, "vl")
 
 

@@ -150,13 +150,14 @@ def run_bar(tab: str, *others: tuple[str, str]) -> list:
     return buttons
 
 
-RESULT_HEIGHT = 520  # px: with the run bar above it, the result fits a 1000 px high window
+RESULT_HEIGHT = 480  # px: with the run bar, readout and an export above it, the result fits a 1000 px window
 
 
 def result_panel(tab: str, export_label: str = "Prompt embeddings (.safetensors)", more=None) -> Result:
-    """The result image at a fixed height (the page does not jump when it arrives), the seed used
-    and the send-to buttons on one row under it, the tab's export (hidden until there is one),
-    `more()` (the tab's own compact outputs), then the metadata."""
+    """The tab's export (hidden until there is one: right under the button that makes it), the result
+    image at a fixed height (the page does not jump when it arrives), the seed used and the send-to
+    buttons on one row under it, `more()` (the tab's own compact outputs), then the metadata."""
+    files = gr.File(label=export_label, visible=False, elem_id=f"{tab}-export")
     image = gr.Image(label="Result", type="filepath", format="png", interactive=False, elem_id=f"{tab}-result",
                      height=RESULT_HEIGHT)
     with gr.Row(equal_height=True):
@@ -164,7 +165,6 @@ def result_panel(tab: str, export_label: str = "Prompt embeddings (.safetensors)
         with gr.Column(scale=2, elem_classes="send-to"):
             to_img2img = gr.Button("→ img2img (init image)", size="sm", elem_id=f"{tab}-to-img2img")
             to_vl = gr.Button("→ VL conditioning (reference)", size="sm", elem_id=f"{tab}-to-vl")
-    files = gr.File(label=export_label, visible=False, elem_id=f"{tab}-export")
     extra = more() if more is not None else None
     metadata = gr.JSON(label="Metadata")
     return Result(image, seed, metadata, to_img2img, to_vl, files, extra)
