@@ -83,15 +83,14 @@ def lora_picker(box, names: list[str]) -> None:
 def generation_form(fields: list[str], studio, preset_file: str = "generation.toml", main=None,
                     extra=None) -> Form:
     """The controls of a generation tab, the main ones first: the prompt, `main(c)` (the tab's own
-    main controls, added into the same dict), preset and style, size, steps and seed; then the
-    research knobs in collapsed accordions, `extra(c)` adding the tab's own groups among them."""
+    main controls, e.g. strength, added into the same dict), preset and style, size, steps and
+    seed; then the research knobs in collapsed accordions, `extra(c)` adding the tab's own groups
+    among them."""
     presets = {name: p for name, p in load_presets(PRESETS_DIR / preset_file).items()
                if set(p["values"]) <= set(fields)}
     c = {"prompt": control("prompt")}
     if main is not None:
         main(c)
-    if "strength" in fields and "strength" not in c:
-        c["strength"] = control("strength")
     with gr.Row(equal_height=True):
         picker = gr.Dropdown(choices=list(presets), value=None, label="Preset", min_width=160,
                              info=f"sets several controls at once (presets/{preset_file})")
@@ -141,8 +140,9 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
 
 
 def run_bar(tab: str, *others: tuple[str, str]) -> list:
-    """The Generate button (and the tab's other run buttons, as (label, elem_id)) on one row, at
-    the top of the result column: it stays in view beside the result however long the form is."""
+    """The Generate button (and the tab's other run buttons, as (label, elem_id)) on one row at the
+    top of the result column: in view beside the main inputs, above the result, however long the
+    form below them is."""
     with gr.Row(equal_height=True, elem_classes="run-bar"):
         buttons = [gr.Button("Generate", variant="primary", scale=2, elem_id=f"{tab}-generate")]
         for label, elem_id in others:

@@ -140,6 +140,24 @@ def build(studio) -> TabParts:
                 for f in names:
                     c[f] = control(f)
 
+    def diagnostics():
+        """Under the result, before the (long) metadata: the token map, then the statistics and the
+        layer scan, collapsed."""
+        tokens = gr.Markdown(elem_id="vl-token-map")
+        with gr.Accordion("Statistics and effective alpha", open=False):
+            stats = gr.JSON(label="Statistics and effective alpha")
+        with gr.Accordion("Layer scan (one VL forward, every hidden layer)", open=False):
+            scan_button = gr.Button("Scan layers of the first reference", elem_id="vl-layer-scan")
+            scan_note = gr.Markdown()
+            corr_plot = gr.LinePlot(x="layer", y="std_correlation", color="tokens",
+                                    title="per-dim std correlation with the text encoder")
+            outlier_plot = gr.LinePlot(x="layer", y="outlier_dims", color="tokens",
+                                       title="outlier dims (above the outlier threshold)")
+            scan_csv = gr.File(label="Layer scan (.csv)")
+            suggested = gr.State(None)
+            use_layer = gr.Button("Use the suggested layer", size="sm", elem_id="vl-use-layer")
+        return tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested, use_layer
+
     with gr.Tab("VL conditioning", id="vl", elem_id="vl"):
         with gr.Row():
             with gr.Column():
@@ -158,21 +176,9 @@ def build(studio) -> TabParts:
                 with gr.Group(elem_classes="run-readout"):
                     strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="vl-strength-readout")
                     readout = gr.Markdown(alpha_readout(None, 0.3), elem_id="vl-effective-alpha")
-                result = result_panel("vl", "Conditioning export (.safetensors)",
-                                      more=lambda: gr.Markdown(elem_id="vl-token-map"))
-                export, tokens = result.files, result.extra
-                with gr.Accordion("Statistics and effective alpha", open=False):
-                    stats = gr.JSON(label="Statistics and effective alpha")
-                with gr.Accordion("Layer scan (one VL forward, every hidden layer)", open=False):
-                    scan_button = gr.Button("Scan layers of the first reference", elem_id="vl-layer-scan")
-                    scan_note = gr.Markdown()
-                    corr_plot = gr.LinePlot(x="layer", y="std_correlation", color="tokens",
-                                            title="per-dim std correlation with the text encoder")
-                    outlier_plot = gr.LinePlot(x="layer", y="outlier_dims", color="tokens",
-                                               title="outlier dims (above the outlier threshold)")
-                    scan_csv = gr.File(label="Layer scan (.csv)")
-                    suggested = gr.State(None)
-                    use_layer = gr.Button("Use the suggested layer", size="sm", elem_id="vl-use-layer")
+                result = result_panel("vl", "Conditioning export (.safetensors)", more=diagnostics)
+                export, (tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested,
+                         use_layer) = result.files, result.extra
 
         def generate_action(request, references, structure_image):
             generated = gpu_vl(request, _references(references), structure_image)
