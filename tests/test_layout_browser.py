@@ -111,10 +111,14 @@ def test_txt2img_fits_the_window(page):
     for name in ("txt2img-generate", "txt2img-export-embeddings", "txt2img-to-img2img", "txt2img-to-vl"):
         _not_clipped(page.locator(f"#{name}"), name)
     _readout_beside_generate(page, "txt2img", page.locator("#txt2img-readout"))
+    size = tab.get_by_role("combobox", name=re.compile(r"^Size preset"))
+    _set_size(page, "txt2img", 1536)  # height first: 1024x1536 on the way, a preset; it must not write back
+    for label in ("Width", "Height"):
+        expect(tab.get_by_label(f"number input for {label}")).to_have_value("1536")
+    expect(size).to_have_value("1536×1536 (1:1) · 1536")
     _set_size(page, "txt2img", 64)
     expect(page.locator("#txt2img-readout")).to_contain_text("8 forwards from pure noise (sigma 1.000), 64×64 px")
-    expect(tab.get_by_role("combobox", name=re.compile(r"^Size preset"))).to_have_value(
-        "Free size (set width and height)")  # the picker does not claim a size that will not run
+    expect(size).to_have_value("Free size (set width and height)")  # it never claims a size that will not run
     tab.get_by_role("textbox", name=re.compile(r"^Prompt( |$)")).fill("a lighthouse at dusk")
     _generate_and_see(page, "txt2img", **{"Seed used": tab.get_by_label("Seed used"),
                                           "readout": page.locator("#txt2img-readout")})

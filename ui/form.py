@@ -60,7 +60,10 @@ def size_picker(c: dict) -> None:
             return gr.skip()
         return next((label for label, r in sizes.items() if (r.width, r.height) == (width, height)), FREE_SIZE)
 
-    picker.change(apply, picker, [c["width"], c["height"]], api_visibility="private", queue=False)
+    # A person's choice sets the size; the size (typed, restored, from a preset) names its preset.
+    # `input`, not `change`: the picker set by `match` does not write the size back (no ping-pong
+    # with what is being typed).
+    picker.input(apply, picker, [c["width"], c["height"]], api_visibility="private", queue=False)
     gr.on([c["width"].change, c["height"].change], match, [c["width"], c["height"], picker], picker,
           api_visibility="private", queue=False)
 
