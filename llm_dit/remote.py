@@ -2,7 +2,8 @@
 
 The serving side (`encode_file`, `extract_file`) runs the instance's own encoders and writes the
 result as `.safetensors` (tensors + string metadata); the app serves them as the `encode` and
-`vl_encode` API endpoints. The using side (`RemoteEncoder`) is chosen by the operator with
+`vl_encode` API endpoints, and the txt2img/img2img tabs export their prompt embeddings with the
+same `encoding` and `save`. The using side (`RemoteEncoder`) is chosen by the operator with
 `--text-encoder-url` / `--vl-url`; it calls those endpoints through `gradio_client`, checks that
 the other model fits this DiT (hidden size, layer count, caption limit), and hands back the same
 objects the local path makes, so the caches, the blend and the metadata work unchanged.
@@ -33,12 +34,17 @@ class RemoteEncoderError(ModelLoadError):
     """The remote encoder cannot be reached, or does not fit this instance; names the URL."""
 
 
+def save(tensors: dict, metadata: dict, path) -> Path:
+    """Tensors and JSON-encoded string metadata as `.safetensors` at `path`."""
+    save_file({k: v.contiguous() for k, v in tensors.items()},
+              str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    return Path(path)
+
+
 def _write(tensors: dict, metadata: dict, folder: str | Path, kind: str) -> Path:
     handle, path = tempfile.mkstemp(prefix=f"{kind}-", suffix=".safetensors", dir=folder)
     os.close(handle)
-    save_file({k: v.contiguous() for k, v in tensors.items()},
-              path, metadata={k: json.dumps(v) for k, v in metadata.items()})
-    return Path(path)
+    return save(tensors, metadata, path)
 
 
 def _read(path) -> tuple[dict, dict]:
@@ -50,19 +56,25 @@ def _read(path) -> tuple[dict, dict]:
 
 
 # ---- the serving side ------------------------------------------------------------------------
-def encode_file(manager, parts: dict, hidden_layer: int, long_prompt_mode: str, folder) -> Path:
-    """The chat text of `parts` through this instance's text encoder, as `.safetensors`."""
+def encoding(manager, parts: dict, hidden_layer: int, long_prompt_mode: str) -> tuple[dict, dict]:
+    """The chat text of `parts` through this instance's text encoder: `{"embeds": [tokens, hidden]}`
+    (what diffusers takes as one image's `prompt_embeds`) and what made it, as metadata."""
     pipe, lm = manager.pipeline(), manager.language_model()
     chat = format_chat(**parts)
     limit = caption_limit(pipe.transformer)
     encoded = encode_text(lm.model, pipe.tokenizer, chat, limit, hidden_layer, long_prompt_mode,
                           max_tokens=field_meta("prompt")["max_tokens"])
     config = lm.config
-    return _write({"embeds": encoded.embeds.cpu()}, {
+    return {"embeds": encoded.embeds.cpu()}, {
         "chat": chat, "token_count": encoded.token_count, "caption_limit": limit,
         "long_prompt_mode": long_prompt_mode, "long_prompt_applied": encoded.long_prompt_applied,
         "model": manager.zimage_model_id, "hidden_size": config.hidden_size,
-        "num_hidden_layers": config.num_hidden_layers}, folder, "encoding")
+        "num_hidden_layers": config.num_hidden_layers}
+
+
+def encode_file(manager, parts: dict, hidden_layer: int, long_prompt_mode: str, folder) -> Path:
+    """`encoding` as a new `.safetensors` file in `folder`."""
+    return _write(*encoding(manager, parts, hidden_layer, long_prompt_mode), folder, "encoding")
 
 
 def extract_file(manager, image, params, folder) -> Path:

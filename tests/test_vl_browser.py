@@ -10,6 +10,8 @@ from .test_browser import page  # noqa: F401 - the same page fixture (and the sa
 def test_ignored_fields_are_greyed_out_and_come_back(page):
     page.get_by_role("tab", name="VL conditioning").click()
     tab = page.locator("#vl")
+    for group in ("VL extraction", "Composition"):  # research knobs start collapsed
+        tab.get_by_role("button", name=re.compile(f"^{group}")).click()
     vl_text = tab.get_by_role("textbox", name=re.compile(r"^VL text( |$)"))
     expect(vl_text).to_be_disabled()  # the default: VL reads the prompt
     tab.get_by_label("Give VL the prompt").uncheck()

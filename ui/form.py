@@ -27,6 +27,8 @@ class Result:
     metadata: gr.JSON
     to_img2img: gr.Button
     to_vl: gr.Button
+    files: gr.File  # the tab's exports (.safetensors), hidden until there is one
+    extra: object = None  # what the tab's `more()` added
 
 
 @dataclass
@@ -52,7 +54,18 @@ def size_picker(c: dict) -> None:
         r = sizes.get(label)
         return (r.width, r.height) if r else (gr.skip(), gr.skip())
 
-    picker.change(apply, picker, [c["width"], c["height"]], api_visibility="private", queue=False)
+    def match(width, height, shown):
+        """The preset that names this size, or free size: the picker never shows a size that will not run."""
+        if shown in sizes and (sizes[shown].width, sizes[shown].height) == (width, height):
+            return gr.skip()
+        return next((label for label, r in sizes.items() if (r.width, r.height) == (width, height)), FREE_SIZE)
+
+    # A person's choice sets the size; the size (typed, restored, from a preset) names its preset.
+    # `input`, not `change`: the picker set by `match` does not write the size back (no ping-pong
+    # with what is being typed).
+    picker.input(apply, picker, [c["width"], c["height"]], api_visibility="private", queue=False)
+    gr.on([c["width"].change, c["height"].change], match, [c["width"], c["height"], picker], picker,
+          api_visibility="private", queue=False)
 
 
 def lora_picker(box, names: list[str]) -> None:
@@ -70,28 +83,32 @@ def lora_picker(box, names: list[str]) -> None:
     pick.input(add, [pick, box], [box, pick], api_visibility="private", queue=False)
 
 
-def generation_form(fields: list[str], studio, preset_file: str = "generation.toml", extra=None) -> Form:
-    """The controls of a generation tab, laid out in groups. `extra(c)` may add more controls
-    (into the same dict) before the sampling group."""
+def generation_form(fields: list[str], studio, preset_file: str = "generation.toml", main=None,
+                    extra=None) -> Form:
+    """The controls of a generation tab, the main ones first: the prompt, `main(c)` (the tab's own
+    main controls, e.g. strength, added into the same dict), preset and style, size, steps and
+    seed; then the research knobs in collapsed accordions, `extra(c)` adding the tab's own groups
+    among them."""
     presets = {name: p for name, p in load_presets(PRESETS_DIR / preset_file).items()
                if set(p["values"]) <= set(fields)}
-    with gr.Row():
-        picker = gr.Dropdown(choices=list(presets), value=None, label="Preset", scale=1,
-                             info=f"sets several controls at once (presets/{preset_file})")
-        note = gr.Markdown()
     c = {"prompt": control("prompt")}
+    if main is not None:
+        main(c)
+    with gr.Row(equal_height=True):
+        picker = gr.Dropdown(choices=list(presets), value=None, label="Preset", min_width=160,
+                             info=f"sets several controls at once (presets/{preset_file})")
+        c["template"] = control("template", min_width=160)
+    note = gr.Markdown(visible=False)  # the chosen preset's description
     size_picker(c)
     with gr.Row(equal_height=True):
-        c["num_inference_steps"] = control("num_inference_steps")
-        c["seed"] = control("seed")
+        for f in ("num_inference_steps", "seed"):
+            if f not in c:
+                c[f] = control(f)
         with gr.Column(min_width=120, scale=0):
             randomize = gr.Checkbox(label="Random seed", value=True)
             reuse = gr.Button("♻ Reuse last", size="sm")
     randomize.change(lambda on, seed: -1 if on else (0 if seed == -1 else seed), [randomize, c["seed"]],
                      c["seed"], api_visibility="private", queue=False)
-    if "strength" in fields:
-        c["strength"] = control("strength")
-    c["template"] = control("template")
     with gr.Accordion("Prompt format (Qwen3 chat)", open=False):
         for f in ("system_prompt", "thinking_content", "assistant_content"):
             c[f] = control(f)
@@ -118,21 +135,52 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
         if name not in presets:
             return [gr.skip()] * (len(names) + 1)
         values = presets[name]["values"]
-        return [presets[name]["description"]] + [values.get(f, gr.skip()) for f in names]
+        return [gr.Markdown(presets[name]["description"], visible=True)] + [values.get(f, gr.skip()) for f in names]
 
     picker.change(apply_preset, picker, [note] + [c[f] for f in names], api_visibility="private",
                   queue=False)
     return Form(c, randomize, reuse)
 
 
-def result_panel(tab: str) -> Result:
-    image = gr.Image(label="Result", type="filepath", format="png", interactive=False, elem_id=f"{tab}-result")
-    with gr.Row():
-        to_img2img = gr.Button("→ img2img (init image)", size="sm", elem_id=f"{tab}-to-img2img")
-        to_vl = gr.Button("→ VL conditioning (reference)", size="sm", elem_id=f"{tab}-to-vl")
-    seed = gr.Number(label="Seed used", value=None, precision=0, interactive=False)
+def run_bar(tab: str, *others: tuple[str, str]) -> list:
+    """The Generate button (and the tab's other run buttons, as (label, elem_id)) on one row at the
+    top of the result column: in view beside the main inputs, above the result, however long the
+    form below them is."""
+    with gr.Row(equal_height=True, elem_classes="run-bar"):
+        buttons = [gr.Button("Generate", variant="primary", scale=2, elem_id=f"{tab}-generate")]
+        for label, elem_id in others:
+            buttons.append(gr.Button(label, scale=1, elem_id=elem_id))
+    return buttons
+
+
+RESULT_HEIGHT = 480  # px: with the run bar, readout and an export above it, the result fits a 1000 px window
+
+
+def result_panel(tab: str, export_label: str = "Prompt embeddings (.safetensors)", more=None) -> Result:
+    """The tab's export (hidden until there is one: right under the button that makes it), the result
+    image at a fixed height (the page does not jump when it arrives), the seed used and the send-to
+    buttons on one row under it, `more()` (the tab's own compact outputs), then the metadata."""
+    files = gr.File(label=export_label, visible=False, elem_id=f"{tab}-export")
+    image = gr.Image(label="Result", type="filepath", format="png", interactive=False, elem_id=f"{tab}-result",
+                     height=RESULT_HEIGHT)
+    with gr.Row(equal_height=True):
+        seed = gr.Number(label="Seed used", value=None, precision=0, interactive=False, min_width=120, scale=1)
+        with gr.Column(scale=2, elem_classes="send-to"):
+            to_img2img = gr.Button("→ img2img (init image)", size="sm", elem_id=f"{tab}-to-img2img")
+            to_vl = gr.Button("→ VL conditioning (reference)", size="sm", elem_id=f"{tab}-to-vl")
+    extra = more() if more is not None else None
     metadata = gr.JSON(label="Metadata")
-    return Result(image, seed, metadata, to_img2img, to_vl)
+    return Result(image, seed, metadata, to_img2img, to_vl, files, extra)
+
+
+def reveal_export(event, files: gr.File) -> None:
+    """After an export event (whose API output stays the plain file path), show `files` when it
+    holds the file, hide it when there is none (the disk refused)."""
+
+    def show_export(path):
+        return gr.File(visible=bool(path))
+
+    event.success(show_export, files, files, api_visibility="private", queue=False)
 
 
 def wire_reuse(form: Form, result: Result) -> None:

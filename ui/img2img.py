@@ -1,4 +1,5 @@
-"""img2img tab: init image + prompt -> image, with the strength semantics of BRIEF §6."""
+"""img2img tab: init image + prompt -> image, with the strength semantics of BRIEF §6; its prompt
+embeddings can be exported as `.safetensors` (as in txt2img)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from llm_dit.generate import img2img_plan, run
 from llm_dit.images import load_image
 from llm_dit.request import GenerationRequest, validate
 
-from .common import Endpoint, image_input, saved
-from .form import TabParts, generation_form, result_panel, wire_reuse
+from .common import Endpoint, control, image_input, saved
+from .form import TabParts, generation_form, result_panel, run_bar, wire_reuse
 from .gpu import gpu_seconds, on_gpu
 from .studio import GPU
+from .txt2img import wire_export
 
 FIELDS = [f.name for f in fields(GenerationRequest)]
 EXAMPLES = [
@@ -44,6 +46,15 @@ def wire_strength_readout(c: dict, readout) -> None:
         component.change(strength_readout, plan, readout, api_visibility="private", queue=False)
 
 
+INIT_HEIGHT = 260  # px: the init image, the prompt and strength fit above the fold
+
+
+def main_controls(c: dict) -> None:
+    """Under the prompt: strength beside the step count it takes a share of."""
+    with gr.Row():
+        c["strength"], c["num_inference_steps"] = control("strength"), control("num_inference_steps")
+
+
 def check(request, image, policy) -> None:
     """Before the queue: the request, and an init image that opens."""
     validate(request, img2img=True, policy=policy)
@@ -63,12 +74,13 @@ def build(studio) -> TabParts:
     with gr.Tab("img2img", id="img2img", elem_id="img2img"):
         with gr.Row():
             with gr.Column():
-                image = image_input("Init image")
-                form = generation_form(FIELDS, studio)
-                readout = gr.Markdown(strength_readout(8, 0.9, 3.0))
-                button = gr.Button("Generate", variant="primary", elem_id="img2img-generate")
+                image = image_input("Init image", height=INIT_HEIGHT, elem_id="img2img-image")
+                form = generation_form(FIELDS, studio, main=main_controls)
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
+                button, export = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
+                with gr.Group(elem_classes="run-readout"):
+                    readout = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="img2img-readout")
                 result = result_panel("img2img")
         c = form.controls
         wire_strength_readout(c, readout)
@@ -77,5 +89,6 @@ def build(studio) -> TabParts:
         event = button.click(endpoint.fn, inputs=[image] + [c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
                              api_name="img2img", concurrency_id=GPU, validator=endpoint.validator)
+        wire_export(studio, "img2img", FIELDS, c, export, result.files)
         wire_reuse(form, result)
     return TabParts("img2img", c, result, {"image": image}, event)

@@ -14,17 +14,22 @@ from llm_dit.vl import check_aspect
 from llm_dit.request import VLRequest, field_meta, parse_weights, validate
 
 from .common import Endpoint, control, image_input, saved
-from .form import TabParts, generation_form, result_panel, wire_reuse
+from .form import TabParts, generation_form, result_panel, run_bar, reveal_export, wire_reuse
 from .gpu import gpu_seconds, on_gpu
 from .studio import GPU, PREVIEW
 from .img2img import strength_readout, wire_strength_readout
 
 FIELDS = [f.name for f in fields(VLRequest)]
+# The research knobs, one collapsed accordion per group (the main ones, alpha and strength, sit
+# under the prompt).
 EXTRACTION = ["vl_use_prompt", "vl_text", "vl_system_prompt", "vl_think_block", "vl_hidden_layer",
-              "vl_text_hidden_layer", "token_mode", "vl_composition", "image_text_ratio", "reference_weights"]
-BLEND = ["blend_mode", "concat_tokens", "vl_start", "vl_end", "length_mode", "scale_to_text", "target_std",
-         "normalization", "outlier_mode", "outlier_threshold"]
-DEPENDENT = EXTRACTION + BLEND + ["hidden_layer"]
+              "vl_text_hidden_layer", "token_mode"]  # what Qwen3-VL reads, and which states are taken
+COMPOSITION = ["vl_composition", "image_text_ratio", "reference_weights"]  # image vs text parts, references
+BLEND = ["blend_mode", "concat_tokens", "length_mode", "vl_start", "vl_end"]  # how and when VL mixes in
+STATISTICS = ["scale_to_text", "target_std", "normalization", "outlier_mode", "outlier_threshold"]
+GROUPS = {"VL extraction (Qwen3-VL)": EXTRACTION, "Composition (image vs text, several references)": COMPOSITION,
+          "Blend (mode, length, step window)": BLEND, "Statistics and normalisation": STATISTICS}
+DEPENDENT = EXTRACTION + COMPOSITION + BLEND + STATISTICS + ["hidden_layer"]
 # Controls whose value decides which other controls apply (conditioning.inactive_fields).
 GOVERNING = ["alpha", "vl_use_prompt", "vl_composition", "token_mode", "scale_to_text", "normalization",
              "outlier_mode", "blend_mode", "guidance_scale", "target_std"]
@@ -70,6 +75,7 @@ def scan_outputs(rows: list[dict], csv_path: str):
 
 
 MAX_REFERENCES = 8
+REFERENCES_HEIGHT = 150  # px: the references, the prompt, alpha, strength and the preset fit above the fold
 
 
 def _references(files) -> list:
@@ -124,48 +130,55 @@ def build(studio) -> TabParts:
     gpu_condition = on_gpu(lambda request, refs: conditioning.condition(manager, request, refs),
                            duration=lambda request, refs: gpu_seconds(None, extractions=2 * len(refs)))
 
+    def main(c):
+        with gr.Row():
+            c["alpha"], c["strength"] = control("alpha"), control("strength")
+
     def extras(c):
-        with gr.Accordion("VL extraction (Qwen3-VL)", open=True):
-            for f in EXTRACTION:
-                c[f] = control(f)
-        with gr.Accordion("Blend", open=True):
-            c["alpha"] = control("alpha")
-            c["_alpha_readout"] = gr.Markdown(alpha_readout(None, 0.3), elem_id="vl-effective-alpha")
-            for f in BLEND:
-                c[f] = control(f)
+        for label, names in GROUPS.items():
+            with gr.Accordion(label, open=False):
+                for f in names:
+                    c[f] = control(f)
+
+    def diagnostics():
+        """Under the result, before the (long) metadata: the token map, then the statistics and the
+        layer scan, collapsed."""
+        tokens = gr.Markdown(elem_id="vl-token-map")
+        with gr.Accordion("Statistics and effective alpha", open=False):
+            stats = gr.JSON(label="Statistics and effective alpha")
+        with gr.Accordion("Layer scan (one VL forward, every hidden layer)", open=False):
+            scan_button = gr.Button("Scan layers of the first reference", elem_id="vl-layer-scan")
+            scan_note = gr.Markdown()
+            corr_plot = gr.LinePlot(x="layer", y="std_correlation", color="tokens",
+                                    title="per-dim std correlation with the text encoder")
+            outlier_plot = gr.LinePlot(x="layer", y="outlier_dims", color="tokens",
+                                       title="outlier dims (above the outlier threshold)")
+            scan_csv = gr.File(label="Layer scan (.csv)")
+            suggested = gr.State(None)
+            use_layer = gr.Button("Use the suggested layer", size="sm", elem_id="vl-use-layer")
+        return tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested, use_layer
 
     with gr.Tab("VL conditioning", id="vl", elem_id="vl"):
         with gr.Row():
             with gr.Column():
                 references = gr.File(label="Reference image(s)", file_count="multiple", file_types=["image"],
-                                     type="filepath", elem_id="vl-references")
-                structure = image_input("Structure image (optional: init latents instead of the first reference)")
-                form = generation_form(FIELDS, studio, preset_file="vl.toml", extra=extras)
+                                     type="filepath", elem_id="vl-references", height=REFERENCES_HEIGHT)
+                form = generation_form(FIELDS, studio, preset_file="vl.toml", main=main, extra=extras)
                 c = form.controls
-                readout = c.pop("_alpha_readout")
-                strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0))
-                with gr.Row():
-                    go = gr.Button("Generate", variant="primary", elem_id="vl-generate")
-                    extract_button = gr.Button("Extract only", elem_id="vl-extract")
+                with gr.Accordion("Structure image (optional: init latents instead of the first reference)",
+                                  open=False):
+                    structure = image_input("Structure image")
                 gr.Examples([[[example_reference()], "A fox on a hill, in the colours of the reference"],
                              [[example_reference()], "A quiet harbour town"]],
                             inputs=[references, c["prompt"]], cache_examples=False)
             with gr.Column():
-                result = result_panel("vl")
-                with gr.Accordion("Diagnostics", open=True):
-                    tokens = gr.Markdown(elem_id="vl-token-map")
-                    stats = gr.JSON(label="Statistics and effective alpha")
-                    export = gr.File(label="Conditioning export (.safetensors)")
-                with gr.Accordion("Layer scan (one VL forward, every hidden layer)", open=False):
-                    scan_button = gr.Button("Scan layers of the first reference", elem_id="vl-layer-scan")
-                    scan_note = gr.Markdown()
-                    corr_plot = gr.LinePlot(x="layer", y="std_correlation", color="tokens",
-                                            title="per-dim std correlation with the text encoder")
-                    outlier_plot = gr.LinePlot(x="layer", y="outlier_dims", color="tokens",
-                                               title="outlier dims (above the outlier threshold)")
-                    scan_csv = gr.File(label="Layer scan (.csv)")
-                    suggested = gr.State(None)
-                    use_layer = gr.Button("Use the suggested layer", size="sm", elem_id="vl-use-layer")
+                go, extract_button = run_bar("vl", ("Extract only", "vl-extract"))
+                with gr.Group(elem_classes="run-readout"):
+                    strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="vl-strength-readout")
+                    readout = gr.Markdown(alpha_readout(None, 0.3), elem_id="vl-effective-alpha")
+                result = result_panel("vl", "Conditioning export (.safetensors)", more=diagnostics)
+                export, (tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested,
+                         use_layer) = result.files, result.extra
 
         def generate_action(request, references, structure_image):
             generated = gpu_vl(request, _references(references), structure_image)
@@ -216,10 +229,12 @@ def build(studio) -> TabParts:
                          api_name="vl_generate", concurrency_id=GPU, validator=generate.validator)
         extract = Endpoint(studio, "vl_extract", FIELDS, extract_action, ("references",), VLRequest, outputs=4,
                            check=lambda request, references: check(request, references, studio.policy))
-        extract_button.click(extract.fn, inputs=[references] + inputs, outputs=[stats, export, tokens, readout],
-                             api_name="vl_extract", concurrency_id=GPU, validator=extract.validator)
+        extracted = extract_button.click(extract.fn, inputs=[references] + inputs,
+                                         outputs=[stats, export, tokens, readout], api_name="vl_extract",
+                                         concurrency_id=GPU, validator=extract.validator)
+        reveal_export(extracted, export)
         preview = Endpoint(studio, "vl_preview", FIELDS, preview_action, ("references",), VLRequest)
-        for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND:
+        for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND + STATISTICS:
             c[f].change(preview.fn, [references] + inputs, readout, api_visibility="private",
                         concurrency_id=PREVIEW, trigger_mode="always_last")
         scan = Endpoint(studio, "vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest, outputs=5,
