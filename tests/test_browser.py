@@ -86,6 +86,7 @@ def test_field_messages_survive_a_preset_and_steps_zero_is_refused(page):
     tab.locator("textarea").first.fill("a red fox")
     tab.get_by_label("Random seed").uncheck()
     seed = tab.get_by_label("Seed", exact=True)
+    expect(seed).to_have_value("0")  # unticking writes 0 into the box: type only after it landed
     seed.fill("-5")
     seed.press("Enter")
     page.locator("#txt2img-generate").click()

@@ -18,8 +18,10 @@ def _generate(page, prompt):
 
 def test_history_survives_a_reload_and_items_can_be_removed(page, tmp_path):
     page.get_by_role("tab", name="txt2img").click()
+    expect(page.locator("#txt2img").get_by_label("Seed used")).to_have_count(0)  # no run yet: no seed shown
     _set_size(page, "txt2img", 64)
     _generate(page, "kept across reloads")
+    expect(page.locator("#txt2img").get_by_label("Seed used")).not_to_have_value("")
     _generate(page, "to be removed")
     page.reload()
     gallery = page.locator("#history img")

@@ -137,6 +137,8 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
 
             part.event.success(remember, [hist.state, part.result.image, part.result.metadata,
                                           *[part.inputs[k] for k in keys]], [hist.state, hist.gallery], **private)
+            part.event.success(lambda: gr.Number(visible=True), None, part.result.seed, api_name="show_seed",
+                               **private)
 
         def history_show(entries):
             """The gallery from the browser's list (on page load), checked entry by entry."""

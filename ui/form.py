@@ -164,7 +164,9 @@ def result_panel(tab: str, export_label: str = "Prompt embeddings (.safetensors)
     image = gr.Image(label="Result", type="filepath", format="png", interactive=False, elem_id=f"{tab}-result",
                      height=RESULT_HEIGHT)
     with gr.Row(equal_height=True):
-        seed = gr.Number(label="Seed used", value=None, precision=0, interactive=False, min_width=120, scale=1)
+        # hidden until a run: gradio's Number shows an empty value as 0, a seed that never ran
+        seed = gr.Number(label="Seed used", value=None, precision=0, interactive=False, min_width=120, scale=1,
+                         visible=False)
         with gr.Column(scale=2, elem_classes="send-to"):
             to_img2img = gr.Button("→ img2img (init image)", size="sm", elem_id=f"{tab}-to-img2img")
             to_vl = gr.Button("→ VL conditioning (reference)", size="sm", elem_id=f"{tab}-to-vl")
