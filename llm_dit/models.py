@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import levers, policy
+from . import cancel, download, levers, policy
 from .cache import LRUCache
 from .devices import ModelLoadError, module_bytes, release_memory, resolve_device, resolve_dtype  # noqa: F401 - re-exported
 from .memory import Plan
@@ -40,12 +40,11 @@ def _load_error(what: str, source: str, err: Exception, repo: str, flag: str, ho
     if _is_local(source):
         where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
     else:
-        cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-            os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
-        )
+        cache = download.cache_dir()
         where = f"the Hugging Face hub id {source!r} (local cache {cache})"
+    detail = str(err) if isinstance(err, download.HubUnavailable) else f"{type(err).__name__}: {err}"
     return ModelLoadError(
-        f"Could not load the {what} from {where}: {type(err).__name__}: {err}\n"
+        f"Could not load the {what} from {where}: {detail}\n"
         f"To fix: download it where the hub is reachable (`hf download {repo} --local-dir DIR`) and "
         f"pass {flag} DIR (env LLM_DIT_{flag[2:].replace('-', '_').upper()}); or run with --tiny "
         f"for offline random-weight models."
@@ -68,6 +67,7 @@ class ModelManager(Placement):
         self._views = {}
         self.load_counts: Counter = Counter()
         self.last_timeline: list[dict] = []  # stages of the last generation, for the status panel
+        self.load_problem: str | None = None  # the last load's ModelLoadError; None after a load succeeds
         self._vl_lock = threading.RLock()
         self._vl = None  # (Qwen3VLForConditionalGeneration, processor) while loaded
         self._vl_depth = 0  # nesting of vl_session()
@@ -130,7 +130,7 @@ class ModelManager(Placement):
         """The loaded `ZImagePipeline` (tokenizer, DiT, VAE, scheduler). Its text encoder loads
         on first use (`language_model`): a pure-VL generation never needs it."""
         if self._pipe is None:
-            with self._lock:
+            with self._lock, self._recording():
                 if self._pipe is None:
                     self._load_zimage()
         return self._pipe
@@ -143,19 +143,45 @@ class ModelManager(Placement):
         with self._lock:  # never None, even if an unload runs concurrently
             pipe = self.pipeline()
             if self._lm is None:
-                self._load_text_encoder(pipe)
+                with self._recording():
+                    self._load_text_encoder(pipe)
             return self._lm
 
     @property
     def text_encoder_loaded(self) -> bool:
         return self._lm is not None
 
+    @contextmanager
+    def _recording(self):
+        """Keep a load's failure for the page (`load_problem`) until a load succeeds."""
+        try:
+            yield
+        except ModelLoadError as err:
+            self.load_problem = str(err)
+            raise
+        self.load_problem = None
+
     def _zimage_folder(self) -> str:
-        source = self.zimage_source
-        if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
-            raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
-                              ZIMAGE_REPO, "--model-path", self.policy.hosted)
-        return os.path.expanduser(source)
+        return self._folder(self.zimage_source, "Z-Image checkpoint", ZIMAGE_REPO, "--model-path",
+                            download.ZIMAGE_FILES)
+
+    def _vl_folder(self) -> str:
+        return self._folder(self.vl_source, "Qwen3-VL model", VL_REPO, "--vl-model-path", download.VL_FILES)
+
+    def _folder(self, source: str, what: str, repo: str, flag: str, patterns) -> str:
+        """The local folder of a checkpoint: the folder given, or the cached snapshot of a hub id,
+        downloaded on first use (`llm_dit.download`: it fails within hub_timeout when the hub is mute)."""
+        hosted = self.policy.hosted
+        if _is_local(source):
+            if not os.path.isdir(os.path.expanduser(source)):
+                raise _load_error(what, source, FileNotFoundError("no such folder"), repo, flag, hosted)
+            return os.path.expanduser(source)
+        try:
+            return download.folder(source, patterns, self.settings.hub_timeout, hosted)
+        except cancel.Cancelled:
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
+            raise _load_error(what, source, err, source, flag, hosted) from err
 
     def _load_zimage(self) -> None:
         """The DiT, VAE, tokenizer and scheduler. The text encoder loads here only when it joins an
@@ -258,7 +284,8 @@ class ModelManager(Placement):
         with self.vl_session():
             if self._vl is None:
                 self._park()
-                self._load_vl()
+                with self._recording():
+                    self._load_vl()
             yield self._vl
 
     def text_encoder_config(self):
@@ -266,7 +293,7 @@ class ModelManager(Placement):
         if self._text_config is None:
             from transformers import AutoConfig
 
-            source = os.path.expanduser(self.zimage_source)
+            source = self._zimage_folder()
             try:
                 self._text_config = AutoConfig.from_pretrained(source, subfolder="text_encoder")
             except Exception as err:  # noqa: BLE001
@@ -281,8 +308,10 @@ class ModelManager(Placement):
         if self._vl_config is None:
             from transformers import AutoConfig
 
+            with self._recording():
+                source = self._vl_folder()
             try:
-                self._vl_config = AutoConfig.from_pretrained(os.path.expanduser(self.vl_source))
+                self._vl_config = AutoConfig.from_pretrained(source)
             except Exception as err:  # noqa: BLE001
                 raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         return self._vl_config
@@ -337,11 +366,7 @@ class ModelManager(Placement):
 
         from .vl import ImageOnlyProcessor
 
-        source = self.vl_source
-        if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
-            raise _load_error("Qwen3-VL model", source, FileNotFoundError("no such folder"), VL_REPO,
-                              "--vl-model-path", self.policy.hosted)
-        source = os.path.expanduser(source)
+        source = self._vl_folder()
         device = self._device(self.settings.vl_device, self.memory_plan().placement.vl != "cpu")
         dtype = resolve_dtype(self.settings.dtype, device)
         quantization = self._quantization("vl", "transformers", device, dtype)
