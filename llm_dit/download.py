@@ -69,6 +69,22 @@ def cached(repo: str, patterns=None) -> str | None:
         return None
 
 
+def known_size(repo: str, patterns) -> int | None:
+    """Bytes still to download for `repo`, when an earlier (interrupted) download left the file
+    list in the cache; None when only the hub can tell. No network."""
+    from huggingface_hub import get_cached_repo_tree, try_to_load_from_cache
+    from huggingface_hub.errors import CachedRepoTreeNotFoundError
+    from huggingface_hub.utils import filter_repo_objects
+
+    cache = cache_dir()
+    try:
+        tree = get_cached_repo_tree(repo, cache_dir=cache)
+    except CachedRepoTreeNotFoundError:
+        return None
+    wanted = filter_repo_objects(tree, allow_patterns=list(patterns), key=lambda f: f.path)
+    return sum(f.size for f in wanted if not isinstance(try_to_load_from_cache(repo, f.path, cache_dir=cache), str))
+
+
 @dataclass(frozen=True)
 class Download:
     """What fetching `repo` will bring: the files not in the cache yet, with their sizes."""
