@@ -10,6 +10,9 @@ from llm_dit import download
 from llm_dit.models import _is_local
 
 PRIVATE = {"api_visibility": "private", "queue": False}
+SCROLL_TO_BANNER = ("() => { const banner = document.getElementById('model-status'); "
+                    "if (banner && banner.classList.contains('load-problem')) "
+                    "window.scrollTo({top: Math.max(0, banner.getBoundingClientRect().top + window.scrollY - 16)}); }")
 
 
 def _not_downloaded(studio) -> list[str]:
@@ -51,7 +54,8 @@ def status_text(studio) -> str:
 def _handler(studio):
     def model_status():
         text = status_text(studio)
-        return gr.Markdown(text, visible=bool(text))
+        problem = ["load-problem"] if studio.manager.load_problem else []
+        return gr.Markdown(text, visible=bool(text), elem_classes=problem)
 
     return model_status
 
@@ -64,7 +68,12 @@ def build(studio) -> gr.Markdown:
 
 
 def wire(studio, banner: gr.Markdown, events) -> None:
-    """After each generating event (success or failure), the banner shows the current state: the
-    load problem that made it fail, or nothing once the models loaded."""
+    """After each generating event, the banner shows the current state: the load problem that made
+    it fail, or nothing once the models loaded. (`.success` and `.failure`: gradio 6.31's page
+    runs no `.then` after an error.) After a failure the page scrolls up to it: the Generate
+    button that was clicked is often below the fold, and gradio's `scroll_to_output` does not
+    scroll for this event."""
     for event in events:
-        event.then(_handler(studio), outputs=banner, api_name="model_status", **PRIVATE)
+        event.success(_handler(studio), outputs=banner, api_name="model_status", **PRIVATE)
+        shown = event.failure(_handler(studio), outputs=banner, api_name="model_status", **PRIVATE)
+        shown.then(None, js=SCROLL_TO_BANNER, api_visibility="private", queue=False)
