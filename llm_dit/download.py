@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from . import cancel
+from .devices import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,47 @@ VL_FILES = ("*.json", "*.safetensors", "merges.txt", "vocab.json", "*.jinja")
 
 class HubUnavailable(Exception):
     """The checkpoint is not in the local cache and the hub gave no answer to download it."""
+
+
+def is_local(source: str) -> bool:
+    """A folder (existing, or written as a path) rather than a hub id."""
+    return os.path.isdir(source) or source.startswith(("/", ".", "~")) or os.path.isabs(source)
+
+
+def load_error(what: str, source: str, err: Exception, repo: str, flag: str, hosted: bool = False) -> ModelLoadError:
+    """The message for a checkpoint that cannot be loaded: what, where we looked, why, and the fix.
+    Hosted: generic (remote clients learn no server path); the details go to the server log."""
+    if hosted:
+        log.error("could not load the %s from %s: %s", what, source, err, exc_info=err)
+        return ModelLoadError(f"The {what} could not be loaded on this server ({type(err).__name__}); the operator "
+                              f"can read the details in the server log.")
+    if is_local(source):
+        where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
+    else:
+        where = f"the Hugging Face hub id {source!r} (local cache {cache_dir()})"
+    detail = str(err) if isinstance(err, HubUnavailable) else f"{type(err).__name__}: {err}"
+    return ModelLoadError(
+        f"Could not load the {what} from {where}: {detail}\n"
+        f"To fix: download it where the hub is reachable (`hf download {repo} --local-dir DIR`) and "
+        f"pass {flag} DIR (env LLM_DIT_{flag[2:].replace('-', '_').upper()}); or run with --tiny "
+        f"for offline random-weight models."
+    )
+
+
+def local_folder(source: str, what: str, repo: str, flag: str, patterns, deadline_s: float,
+                 hosted: bool = False) -> str:
+    """The local folder of a checkpoint: `source` itself, or the snapshot of a hub id (`folder`);
+    a `ModelLoadError` with the fix when there is none."""
+    if is_local(source):
+        if not os.path.isdir(os.path.expanduser(source)):
+            raise load_error(what, source, FileNotFoundError("no such folder"), repo, flag, hosted)
+        return os.path.expanduser(source)
+    try:
+        return folder(source, patterns, deadline_s, hosted)
+    except cancel.Cancelled:
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
+        raise load_error(what, source, err, source, flag, hosted) from err
 
 
 def hub_endpoint() -> str:

@@ -9,46 +9,19 @@ the one loaded DiT.
 
 from __future__ import annotations
 
-import logging
-import os
 import threading
 from collections import Counter
 from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import cancel, download, levers, policy
+from . import download, levers, policy
 from .cache import LRUCache
 from .devices import ModelLoadError, module_bytes, release_memory, resolve_device, resolve_dtype  # noqa: F401 - re-exported
+from .download import load_error
 from .memory import Plan
 from .placement import Placement
 from .settings import VL_REPO, ZIMAGE_REPO, Settings
-
-
-def _is_local(source: str) -> bool:
-    return os.path.isdir(source) or source.startswith(("/", ".", "~")) or os.path.isabs(source)
-
-
-log = logging.getLogger(__name__)
-
-
-def _load_error(what: str, source: str, err: Exception, repo: str, flag: str, hosted: bool = False) -> ModelLoadError:
-    if hosted:  # remote clients learn no server path; the operator reads the log
-        log.error("could not load the %s from %s: %s", what, source, err, exc_info=err)
-        return ModelLoadError(f"The {what} could not be loaded on this server ({type(err).__name__}); the operator "
-                              f"can read the details in the server log.")
-    if _is_local(source):
-        where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
-    else:
-        cache = download.cache_dir()
-        where = f"the Hugging Face hub id {source!r} (local cache {cache})"
-    detail = str(err) if isinstance(err, download.HubUnavailable) else f"{type(err).__name__}: {err}"
-    return ModelLoadError(
-        f"Could not load the {what} from {where}: {detail}\n"
-        f"To fix: download it where the hub is reachable (`hf download {repo} --local-dir DIR`) and "
-        f"pass {flag} DIR (env LLM_DIT_{flag[2:].replace('-', '_').upper()}); or run with --tiny "
-        f"for offline random-weight models."
-    )
 
 
 class ModelManager(Placement):
@@ -171,17 +144,8 @@ class ModelManager(Placement):
     def _folder(self, source: str, what: str, repo: str, flag: str, patterns) -> str:
         """The local folder of a checkpoint: the folder given, or the cached snapshot of a hub id,
         downloaded on first use (`llm_dit.download`: it fails within hub_timeout when the hub is mute)."""
-        hosted = self.policy.hosted
-        if _is_local(source):
-            if not os.path.isdir(os.path.expanduser(source)):
-                raise _load_error(what, source, FileNotFoundError("no such folder"), repo, flag, hosted)
-            return os.path.expanduser(source)
-        try:
-            return download.folder(source, patterns, self.settings.hub_timeout, hosted)
-        except cancel.Cancelled:
-            raise
-        except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            raise _load_error(what, source, err, source, flag, hosted) from err
+        return download.local_folder(source, what, repo, flag, patterns, self.settings.hub_timeout,
+                                     self.policy.hosted)
 
     def _load_zimage(self) -> None:
         """The DiT, VAE, tokenizer and scheduler. The text encoder loads here only when it joins an
@@ -206,7 +170,7 @@ class ModelManager(Placement):
                 if dit_quant else None,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+            raise load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
                               self.policy.hosted) from err
         pipe.transformer.eval(), pipe.vae.eval()
         lm = None
@@ -243,7 +207,7 @@ class ModelManager(Placement):
             return Qwen3ForCausalLM.from_pretrained(source, subfolder="text_encoder", dtype=dtype,
                                                     use_safetensors=True, quantization_config=quant).eval()
         except Exception as err:  # noqa: BLE001
-            raise _load_error("Z-Image text encoder", source, err, ZIMAGE_REPO, "--model-path",
+            raise load_error("Z-Image text encoder", source, err, ZIMAGE_REPO, "--model-path",
                               self.policy.hosted) from err
 
     def _attach_text_encoder(self, pipe, lm, placed: bool) -> None:
@@ -297,7 +261,7 @@ class ModelManager(Placement):
             try:
                 self._text_config = AutoConfig.from_pretrained(source, subfolder="text_encoder")
             except Exception as err:  # noqa: BLE001
-                raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+                raise load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
                                   self.policy.hosted) from err
         return self._text_config
 
@@ -313,7 +277,7 @@ class ModelManager(Placement):
             try:
                 self._vl_config = AutoConfig.from_pretrained(source)
             except Exception as err:  # noqa: BLE001
-                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
+                raise load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         return self._vl_config
 
     @property
@@ -375,7 +339,7 @@ class ModelManager(Placement):
             model = Qwen3VLForConditionalGeneration.from_pretrained(
                 source, dtype=dtype, use_safetensors=True, quantization_config=quantization)
         except Exception as err:  # noqa: BLE001
-            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
+            raise load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         self._vl = (model.to(device).eval(), processor)
         self.load_counts["vl"] += 1
 

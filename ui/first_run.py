@@ -7,7 +7,6 @@ from __future__ import annotations
 import gradio as gr
 
 from llm_dit import download
-from llm_dit.models import _is_local
 
 PRIVATE = {"api_visibility": "private", "queue": False}
 SCROLL_TO_BANNER = ("() => { const banner = document.getElementById('model-status'); "
@@ -25,7 +24,7 @@ def _not_downloaded(studio) -> list[str]:
         wanted.append(("Qwen3-VL model, for VL conditioning", settings.vl_model_path, download.VL_FILES))
     lines = []
     for what, source, patterns in wanted:
-        if _is_local(source) or download.cached(source, patterns):
+        if download.is_local(source) or download.cached(source, patterns):
             continue
         size = download.known_size(source, patterns)
         how_big = f"{download.human_size(size)} left to download" if size is not None else \
