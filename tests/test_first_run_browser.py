@@ -46,12 +46,13 @@ def _save(page, name: str) -> None:
     artifacts = os.environ.get("TEST_ARTIFACTS")
     if artifacts:
         os.makedirs(artifacts, exist_ok=True)
-        page.screenshot(path=os.path.join(artifacts, name))
+        page.screenshot(path=os.path.join(artifacts, name), animations="disabled")
 
 
 def _save_while_shown(page, locator, name: str, tries: int = 20) -> None:
-    """A screenshot taken while `locator` is on screen. Gradio's progress flickers: each of the
-    handler's heartbeats (every 0.1 s) hides it until the next progress message."""
+    """A screenshot taken while `locator` is on screen (CSS animations finished). Gradio's progress
+    flickers: each of the handler's heartbeats (every 0.1 s) hides it until the next progress
+    message, which starts its fade-in again."""
     for _ in range(tries):
         if locator.count() and locator.first.is_visible():
             _save(page, name)
