@@ -111,6 +111,17 @@ def test_the_banner_names_what_a_first_run_downloads(monkeypatch, tmp_path, sett
     assert status_text(Studio.create(settings, manager)) == ""  # --tiny: nothing to download
 
 
+def test_the_announcement_says_size_files_and_where_and_hosted_no_path():
+    from llm_dit.download import Download, human_size
+
+    files = (("transformer/a.safetensors", 32_900_000_000), ("model_index.json", 512))
+    download = Download(ZIMAGE_REPO, files, ("*",), "/srv/hf/hub", "https://huggingface.co")
+    assert download.announcement() == (f"Downloading {ZIMAGE_REPO}: 32.9 GB in 2 files into /srv/hf/hub "
+                                       f"(first use only)")
+    assert download.announcement(hosted=True) == f"Downloading {ZIMAGE_REPO}: 32.9 GB in 2 files (first use only)"
+    assert [human_size(n) for n in (999, 1000, 4_660_000)] == ["999 bytes", "1.0 kB", "4.7 MB"]
+
+
 # ---- the app in a subprocess, against loopback hubs ---------------------------------------------
 def test_a_mute_hub_fails_the_first_click_within_the_deadline(tmp_path):
     """The hub accepts connections and never answers: the probe's deadline (2 s) ends the click,

@@ -17,7 +17,7 @@ from .test_first_run import app
 VIEWPORT = {"width": 1400, "height": 1000}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def mute_hub_page(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("first-run")
     with Blackhole() as hole, app(tmp, hole.url, "--hub-timeout", "2") as (url, _):
@@ -29,7 +29,7 @@ def mute_hub_page(tmp_path_factory):
             browser.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def fake_hub_page(tmp_path_factory, zimage_dir):
     """The app against a slow loopback hub that serves the tiny checkpoint as Z-Image-Turbo."""
     tmp = tmp_path_factory.mktemp("first-download")
