@@ -1,8 +1,9 @@
 """First use of a checkpoint given as a hub id: find it in the local cache, else say what will be
 downloaded (how many files, how big) and download just the files the loaders read, with progress.
 
-huggingface_hub's timeouts bound each read, and its downloads retry: against a hub that accepts
-connections and never answers, a bare `from_pretrained(hub_id)` waits for minutes. Here the
+huggingface_hub's timeouts bound each read, and its downloads retry; diffusers' `from_pretrained(hub_id)`
+first asks `repo_info` with no timeout at all, so against a hub that accepts connections and never
+answers it waits without end (measured: no answer after 25 min). Here the
 question "what would be downloaded?" goes to the hub in a worker thread and the caller waits at
 most `deadline_s` for the answer; without one it fails at once with a `HubUnavailable` that says
 which hub was asked and why it gave nothing. With `HF_HUB_OFFLINE=1` the hub is not asked at all.
