@@ -9,47 +9,19 @@ the one loaded DiT.
 
 from __future__ import annotations
 
-import logging
-import os
 import threading
 from collections import Counter
 from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import levers, policy
+from . import download, levers, policy
 from .cache import LRUCache
 from .devices import ModelLoadError, module_bytes, release_memory, resolve_device, resolve_dtype  # noqa: F401 - re-exported
+from .download import load_error
 from .memory import Plan
 from .placement import Placement
 from .settings import VL_REPO, ZIMAGE_REPO, Settings
-
-
-def _is_local(source: str) -> bool:
-    return os.path.isdir(source) or source.startswith(("/", ".", "~")) or os.path.isabs(source)
-
-
-log = logging.getLogger(__name__)
-
-
-def _load_error(what: str, source: str, err: Exception, repo: str, flag: str, hosted: bool = False) -> ModelLoadError:
-    if hosted:  # remote clients learn no server path; the operator reads the log
-        log.error("could not load the %s from %s: %s", what, source, err, exc_info=err)
-        return ModelLoadError(f"The {what} could not be loaded on this server ({type(err).__name__}); the operator "
-                              f"can read the details in the server log.")
-    if _is_local(source):
-        where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
-    else:
-        cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-            os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
-        )
-        where = f"the Hugging Face hub id {source!r} (local cache {cache})"
-    return ModelLoadError(
-        f"Could not load the {what} from {where}: {type(err).__name__}: {err}\n"
-        f"To fix: download it where the hub is reachable (`hf download {repo} --local-dir DIR`) and "
-        f"pass {flag} DIR (env LLM_DIT_{flag[2:].replace('-', '_').upper()}); or run with --tiny "
-        f"for offline random-weight models."
-    )
 
 
 class ModelManager(Placement):
@@ -68,6 +40,7 @@ class ModelManager(Placement):
         self._views = {}
         self.load_counts: Counter = Counter()
         self.last_timeline: list[dict] = []  # stages of the last generation, for the status panel
+        self.load_problem: str | None = None  # the last load's ModelLoadError; None after a load succeeds
         self._vl_lock = threading.RLock()
         self._vl = None  # (Qwen3VLForConditionalGeneration, processor) while loaded
         self._vl_depth = 0  # nesting of vl_session()
@@ -130,7 +103,7 @@ class ModelManager(Placement):
         """The loaded `ZImagePipeline` (tokenizer, DiT, VAE, scheduler). Its text encoder loads
         on first use (`language_model`): a pure-VL generation never needs it."""
         if self._pipe is None:
-            with self._lock:
+            with self._lock, self._recording():
                 if self._pipe is None:
                     self._load_zimage()
         return self._pipe
@@ -143,19 +116,36 @@ class ModelManager(Placement):
         with self._lock:  # never None, even if an unload runs concurrently
             pipe = self.pipeline()
             if self._lm is None:
-                self._load_text_encoder(pipe)
+                with self._recording():
+                    self._load_text_encoder(pipe)
             return self._lm
 
     @property
     def text_encoder_loaded(self) -> bool:
         return self._lm is not None
 
+    @contextmanager
+    def _recording(self):
+        """Keep a load's failure for the page (`load_problem`) until a load succeeds."""
+        try:
+            yield
+        except ModelLoadError as err:
+            self.load_problem = str(err)
+            raise
+        self.load_problem = None
+
     def _zimage_folder(self) -> str:
-        source = self.zimage_source
-        if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
-            raise _load_error("Z-Image checkpoint", source, FileNotFoundError("no such folder"),
-                              ZIMAGE_REPO, "--model-path", self.policy.hosted)
-        return os.path.expanduser(source)
+        return self._folder(self.zimage_source, "Z-Image checkpoint", ZIMAGE_REPO, "--model-path",
+                            download.ZIMAGE_FILES)
+
+    def _vl_folder(self) -> str:
+        return self._folder(self.vl_source, "Qwen3-VL model", VL_REPO, "--vl-model-path", download.VL_FILES)
+
+    def _folder(self, source: str, what: str, repo: str, flag: str, patterns) -> str:
+        """The local folder of a checkpoint: the folder given, or the cached snapshot of a hub id,
+        downloaded on first use (`llm_dit.download`: it fails within hub_timeout when the hub is mute)."""
+        return download.local_folder(source, what, repo, flag, patterns, self.settings.hub_timeout,
+                                     self.policy.hosted)
 
     def _load_zimage(self) -> None:
         """The DiT, VAE, tokenizer and scheduler. The text encoder loads here only when it joins an
@@ -180,7 +170,7 @@ class ModelManager(Placement):
                 if dit_quant else None,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+            raise load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
                               self.policy.hosted) from err
         pipe.transformer.eval(), pipe.vae.eval()
         lm = None
@@ -217,7 +207,7 @@ class ModelManager(Placement):
             return Qwen3ForCausalLM.from_pretrained(source, subfolder="text_encoder", dtype=dtype,
                                                     use_safetensors=True, quantization_config=quant).eval()
         except Exception as err:  # noqa: BLE001
-            raise _load_error("Z-Image text encoder", source, err, ZIMAGE_REPO, "--model-path",
+            raise load_error("Z-Image text encoder", source, err, ZIMAGE_REPO, "--model-path",
                               self.policy.hosted) from err
 
     def _attach_text_encoder(self, pipe, lm, placed: bool) -> None:
@@ -258,7 +248,8 @@ class ModelManager(Placement):
         with self.vl_session():
             if self._vl is None:
                 self._park()
-                self._load_vl()
+                with self._recording():
+                    self._load_vl()
             yield self._vl
 
     def text_encoder_config(self):
@@ -266,11 +257,11 @@ class ModelManager(Placement):
         if self._text_config is None:
             from transformers import AutoConfig
 
-            source = os.path.expanduser(self.zimage_source)
+            source = self._zimage_folder()
             try:
                 self._text_config = AutoConfig.from_pretrained(source, subfolder="text_encoder")
             except Exception as err:  # noqa: BLE001
-                raise _load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
+                raise load_error("Z-Image checkpoint", source, err, ZIMAGE_REPO, "--model-path",
                                   self.policy.hosted) from err
         return self._text_config
 
@@ -281,10 +272,12 @@ class ModelManager(Placement):
         if self._vl_config is None:
             from transformers import AutoConfig
 
+            with self._recording():
+                source = self._vl_folder()
             try:
-                self._vl_config = AutoConfig.from_pretrained(os.path.expanduser(self.vl_source))
+                self._vl_config = AutoConfig.from_pretrained(source)
             except Exception as err:  # noqa: BLE001
-                raise _load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
+                raise load_error("Qwen3-VL model", self.vl_source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         return self._vl_config
 
     @property
@@ -337,11 +330,7 @@ class ModelManager(Placement):
 
         from .vl import ImageOnlyProcessor
 
-        source = self.vl_source
-        if _is_local(source) and not os.path.isdir(os.path.expanduser(source)):
-            raise _load_error("Qwen3-VL model", source, FileNotFoundError("no such folder"), VL_REPO,
-                              "--vl-model-path", self.policy.hosted)
-        source = os.path.expanduser(source)
+        source = self._vl_folder()
         device = self._device(self.settings.vl_device, self.memory_plan().placement.vl != "cpu")
         dtype = resolve_dtype(self.settings.dtype, device)
         quantization = self._quantization("vl", "transformers", device, dtype)
@@ -350,7 +339,7 @@ class ModelManager(Placement):
             model = Qwen3VLForConditionalGeneration.from_pretrained(
                 source, dtype=dtype, use_safetensors=True, quantization_config=quantization)
         except Exception as err:  # noqa: BLE001
-            raise _load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
+            raise load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         self._vl = (model.to(device).eval(), processor)
         self.load_counts["vl"] += 1
 

@@ -31,6 +31,7 @@ class Settings:
     model_path: str = ZIMAGE_REPO
     vl_model_path: str = VL_REPO
     tiny: bool = False
+    hub_timeout: int = 5  # seconds the hub has to say what a first-use download fetches
     text_encoder_device: str = "auto"
     transformer_device: str = "auto"
     vae_device: str = "auto"
@@ -86,6 +87,8 @@ class Settings:
                 raise ValueError(f"memory_budget={self.memory_budget!r} is not a size: give GiB (e.g. 24) or auto.")
         if self.vae_tiling_pixels < 64 * 64:
             raise ValueError(f"vae_tiling_pixels={self.vae_tiling_pixels} is too small: use at least 4096.")
+        if self.hub_timeout < 1:
+            raise ValueError(f"hub_timeout={self.hub_timeout} must be at least 1 (seconds).")
         if self.history_size < 1:
             raise ValueError(f"history_size={self.history_size} must be at least 1.")
         for name in ("vl_cache_size", "text_cache_size"):
@@ -119,6 +122,8 @@ class Settings:
 _HELP = {
     "model_path": "Z-Image checkpoint: a hub id or a local folder in that repo's layout",
     "vl_model_path": "Qwen3-VL checkpoint: a hub id or a local folder",
+    "hub_timeout": "seconds the Hugging Face hub has to answer what a first-use download of a hub id fetches; "
+                   "without an answer the load fails at once with the fix (the download itself has no limit)",
     "tiny": "use offline tiny random-weight models (images are noise; for demos and tests)",
     "text_encoder_device": "device of the Qwen3 text encoder",
     "transformer_device": "device of the DiT",

@@ -14,7 +14,7 @@ from llm_dit.models import ModelManager
 from llm_dit.pnginfo import read_parameters
 from llm_dit.settings import Settings
 
-from . import compare, history, img2img, pnginfo, remote, rewrite, status, txt2img, vl
+from . import compare, first_run, history, img2img, pnginfo, remote, rewrite, status, txt2img, vl
 from .studio import QUEUE_SIZE, Studio
 
 log = logging.getLogger("llm_dit.app")
@@ -90,6 +90,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
                     "from reference images through Qwen3-VL. Models load on first use.")
         if settings.tiny:
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
+        model_status = first_run.build(studio)
         with gr.Tabs() as tabs:
             parts = {p.name: p for p in (txt2img.build(studio), img2img.build(studio), vl.build(studio))}
             compare.build(studio, parts["vl"])
@@ -139,6 +140,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
                                           *[part.inputs[k] for k in keys]], [hist.state, hist.gallery], **private)
             part.event.success(lambda: gr.Number(visible=True), None, part.result.seed, api_name="show_seed",
                                **private)
+        first_run.wire(studio, model_status, [part.event for part in parts.values()])
 
         def history_show(entries):
             """The gallery from the browser's list (on page load), checked entry by entry."""

@@ -150,8 +150,8 @@ class Endpoint:
         skip = tuple(gr.skip() for _ in range(self.outputs)) if self.outputs > 1 else gr.skip()
         try:
             yield from run_cancellable(lambda: self.action(request, **extra), self.stream, skip)
-        except (ValueError, ModelLoadError) as err:
-            raise gr.Error(str(err)) from err
+        except (ValueError, ModelLoadError) as err:  # a load problem's toast stays until closed
+            raise gr.Error(str(err), duration=None if isinstance(err, ModelLoadError) else 10) from err
 
 
 def run_cancellable(job, stream: bool, heartbeat):
