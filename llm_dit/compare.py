@@ -255,7 +255,9 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
     structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
     scorer = manager.scorer()  # None without --metrics-model: the cheap metrics only
-    before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses}
+    # every count is this sweep's own: what the manager's counters did since it began
+    before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses,
+              "vl_loads": manager.load_counts["vl"]}
     keys, texts = set(), set()
     sweep = SweepResult(axes, cells, {}, diff_base=int(spec.diff_base))
     with manager.vl_session():
@@ -271,7 +273,7 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
                         "distinct_texts": len(texts),
                         "extractions_run": manager.vl_cache.misses - before["extractions"],
                         "encodes_run": manager.text_cache.misses - before["encodes"], "batch_size": spec.batch_size,
-                        "vl_loads": manager.load_counts["vl"]}
+                        "vl_loads": manager.load_counts["vl"] - before["vl_loads"]}
 
     def flush():
         requests = [c.request if c.route == "embedding" else _text_request(c.request, sweep.caption)
