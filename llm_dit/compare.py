@@ -194,23 +194,35 @@ class SweepResult:
         return json.dumps({"axes": [[a, v] for a, v in self.axes], "counts": self.counts, "caption": self.caption,
                            "stopped": self.stopped, "cells": self.rows()}, indent=2)
 
+    def _sides(self):
+        (x_axis, xs), (y_axis, ys) = self.axes[0], (self.axes[1] if len(self.axes) > 1 else ("", [None]))
+        z_axis, zs = self.axes[2] if len(self.axes) > 2 else ("", [None])
+        return x_axis, xs, y_axis, ys, z_axis, zs
+
+    def captions(self, diff: bool = False) -> list[str]:
+        """What each of `grids(diff)` shows, in words: the axes, its Z value, a difference map."""
+        if diff and self._base_image() is None:
+            return []
+        x_axis, xs, y_axis, ys, z_axis, zs = self._sides()
+        shape = f"{x_axis} × {y_axis} ({len(xs)} × {len(ys)})" if y_axis else f"{x_axis} ({len(xs)})"
+        return [" · ".join(([f"difference to cell {self.diff_base}"] if diff else []) + [shape] +
+                           ([f"{z_axis}: {z}"] if z_axis else [])) for z in zs]
+
     def grids(self, diff: bool = False) -> list[Image.Image]:
         """One labelled grid per Z value (a single grid without a Z axis); with `diff`, of each
         cell's difference heatmap against the base cell (none until the base cell is done)."""
         base = self._base_image()
         if diff and base is None:
             return []
-        (x_axis, xs), (y_axis, ys) = self.axes[0], (self.axes[1] if len(self.axes) > 1 else ("", [None]))
-        zs = self.axes[2][1] if len(self.axes) > 2 else [None]
-        z_axis = self.axes[2][0] if len(self.axes) > 2 else ""
+        x_axis, xs, y_axis, ys, z_axis, zs = self._sides()
         grids = []
         for z in zs:
             images = {}
             for cell in self.finished():
-                if len(self.axes) < 3 or cell.coords[z_axis] == z:
+                if not z_axis or cell.coords[z_axis] == z:
                     key = (cell.coords[x_axis], cell.coords.get(y_axis) if y_axis else None)
                     images[key] = difference(cell.result.image, base)[1] if diff else cell.result.image
-            title = f"{z_axis} = {z}" if z_axis else ""
+            title = f"{z_axis}: {z}" if z_axis else ""
             if diff:
                 title = (title + " · " if title else "") + f"difference to cell {self.diff_base}"
             grids.append(draw_grid(images, x_axis, xs, y_axis, ys, title))
