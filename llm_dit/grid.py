@@ -64,7 +64,8 @@ class Layout:
 
 def layout(cell: tuple[int, int], x_axis: str, xs: list, y_axis: str, ys: list, title: str = "") -> Layout:
     """Columns as wide as the cell or their widest label line, rows as tall as the cell or their
-    label, the left margin as wide as the widest row label; a padding of half the font size."""
+    label (plus the same gap between cells both ways), the left margin as wide as the widest row
+    label; a padding of half the font size around every label."""
     w, h = cell
     size = max(14, min(w, h) // 10)
     font = _font(size)
@@ -73,9 +74,12 @@ def layout(cell: tuple[int, int], x_axis: str, xs: list, y_axis: str, ys: list, 
     x_lines = [wrap(axis_label(x_axis, x), font, max(w - 2 * pad, 1)) for x in xs]
     y_lines = [wrap(axis_label(y_axis, y), font, 8 * size) for y in ys] if y_axis else [[] for _ in ys]
     widest = lambda lines: max((font.getlength(t) for t in lines), default=0)  # noqa: E731
-    col = max([w] + [int(widest(lines)) + 2 * pad for lines in x_lines])
+    # one gap between cells, across and down alike: at least a quarter of the font, or what the
+    # widest column label needs beyond the cell's width
+    gap = max([size // 4] + [int(widest(lines)) + 2 * pad - w for lines in x_lines])
+    col = w + gap
     left = max((int(widest(lines)) + 2 * pad for lines in y_lines), default=0) if y_axis else 0
-    row = max([h] + [len(lines) * line + 2 * pad for lines in y_lines])
+    row = max([h + gap] + [len(lines) * line + 2 * pad for lines in y_lines])
     title_h = line + 2 * pad if title else 0
     head = title_h + max(len(lines) for lines in x_lines) * line + 2 * pad
     width = max(left + col * len(xs), int(font.getlength(title)) + 2 * pad if title else 0)
