@@ -125,8 +125,10 @@ def build(studio, vl_tab) -> None:
                     text += f"\n\nText-route caption: _{caption[:300]}_"
                 rows = result.rows()
                 captions = result.captions() + result.captions(diff=True)
-                # selected: the first grid shown large (a new value would drop back to thumbnails)
-                yield (text, gr.Gallery(list(zip(out["grids"], captions)), selected_index=0),
+                # The first grid opens large; later values keep it open. Selecting on every update
+                # would make gradio focus the thumbnail each time: the page would jump per cell.
+                shown = list(zip(out["grids"], captions))
+                yield (text, gr.Gallery(shown, selected_index=0) if len(done) == len(new) else shown,
                        {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
                        [(p, f"cell {i}") for i, p in zip(indexes, out["cells"])], files, counts)
                 if flag.is_set():  # stop after the cell that just finished; keep everything so far
