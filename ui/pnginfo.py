@@ -30,8 +30,15 @@ def read(path: str) -> tuple[Parameters, str]:
 
 
 def report(params: Parameters) -> str:
-    """What was read and what cannot be used, one paragraph per line."""
-    return params.report().replace("\n", "\n\n")
+    """What was read, the settings that matter most at a glance, and what cannot be used."""
+    v = params.values
+    glance = [f"prompt “{v['prompt'][:200]}”" if v.get("prompt") else "no prompt"]
+    if "width" in v and "height" in v:
+        glance.append(f"{v['width']}×{v['height']}")
+    glance += [f"{label} {v[key]}" for key, label in (("num_inference_steps", "steps"), ("seed", "seed"),
+                                                       ("strength", "strength"), ("alpha", "alpha")) if key in v]
+    usable = [] if params.unknown or params.problems else ["Everything in it can be used."]
+    return "\n\n".join(params.report().split("\n") + usable + [" · ".join(glance)])
 
 
 def show(path):
