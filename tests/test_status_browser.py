@@ -31,10 +31,6 @@ def test_bold_table_headers_are_drawn_in_one_face(page):
     assert header.evaluate("e => getComputedStyle(e).fontWeight") in ("600", "700", "bold")
     for selector in ("#status-models th:last-child", "#status-timeline th:last-child", "#status-hosting strong"):
         assert len(_fonts(page, selector)) == 1, (selector, _fonts(page, selector))
-    folder = os.environ.get("TEST_ARTIFACTS")
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        page.screenshot(path=os.path.join(folder, "status.png"), full_page=True)
 
 
 def test_status_actions_confirm_what_they_did(page):
@@ -44,3 +40,7 @@ def test_status_actions_confirm_what_they_did(page):
     expect(done).to_contain_text("Cleared the VL-extraction and prompt caches at")
     expect(page.locator("#status-caches")).to_contain_text("VL extractions: 0 of")
     expect(done).to_be_in_viewport()
+    folder = os.environ.get("TEST_ARTIFACTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        page.screenshot(path=os.path.join(folder, "status.png"))
