@@ -7,7 +7,7 @@ import os
 from PIL import Image
 from playwright.sync_api import expect
 
-from llm_dit.grid import layout
+from llm_dit.grid import _font, layout
 
 from .test_browser import _set_size, page  # noqa: F401 - the same page fixture (and the same chromium skip rule)
 from .test_grid import alone, ink
@@ -71,8 +71,6 @@ def test_a_3x3_grid_is_seen_whole_with_readable_labels(page, tmp_path):
     plan = layout((64, 64), "strength", [0.7, 0.8, 0.9], "alpha", [0.0, 0.3, 0.6])
     assert grid.size == plan.size
     assert plan.font_size * scale >= 14
-    from llm_dit.grid import _font
-
     font = _font(plan.font_size)
     texts = [label.text for label in plan.labels]
     assert texts == ["strength: 0.7", "strength: 0.8", "strength: 0.9", "alpha: 0.0", "alpha: 0.3", "alpha: 0.6"]

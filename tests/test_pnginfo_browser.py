@@ -47,7 +47,8 @@ def test_png_info_shows_then_loads_on_the_button(page, manager, tmp_path):
     expect(report).to_contain_text("Read ")
     expect(report).to_contain_text("(img2img)")
     expect(report).to_contain_text("Everything in it can be used.")
-    expect(report).to_contain_text("prompt “a harbour from png info” · 64×64 · steps 8 · seed 4242 · strength 0.6")
+    expect(report).to_contain_text("prompt “a harbour from png info” · 64×64 · steps 8 · seed 4242 · "
+                                   "strength 0.6")
     preview = page.locator("#pnginfo-preview img")
     expect(preview).to_be_visible()
     assert preview.evaluate("e => e.complete && e.naturalWidth") == 64  # the dropped image itself

@@ -92,7 +92,8 @@ def build(studio, vl_tab) -> None:
                 grids = gr.Gallery(label="Grids", format="png", elem_id="compare-grids", preview=True,
                                    object_fit="contain", height=GRID_HEIGHT, columns=4, fit_columns=False)
         # the table and the cells get the page's full width: a column per metric, a row of thumbnails
-        table = gr.Dataframe(label="Cells (click a header to sort)", wrap=True, datatype="auto", elem_id="compare-table")
+        table = gr.Dataframe(label="Cells (click a header to sort)", wrap=True, datatype="auto",
+                             elem_id="compare-table")
         cells = gr.Gallery(label="Cells (each PNG carries its full metadata)", columns=9, format="png",
                            object_fit="contain", fit_columns=False, height="auto", elem_id="compare-cells")
         with gr.Row():

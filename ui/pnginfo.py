@@ -41,7 +41,7 @@ def report(params: Parameters) -> str:
     return "\n\n".join(params.report().split("\n") + usable + [" · ".join(glance)])
 
 
-def show(path):
+def show_png(path):
     """A dropped PNG: its preview, the report and the button that loads it; nothing is loaded yet."""
     hidden = gr.Button(visible=False)
     if not path:
@@ -68,5 +68,5 @@ def build() -> PngInfo:
                 text = gr.Markdown(elem_id="pnginfo-report")
                 load = gr.Button("Load", variant="primary", visible=False, elem_id="pnginfo-load")
                 raw = gr.JSON(label="Metadata found", elem_id="pnginfo-raw")
-    file.change(show, file, [preview, text, raw, load], api_visibility="private", queue=False)
+    file.change(show_png, file, [preview, text, raw, load], api_name="show_png", api_visibility="private", queue=False)
     return PngInfo(file, preview, text, load, raw)
