@@ -21,7 +21,7 @@ from PIL import Image
 
 from . import cancel
 from .conditioning import condition, prefetch
-from .grid import difference, draw_grid
+from .grid import axis_label, difference, draw_grid
 from .generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
 from .images import load_image
 from .metrics import palette_distance, ssim
@@ -206,7 +206,7 @@ class SweepResult:
         x_axis, xs, y_axis, ys, z_axis, zs = self._sides()
         shape = f"{x_axis} × {y_axis} ({len(xs)} × {len(ys)})" if y_axis else f"{x_axis} ({len(xs)})"
         return [" · ".join(([f"difference to cell {self.diff_base}"] if diff else []) + [shape] +
-                           ([f"{z_axis}: {z}"] if z_axis else [])) for z in zs]
+                           ([axis_label(z_axis, z)] if z_axis else [])) for z in zs]
 
     def grids(self, diff: bool = False) -> list[Image.Image]:
         """One labelled grid per Z value (a single grid without a Z axis); with `diff`, of each
@@ -222,7 +222,7 @@ class SweepResult:
                 if not z_axis or cell.coords[z_axis] == z:
                     key = (cell.coords[x_axis], cell.coords.get(y_axis) if y_axis else None)
                     images[key] = difference(cell.result.image, base)[1] if diff else cell.result.image
-            title = f"{z_axis}: {z}" if z_axis else ""
+            title = axis_label(z_axis, z) if z_axis else ""
             if diff:
                 title = (title + " · " if title else "") + f"difference to cell {self.diff_base}"
             grids.append(draw_grid(images, x_axis, xs, y_axis, ys, title))

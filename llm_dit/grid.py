@@ -23,6 +23,8 @@ def _font(size: int):
 
 
 def _value(value, most: int = 60) -> str:
+    if isinstance(value, bool):  # as typed on the axis (think_block: off, on)
+        return "on" if value else "off"
     text = " ".join(str(value).split())
     return text if len(text) <= most else text[: most - 1] + "…"
 

@@ -52,6 +52,7 @@ def test_every_label_is_whole_and_fits_its_strip(name):
         [axis_label(y_axis, y) for y in ys] if y_axis else [])
     assert [label.text for label in plan.labels] == expected
     assert axis_label("strength", 0.7) == "strength: 0.7"  # the axis name and the whole value
+    assert (axis_label("think_block", True), axis_label("think_block", False)) == ("think_block: on", "think_block: off")
     assert plan.font_size >= 14 and plan.font_size >= min(w, h) // 10  # legible, and grows with the cells
     for label in plan.labels:
         assert " ".join(label.lines) == label.text  # wrapped at spaces, nothing dropped or cut
@@ -106,3 +107,12 @@ def test_sweep_counts_are_the_sweeps_own(settings):
     fresh.clear_caches()
     third = run_sweep(fresh, spec, base, [ref]).counts
     assert third["vl_loads"] == 1 and fresh.load_counts["vl"] == 2  # the process has loaded twice
+
+
+def test_grid_captions_name_the_axes_and_the_z_value():
+    from llm_dit.compare import SweepResult
+
+    sweep = SweepResult([("strength", [0.7, 0.9]), ("alpha", [0.0, 0.6]), ("think_block", [False, True])], [], {})
+    assert sweep.captions() == ["strength × alpha (2 × 2) · think_block: off", "strength × alpha (2 × 2) · think_block: on"]
+    assert sweep.captions(diff=True) == []  # no difference maps until the base cell is done
+    assert SweepResult([("alpha", [0.0, 0.3, 0.6])], [], {}).captions() == ["alpha (3)"]
