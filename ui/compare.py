@@ -95,7 +95,7 @@ def build(studio, vl_tab) -> None:
         table = gr.Dataframe(label="Cells (click a header to sort)", wrap=True, datatype="auto",
                              elem_id="compare-table")
         cells = gr.Gallery(label="Cells (each PNG carries its full metadata)", columns=9, format="png",
-                           object_fit="contain", fit_columns=False, height="auto", elem_id="compare-cells")
+                           object_fit="contain", fit_columns=False, elem_id="compare-cells")
         with gr.Row():
             files = gr.File(label="Downloads: grids, cell PNGs, table (CSV, JSON)", file_count="multiple")
             counts = gr.JSON(label="This sweep's counts: extractions, encodes and VL loads it ran vs distinct keys",
