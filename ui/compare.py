@@ -22,6 +22,7 @@ FIELDS = [f.name for f in fields(VLRequest)]
 SPEC = ["x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "cell_limit", "batch_size", "diff_base"]
 DEFAULTS = SweepSpec()
 GRID_HEIGHT = 640  # px: a whole grid and its caption beside the controls on a 1000 px tall window
+CELLS_HEIGHT = 300  # px: two rows of cell thumbnails, then the gallery scrolls
 
 
 def _spec(values: dict) -> SweepSpec:
@@ -95,7 +96,7 @@ def build(studio, vl_tab) -> None:
         table = gr.Dataframe(label="Cells (click a header to sort)", wrap=True, datatype="auto",
                              elem_id="compare-table")
         cells = gr.Gallery(label="Cells (each PNG carries its full metadata)", columns=9, format="png",
-                           object_fit="contain", fit_columns=False, elem_id="compare-cells")
+                           object_fit="contain", fit_columns=False, height=CELLS_HEIGHT, elem_id="compare-cells")
         with gr.Row():
             files = gr.File(label="Downloads: grids, cell PNGs, table (CSV, JSON)", file_count="multiple")
             counts = gr.JSON(label="This sweep's counts: extractions, encodes and VL loads it ran vs distinct keys",
