@@ -21,7 +21,7 @@ from PIL import Image
 
 from . import cancel
 from .conditioning import condition, prefetch
-from .grid import difference, draw_grid
+from .grid import axis_label, difference, draw_grid
 from .generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
 from .images import load_image
 from .metrics import palette_distance, ssim
@@ -194,23 +194,35 @@ class SweepResult:
         return json.dumps({"axes": [[a, v] for a, v in self.axes], "counts": self.counts, "caption": self.caption,
                            "stopped": self.stopped, "cells": self.rows()}, indent=2)
 
+    def _sides(self):
+        (x_axis, xs), (y_axis, ys) = self.axes[0], (self.axes[1] if len(self.axes) > 1 else ("", [None]))
+        z_axis, zs = self.axes[2] if len(self.axes) > 2 else ("", [None])
+        return x_axis, xs, y_axis, ys, z_axis, zs
+
+    def captions(self, diff: bool = False) -> list[str]:
+        """What each of `grids(diff)` shows, in words: the axes, its Z value, a difference map."""
+        if diff and self._base_image() is None:
+            return []
+        x_axis, xs, y_axis, ys, z_axis, zs = self._sides()
+        shape = f"{x_axis} × {y_axis} ({len(xs)} × {len(ys)})" if y_axis else f"{x_axis} ({len(xs)})"
+        return [" · ".join(([f"difference to cell {self.diff_base}"] if diff else []) + [shape] +
+                           ([axis_label(z_axis, z)] if z_axis else [])) for z in zs]
+
     def grids(self, diff: bool = False) -> list[Image.Image]:
         """One labelled grid per Z value (a single grid without a Z axis); with `diff`, of each
         cell's difference heatmap against the base cell (none until the base cell is done)."""
         base = self._base_image()
         if diff and base is None:
             return []
-        (x_axis, xs), (y_axis, ys) = self.axes[0], (self.axes[1] if len(self.axes) > 1 else ("", [None]))
-        zs = self.axes[2][1] if len(self.axes) > 2 else [None]
-        z_axis = self.axes[2][0] if len(self.axes) > 2 else ""
+        x_axis, xs, y_axis, ys, z_axis, zs = self._sides()
         grids = []
         for z in zs:
             images = {}
             for cell in self.finished():
-                if len(self.axes) < 3 or cell.coords[z_axis] == z:
+                if not z_axis or cell.coords[z_axis] == z:
                     key = (cell.coords[x_axis], cell.coords.get(y_axis) if y_axis else None)
                     images[key] = difference(cell.result.image, base)[1] if diff else cell.result.image
-            title = f"{z_axis} = {z}" if z_axis else ""
+            title = axis_label(z_axis, z) if z_axis else ""
             if diff:
                 title = (title + " · " if title else "") + f"difference to cell {self.diff_base}"
             grids.append(draw_grid(images, x_axis, xs, y_axis, ys, title))
@@ -255,7 +267,9 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
     structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
     scorer = manager.scorer()  # None without --metrics-model: the cheap metrics only
-    before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses}
+    # every count is this sweep's own: what the manager's counters did since it began
+    before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses,
+              "vl_loads": manager.load_counts["vl"]}
     keys, texts = set(), set()
     sweep = SweepResult(axes, cells, {}, diff_base=int(spec.diff_base))
     with manager.vl_session():
@@ -271,7 +285,7 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
                         "distinct_texts": len(texts),
                         "extractions_run": manager.vl_cache.misses - before["extractions"],
                         "encodes_run": manager.text_cache.misses - before["encodes"], "batch_size": spec.batch_size,
-                        "vl_loads": manager.load_counts["vl"]}
+                        "vl_loads": manager.load_counts["vl"] - before["vl_loads"]}
 
     def flush():
         requests = [c.request if c.route == "embedding" else _text_request(c.request, sweep.caption)

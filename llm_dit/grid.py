@@ -1,6 +1,13 @@
-"""Labelled image grids (sweeps) and difference heatmaps between images."""
+"""Labelled image grids (sweeps) and difference heatmaps between images.
+
+Every column and row of a grid carries its full label, `axis: value`, drawn at a size that follows
+the cells' size. Margins and column widths come from the measured text: a label that is wider than
+its cell wraps at spaces, and a column widens rather than cut a word, so no label is clipped.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -15,40 +22,105 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _label(value, most: int = 32) -> str:
+def _value(value, most: int = 60) -> str:
+    if isinstance(value, bool):  # as typed on the axis (think_block: off, on)
+        return "on" if value else "off"
     text = " ".join(str(value).split())
     return text if len(text) <= most else text[: most - 1] + "…"
 
 
+def axis_label(axis: str, value) -> str:
+    """What a column or row is labelled with: the axis name and its value."""
+    return f"{axis}: {_value(value)}"
+
+
+def wrap(text: str, font, width: float) -> list[str]:
+    """`text` in lines no wider than `width` (measured with `font`), broken at spaces only; a
+    single word wider than `width` keeps its own line (the caller widens the column for it)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+@dataclass
+class Label:
+    text: str
+    lines: list[str]
+    box: tuple[int, int, int, int]  # left, top, right, bottom: the strip the text is drawn in
+    align: str = "center"
+
+
+@dataclass
+class Layout:
+    """Where everything of a grid goes; computed from the cell size and the measured labels."""
+    size: tuple[int, int]
+    font_size: int
+    line: int  # line height, px
+    labels: list[Label] = field(default_factory=list)
+    slots: dict = field(default_factory=dict)  # (x, y) -> (left, top) of the cell's image
+
+
+def layout(cell: tuple[int, int], x_axis: str, xs: list, y_axis: str, ys: list, title: str = "") -> Layout:
+    """Columns as wide as the cell or their widest label line, rows as tall as the cell or their
+    label (plus the same gap between cells both ways), the left margin as wide as the widest row
+    label; a padding of half the font size around every label."""
+    w, h = cell
+    size = max(14, min(w, h) // 10)
+    font = _font(size)
+    ascent, descent = font.getmetrics()
+    line, pad = ascent + descent, max(4, size // 2)
+    x_lines = [wrap(axis_label(x_axis, x), font, max(w - 2 * pad, 1)) for x in xs]
+    y_lines = [wrap(axis_label(y_axis, y), font, 8 * size) for y in ys] if y_axis else [[] for _ in ys]
+    widest = lambda lines: max((font.getlength(t) for t in lines), default=0)  # noqa: E731
+    # one gap between cells, across and down alike: at least a quarter of the font, or what the
+    # widest column label needs beyond the cell's width
+    gap = max([size // 4] + [int(widest(lines)) + 2 * pad - w for lines in x_lines])
+    col = w + gap
+    left = max((int(widest(lines)) + 2 * pad for lines in y_lines), default=0) if y_axis else 0
+    row = max([h + gap] + [len(lines) * line + 2 * pad for lines in y_lines])
+    title_h = line + 2 * pad if title else 0
+    head = title_h + max(len(lines) for lines in x_lines) * line + 2 * pad
+    width = max(left + col * len(xs), int(font.getlength(title)) + 2 * pad if title else 0)
+    out = Layout((width, head + row * len(ys)), size, line)
+    if title:
+        out.labels.append(Label(title, [title], (0, 0, width, title_h), align="left"))
+    for i, (x, lines) in enumerate(zip(xs, x_lines)):
+        out.labels.append(Label(axis_label(x_axis, x), lines, (left + i * col, title_h, left + (i + 1) * col, head)))
+        for j, y in enumerate(ys):
+            out.slots[(x, y)] = (left + i * col + (col - w) // 2, head + j * row + (row - h) // 2)
+    for j, (y, lines) in enumerate(zip(ys, y_lines)):
+        if y_axis:
+            out.labels.append(Label(axis_label(y_axis, y), lines, (0, head + j * row, left, head + (j + 1) * row),
+                                    align="left"))
+    return out
+
+
 def draw_grid(images: dict, x_axis: str, xs: list, y_axis: str, ys: list, title: str = "") -> Image.Image:
-    """Cells laid out X across, Y down; the axis names and values on the top and left margins."""
+    """Cells laid out X across, Y down; each column and row labelled `axis: value` (see `layout`)."""
     sample = next(iter(images.values()), None)
     w, h = sample.size if sample else (256, 256)
-    label = max(16, min(w, h) // 12)
-    font = _font(label)
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
-    y_texts = [_label(y) for y in ys] + ([f"{y_axis}:"] if y_axis else [])
-    left = int(max(measure(t, font=font) for t in y_texts)) + 16 if y_axis else 0
-    line = label + 6
-    top = (line if title else 0) + 2 * line
-    grid = Image.new("RGB", (max(left + w * len(xs), int(measure(f"{x_axis}:", font=font)) + left + 8),
-                             top + h * len(ys)), "white")
+    plan = layout((w, h), x_axis, xs, y_axis, ys, title)
+    font = _font(plan.font_size)
+    grid = Image.new("RGB", plan.size, "white")
     draw = ImageDraw.Draw(grid)
-    if title:
-        draw.text((6, 2), title, fill="black", font=font)
-    row = line if title else 0
-    draw.text((left + 4, row + 2), f"{x_axis}:", fill="dimgray", font=font)
-    if y_axis:
-        draw.text((6, row + line + 2), f"{y_axis}:", fill="dimgray", font=font)
-    for i, x in enumerate(xs):
-        draw.text((left + i * w + w // 2, row + line + 2), _label(x, max(8, w // (label // 2 + 1))), fill="black",
-                  font=font, anchor="mt")
-        for j, y in enumerate(ys):
-            image = images.get((x, y))
-            if image is not None:
-                grid.paste(image.resize((w, h)), (left + i * w, top + j * h))
-            if i == 0 and y_axis:
-                draw.text((6, top + j * h + h // 2), _label(y), fill="black", font=font, anchor="lm")
+    for label in plan.labels:
+        left, top, right, bottom = label.box
+        pad = max(4, plan.font_size // 2)
+        y = top + (bottom - top - len(label.lines) * plan.line) // 2
+        for text in label.lines:
+            if label.align == "center":
+                draw.text(((left + right) // 2, y), text, fill="black", font=font, anchor="ma")
+            else:
+                draw.text((left + pad, y), text, fill="black", font=font, anchor="la")
+            y += plan.line
+    for key, (left, top) in plan.slots.items():
+        image = images.get(key)
+        if image is not None:
+            grid.paste(image.resize((w, h)), (left, top))
     return grid
 
 

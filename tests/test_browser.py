@@ -160,6 +160,8 @@ def test_png_info_loads_parameters_into_their_tab(page, manager, tmp_path):
     path = made.save(tmp_path)
     page.get_by_role("tab", name="PNG info").click()
     page.locator("#pnginfo-file input[type=file]").set_input_files(str(path))
+    expect(page.locator("#pnginfo-report")).to_contain_text("(img2img)", timeout=30_000)  # read, not loaded yet
+    page.locator("#pnginfo-load").click()
     expect(page.get_by_role("tab", name="img2img")).to_have_attribute("aria-selected", "true", timeout=30_000)
     expect(page.locator("#img2img textarea").first).to_have_value("from png info")
     page.get_by_role("tab", name="PNG info").click()

@@ -6,6 +6,7 @@ from PIL import Image
 
 from llm_dit.compare import SweepSpec, iter_sweep, load_sweeps, run_sweep, save_outputs
 from llm_dit.conditioning import vl_generate
+from llm_dit.grid import layout
 from llm_dit.models import ModelManager
 from llm_dit.request import VLRequest
 
@@ -65,7 +66,9 @@ def test_grid_size_follows_the_axes(manager):
     tall = run_sweep(manager, SweepSpec("alpha", "0, 0.3", "seed", "1, 2, 3"), BASE, [REF]).grids()
     assert len(wide) == len(tall) == 1
     (ww, wh), (tw, th) = wide[0].size, tall[0].size
-    assert ww - tw == 64 and th - wh == 64  # one more column vs one more row of 64 px cells
+    slots = layout((64, 64), "alpha", [0.0, 0.3], "seed", [1, 2]).slots  # cells' places: label-wide columns
+    column, row = slots[(0.3, 1)][0] - slots[(0.0, 1)][0], slots[(0.0, 2)][1] - slots[(0.0, 1)][1]
+    assert ww - tw == column >= 64 and th - wh == row >= 64  # one more column vs one more row
     z = run_sweep(manager, SweepSpec("alpha", "0, 0.3", "seed", "4", "think_block", "off, on"), BASE, [REF])
     assert len(z.grids()) == 2 and len(z.finished()) == 4
     assert z.grids()[0].size == z.grids()[1].size

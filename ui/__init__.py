@@ -11,7 +11,6 @@ import gradio as gr
 import logging
 
 from llm_dit.models import ModelManager
-from llm_dit.pnginfo import read_parameters
 from llm_dit.settings import Settings
 
 from . import compare, first_run, history, img2img, pnginfo, remote, rewrite, status, txt2img, vl
@@ -95,7 +94,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             parts = {p.name: p for p in (txt2img.build(studio), img2img.build(studio), vl.build(studio))}
             compare.build(studio, parts["vl"])
             rewriter = rewrite.build(studio)
-            png, png_report, png_raw = pnginfo.build()
+            png = pnginfo.build()
             status.build(studio)
         remote.build(studio)  # encode / vl_encode endpoints: encoding for another instance
         hist = history.build(settings.history_size)
@@ -178,17 +177,17 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
                          api_name="history_clear", **private)
 
         def load_png(path):
+            """The PNG info button: the dropped PNG's parameters into their tab, which is shown."""
             if not path:
-                return [gr.skip(), gr.skip(), gr.skip()] + [gr.skip()] * len(components)
+                return [gr.skip(), gr.skip()] + [gr.skip()] * len(components)
             try:
-                params = read_parameters(path)
+                params, tab = pnginfo.read(path)
             except ValueError as err:
-                return [f"⚠ {err}", None, gr.skip()] + [gr.skip()] * len(components)
-            tab = history.TABS.get(params.mode, "txt2img")
-            report = params.report().replace("\n", "\n\n") + f"\n\nLoaded into **{tab}**."
-            return [report, params.values, gr.Tabs(selected=tab)] + _updates(targets, tab, params.values)
+                return [f"⚠ {err}", gr.skip()] + [gr.skip()] * len(components)
+            report = pnginfo.report(params) + f"\n\nLoaded into **{pnginfo.TAB_LABELS[tab]}**."
+            return [report, gr.Tabs(selected=tab)] + _updates(targets, tab, params.values)
 
-        png.change(load_png, png, [png_report, png_raw, tabs] + components, **private)
+        png.load.click(load_png, png.file, [png.report, tabs] + components, **private)
     # api_open=False: a queued event cannot be called by a direct POST that skips the queue (and
     # with it the GPU slot, the validator and the pending limit).
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)

@@ -21,6 +21,8 @@ from .vl import check as check_vl
 FIELDS = [f.name for f in fields(VLRequest)]
 SPEC = ["x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "cell_limit", "batch_size", "diff_base"]
 DEFAULTS = SweepSpec()
+GRID_HEIGHT = 640  # px: a whole grid and its caption beside the controls on a 1000 px tall window
+CELLS_HEIGHT = 300  # px: two rows of cell thumbnails, then the gallery scrolls
 
 
 def _spec(values: dict) -> SweepSpec:
@@ -86,12 +88,19 @@ def build(studio, vl_tab) -> None:
                     stop = gr.Button("Stop after this cell", variant="stop", elem_id="compare-stop")
             with gr.Column(scale=2):
                 progress = gr.Markdown(elem_id="compare-progress")
-                grids = gr.Gallery(label="Grids", columns=1, format="png", elem_id="compare-grids")
-                table = gr.Dataframe(label="Cells (click a header to sort)", wrap=True, datatype="auto",
-                                     elem_id="compare-table")
-                cells = gr.Gallery(label="Cells (each PNG carries its full metadata)", columns=6, format="png")
-                files = gr.File(label="Downloads: grids, cell PNGs, table (CSV, JSON)", file_count="multiple")
-                counts = gr.JSON(label="Counts: extractions and encodes actually run vs distinct keys")
+                # A grid is seen whole: shown large ("preview"), fitted inside the box ("contain"),
+                # with its axes as the caption; further grids (Z values, difference maps) below it.
+                grids = gr.Gallery(label="Grids", format="png", elem_id="compare-grids", preview=True,
+                                   object_fit="contain", height=GRID_HEIGHT, columns=4, fit_columns=False)
+        # the table and the cells get the page's full width: a column per metric, a row of thumbnails
+        table = gr.Dataframe(label="Cells (click a header to sort)", wrap=True, datatype="auto",
+                             elem_id="compare-table")
+        cells = gr.Gallery(label="Cells (each PNG carries its full metadata)", columns=9, format="png",
+                           object_fit="contain", fit_columns=False, height=CELLS_HEIGHT, elem_id="compare-cells")
+        with gr.Row():
+            files = gr.File(label="Downloads: grids, cell PNGs, table (CSV, JSON)", file_count="multiple")
+            counts = gr.JSON(label="This sweep's counts: extractions, encodes and VL loads it ran vs distinct keys",
+                             elem_id="compare-counts")
 
         def action(request, references, structure_image, session=None, **spec):
             flag = STOPS.setdefault(getattr(session, "session_hash", None) or "api", threading.Event())
@@ -117,7 +126,11 @@ def build(studio, vl_tab) -> None:
                 if caption:
                     text += f"\n\nText-route caption: _{caption[:300]}_"
                 rows = result.rows()
-                yield (text, out["grids"],
+                captions = result.captions() + result.captions(diff=True)
+                # The first grid opens large; later values keep it open. Selecting on every update
+                # would make gradio focus the thumbnail each time: the page would jump per cell.
+                shown = list(zip(out["grids"], captions))
+                yield (text, gr.Gallery(shown, selected_index=0) if len(done) == len(new) else shown,
                        {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
                        [(p, f"cell {i}") for i, p in zip(indexes, out["cells"])], files, counts)
                 if flag.is_set():  # stop after the cell that just finished; keep everything so far

@@ -59,12 +59,12 @@ def build(studio):
         # client can call them, by name or by fn_index. On ZeroGPU the models are placed once at
         # start-up; unloading would cost every later call.
         admin = not studio.hosted and not manager.settings.zero_gpu
+        done = gr.Markdown(elem_id="status-done")  # what the last action did, right above its button
         with gr.Row():
             refresh = gr.Button("Refresh", elem_id="status-refresh")
             if admin:
                 unload = gr.Button("Unload models", variant="stop", elem_id="status-unload")
                 clear = gr.Button("Clear caches", elem_id="status-clear")
-        done = gr.Markdown(elem_id="status-done")
     outputs = [models, caches, timeline]
 
     def show():
