@@ -178,6 +178,11 @@ def test_vl_fits_the_window(page, tmp_path):
 
 def test_screenshots_of_the_other_tabs(page):
     for key in ("compare", "rewrite", "pnginfo", "status"):
-        _open(page, key)
+        tab = _open(page, key)
+        if key == "compare":  # the sweep's axes and its run bar on one screen, beside the grid
+            _in_window(page, {"X axis": tab.get_by_label("X axis"), "Z values": tab.get_by_label("Z values"),
+                              "Run sweep": page.locator("#compare-run"), "Stop": page.locator("#compare-stop"),
+                              "grids": page.locator("#compare-grids")})
+            _not_clipped(page.locator("#compare-stop"), "Stop after this cell")
         expect(page.locator(f"#{key}")).to_be_visible()
         _screenshot(page, key)

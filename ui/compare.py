@@ -39,6 +39,9 @@ def check(request, references, structure_image, policy, **spec) -> None:
         validate(cell.request, img2img=cell.request.strength < 1.0, policy=policy)
 
 
+VALUES_INFO = "comma-separated (vl_text: |-separated; prompt: one per line or |-separated)"
+
+
 def build(studio, vl_tab) -> None:
     manager, output_dir = studio.manager, studio.outputs
     presets = load_sweeps()
@@ -70,23 +73,27 @@ def build(studio, vl_tab) -> None:
                 preset = gr.Dropdown(choices=list(presets), value=None, label="Sweep preset (presets/sweeps.toml)")
                 note = gr.Markdown()
                 axes = list(AXES)
-                c = {"x_axis": FieldDropdown(choices=axes, value=DEFAULTS.x_axis, label="X axis"),
-                     "x_values": gr.Textbox(value=DEFAULTS.x_values, label="X values", info="comma-separated "
-                                            "(vl_text: |-separated; prompt: one per line or |-separated)"),
-                     "y_axis": FieldDropdown(choices=[("(none)", "")] + axes, value="", label="Y axis"),
-                     "y_values": gr.Textbox(value="", label="Y values"),
-                     "z_axis": FieldDropdown(choices=[("(none)", "")] + axes, value="", label="Z axis (one grid each)"),
-                     "z_values": gr.Textbox(value="", label="Z values"),
-                     "cell_limit": FieldNumber(value=DEFAULTS.cell_limit, precision=0, label="Cell limit"),
-                     "batch_size": FieldSlider(1, 16, value=DEFAULTS.batch_size, step=1, label="Batch size",
-                                             info="cells per pipeline call, where they can share one"),
-                     "diff_base": FieldNumber(value=DEFAULTS.diff_base, precision=0,
-                                              label="Difference maps against cell",
-                                              info="a cell number from the table (-1: none)")}
-                with gr.Row():
+                c = {}
+                for name, label, none in (("x", "X axis", False), ("y", "Y axis", True),
+                                          ("z", "Z axis (one grid each)", True)):
+                    with gr.Row(equal_height=True):  # an axis beside its values: the three fit one screen
+                        choices = ([("(none)", "")] if none else []) + axes
+                        c[f"{name}_axis"] = FieldDropdown(choices=choices, value=getattr(DEFAULTS, f"{name}_axis"),
+                                                          label=label, min_width=160)
+                        c[f"{name}_values"] = gr.Textbox(value=getattr(DEFAULTS, f"{name}_values"),
+                                                         label=f"{name.upper()} values", scale=2,
+                                                         info=VALUES_INFO if name == "x" else None)
+                with gr.Accordion("Cell limit, batching, difference maps", open=False):
+                    c["cell_limit"] = FieldNumber(value=DEFAULTS.cell_limit, precision=0, label="Cell limit")
+                    c["batch_size"] = FieldSlider(1, 16, value=DEFAULTS.batch_size, step=1, label="Batch size",
+                                                  info="cells per pipeline call, where they can share one")
+                    c["diff_base"] = FieldNumber(value=DEFAULTS.diff_base, precision=0,
+                                                 label="Difference maps against cell",
+                                                 info="a cell number from the table (-1: none)")
+            with gr.Column(scale=2):
+                with gr.Row():  # the run bar on top, as in the generating tabs: in view beside the grid
                     go = gr.Button("Run sweep", variant="primary", elem_id="compare-run")
                     stop = gr.Button("Stop after this cell", variant="stop", elem_id="compare-stop")
-            with gr.Column(scale=2):
                 progress = gr.Markdown(elem_id="compare-progress")
                 # A grid is seen whole: shown large ("preview"), fitted inside the box ("contain"),
                 # with its axes as the caption; further grids (Z values, difference maps) below it.
