@@ -68,7 +68,7 @@ def build(studio) -> dict:
                             for tab, label in (("txt2img", "txt2img"), ("img2img", "img2img"), ("vl", "VL conditioning"))}
                 with gr.Accordion("Raw reply", open=False):
                     raw = gr.Textbox(label="Raw reply (thinking included)", lines=6)
-                metadata = gr.JSON(label="Metadata")
+                metadata = gr.JSON(label="Metadata", elem_id="rewrite-metadata")
 
         def stream(request, image):
             yield from rewrite_stream(manager, request, image)
