@@ -60,3 +60,18 @@ def test_the_meter_counts_as_you_type_and_the_chat_text_shows_every_part(page, m
     prompt.fill("")
     tab.get_by_text("Chat text Z-Image reads", exact=True).click()
     tab.get_by_text("Prompt format (Qwen3 chat)", exact=True).click()
+
+
+def test_the_vl_tab_has_its_own_meter(page):
+    page.get_by_role("tab", name="VL conditioning").click()
+    tab = page.locator("#vl")
+    meter = tab.locator(".token-meter [data-testid=markdown]")
+    prompt = tab.get_by_label("Prompt", exact=True)
+    prompt.fill("a cat in the style of the reference")
+    expect(meter).to_contain_text("tokens · fits")
+    meter.scroll_into_view_if_needed()
+    expect(meter).to_be_in_viewport()
+    artifacts = os.environ.get("TEST_ARTIFACTS")
+    if artifacts:
+        page.screenshot(path=os.path.join(artifacts, "vl-prompt-preview.png"))
+    prompt.fill("")
