@@ -24,7 +24,12 @@ WATCH = """() => {  // every distinct value the result box shows, in order
   };
   tick();
 }"""
-
+STOP = """() => {  // stop watching; the box's value now is the last one seen
+  cancelAnimationFrame(window.__watch);
+  const v = document.querySelector('#rewrite-result textarea').value;
+  if (window.__seen[window.__seen.length - 1] !== v) window.__seen.push(v);
+  return window.__seen;
+}"""
 LINES = """b => {  // lines the button's text takes (one rect per line of a text node)
   const walker = document.createTreeWalker(b, NodeFilter.SHOW_TEXT);
   let lines = 0;
@@ -94,7 +99,7 @@ def test_the_reply_grows_in_the_result_box_while_it_streams(page, drip, tmp_path
     assert 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], f"the reply is out of view: {box}"
     _artifact(page, "rewrite-mid-stream", tmp_path)
     expect(result).to_have_value(final, timeout=30_000)
-    seen = [v for v in page.evaluate("() => { cancelAnimationFrame(window.__watch); return window.__seen; }") if v]
+    seen = [v for v in page.evaluate(STOP) if v]
     partial = seen[:-1]
     assert seen[-1] == final
     assert len(partial) >= 3, f"the box showed only {seen!r}: nothing streamed"

@@ -62,7 +62,7 @@ def build(studio) -> dict:
                     for f in ("base_url", "api_key_env"):  # local only: hosted, a client names no URL or secret
                         c[f] = control(f, visible=not studio.hosted)
                     c["timeout"] = control("timeout")
-            with gr.Column(elem_id="rewrite-output"):  # stays in view while the settings scroll (stream.css)
+            with gr.Column():
                 result = gr.Textbox(label="Rewritten prompt (editable)", lines=8, elem_id="rewrite-result",
                                     interactive=True)
                 with gr.Row():
