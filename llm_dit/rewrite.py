@@ -44,10 +44,16 @@ class RewriteResult:
     metadata: dict = field(default_factory=dict)
 
 
+def visible_text(raw: str) -> str:
+    """The reply so far as a person should see it while it streams: without its <think> part (an
+    unclosed one hides everything after it)."""
+    return THINK.sub("", raw).strip()
+
+
 def clean_reply(raw: str, template: Template) -> str:
     """Strip any <think>…</think>, take the JSON block's `revised_prompt` when the template asks
     for JSON, trim quotes. Raises ValueError when nothing usable is left."""
-    text = THINK.sub("", raw).strip()
+    text = visible_text(raw)
     if template.output == "json":
         match = JSON_BLOCK.search(text)
         candidate = match.group(1) if match else text
@@ -233,7 +239,8 @@ def _read_stream(lines: Iterator[str], label: str) -> Iterator[str]:
 
 
 def rewrite_stream(manager, request: RewriteRequest, image=None, stream: bool = True) -> Iterator[RewriteResult]:
-    """Partial results while the backend streams; the last one is cleaned (and final)."""
+    """Partial results while the backend streams (`text` is the visible reply so far, `metadata`
+    empty); the last one is cleaned (and final)."""
     policy = getattr(manager, "policy", None) or Policy(hosted=False, reason="no manager: a local call")
     validate_rewrite(request, has_image=image is not None, policy=policy)
     template = get_template(request.template, "rewriter")
@@ -248,7 +255,7 @@ def rewrite_stream(manager, request: RewriteRequest, image=None, stream: bool = 
         chunks = _openai(request, template, image, seed, policy)
     raw = ""
     for raw in chunks:
-        yield RewriteResult(text="", raw=raw, seed=seed)
+        yield RewriteResult(text=visible_text(raw), raw=raw, seed=seed)
     metadata = {"backend": request.backend, "template": template.name, "seed": seed,
                 "model": (f"{request.server or 'local server'}: {request.model}") if request.backend == "openai" else
                 manager.vl_model_id if request.backend == "qwen3_vl" else manager.zimage_model_id,

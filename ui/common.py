@@ -17,6 +17,7 @@ import inspect
 import queue
 import re
 import threading
+import time
 
 import gradio as gr
 
@@ -159,7 +160,11 @@ def run_cancellable(job, stream: bool, heartbeat):
     it produces, and `heartbeat` every HEARTBEAT_S while it works. Closing this generator (gradio
     does so when the client cancels or disconnects) sets the job's stop event (`llm_dit.cancel`):
     the job stops at its next step and its result is dropped. The close does not wait for that
-    (gradio closes generators on its event loop, which must not block)."""
+    (gradio closes generators on its event loop, which must not block).
+
+    A stream yields at most one update per HEARTBEAT_S: each item is the whole state so far (a
+    reply's text, a sweep's cells), so only the newest one is sent. Per token, a browser would
+    re-render every output each time and, on a shared CPU, slow the model it is watching."""
     items: queue.Queue = queue.Queue()
     stop = threading.Event()
     done = object()
@@ -184,18 +189,26 @@ def run_cancellable(job, stream: bool, heartbeat):
     context = contextvars.copy_context()  # gradio's progress tracking follows the job
     worker = threading.Thread(target=context.run, args=(work,), daemon=True)
     worker.start()
+    newest, due = done, time.monotonic() + HEARTBEAT_S
     try:
         while True:
-            try:
-                kind, item = items.get(timeout=HEARTBEAT_S)
-            except queue.Empty:
-                yield heartbeat
+            wait = due - time.monotonic()
+            if wait <= 0:  # a tick: the newest item, or a heartbeat when nothing came
+                yield heartbeat if newest is done else newest
+                newest, due = done, time.monotonic() + HEARTBEAT_S
                 continue
-            if kind == "done":
-                return
+            try:
+                kind, item = items.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if kind == "item":
+                newest = item
+                continue
+            if newest is not done:  # the last item before the end or an error is always sent
+                yield newest
             if kind == "error":
                 raise item
-            yield item
+            return
     finally:
         stop.set()
 

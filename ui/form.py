@@ -9,6 +9,7 @@ import gradio as gr
 from llm_dit.presets import PRESETS_DIR, load_presets, load_resolutions
 
 from .common import control
+from .preview import prompt_preview
 
 FREE_SIZE = "Free size (set width and height)"
 
@@ -118,6 +119,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
         with gr.Row():
             for f in ("hidden_layer", "long_prompt_mode"):
                 c[f] = control(f)
+    prompt_preview(c, studio)  # placed under the prompt; reads the fields above
     if extra is not None:
         extra(c)
     with gr.Accordion("Sampling, LoRA, attention", open=False):

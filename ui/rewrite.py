@@ -42,12 +42,15 @@ def build(studio) -> dict:
             gr.Markdown("**Some templates could not be loaded:**\n\n" + "\n".join(f"- `{e}`" for e in errors))
         with gr.Row():
             with gr.Column():
-                c = {"prompt": control("prompt")}
-                image = image_input("Image (for qwen3_vl or a vision server)")
+                c = {"prompt": control("prompt", label="Idea to rewrite", elem_id="rewrite-idea",
+                                       info="a short idea; the rewriter expands it into a detailed prompt",
+                                       placeholder="e.g. a fox in the snow")}
+                button = gr.Button("Rewrite", variant="primary", elem_id="rewrite-go")
                 c["template"] = FieldDropdown(choices=names("rewriter"), value=RewriteRequest.template,
                                             label="Rewriter template")
                 template_info = gr.Markdown(get_template(RewriteRequest.template, "rewriter").description)
                 c["backend"] = control("backend")
+                image = image_input("Image (for qwen3_vl or a vision server)", height=200)
                 with gr.Accordion("Sampling", open=False):
                     for f in ["thinking"] + SAMPLING + ["max_new_tokens", "seed"]:
                         c[f] = control(f)
@@ -59,16 +62,15 @@ def build(studio) -> dict:
                     for f in ("base_url", "api_key_env"):  # local only: hosted, a client names no URL or secret
                         c[f] = control(f, visible=not studio.hosted)
                     c["timeout"] = control("timeout")
-                button = gr.Button("Rewrite", variant="primary", elem_id="rewrite-go")
             with gr.Column():
                 result = gr.Textbox(label="Rewritten prompt (editable)", lines=8, elem_id="rewrite-result",
                                     interactive=True)
                 with gr.Row():
-                    uses = {tab: gr.Button(f"Use in {label}", elem_id=f"use-in-{tab}")
+                    uses = {tab: gr.Button(f"Use in {label}", size="sm", elem_id=f"use-in-{tab}")
                             for tab, label in (("txt2img", "txt2img"), ("img2img", "img2img"), ("vl", "VL conditioning"))}
                 with gr.Accordion("Raw reply", open=False):
                     raw = gr.Textbox(label="Raw reply (thinking included)", lines=6)
-                metadata = gr.JSON(label="Metadata")
+                metadata = gr.JSON(label="Metadata", elem_id="rewrite-metadata")
 
         def stream(request, image):
             yield from rewrite_stream(manager, request, image)

@@ -1,0 +1,52 @@
+"""Under a generating tab's prompt: a one-line token meter and, folded, the exact chat text Z-Image
+will read, both updated as the user types. Only the tokenizer loads (`llm_dit.preview`)."""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from llm_dit.preview import preview_prompt
+from llm_dit.request import GenerationRequest
+
+TRIGGERS = ("prompt", "system_prompt", "thinking_content", "assistant_content", "force_think_block",
+            "strip_quotes", "template", "long_prompt_mode")
+WAITING = "Tokens: counted as you type, against the caption limit"
+
+log = logging.getLogger(__name__)
+
+
+def prompt_preview(c: dict, studio) -> None:
+    """The meter and the folded chat text, placed right under `c["prompt"]`, updated on a change of
+    any field that shapes the chat text. Call it once the fields of TRIGGERS are in `c`."""
+    manager, hosted = studio.manager, studio.hosted
+    with gr.Column(elem_classes="prompt-preview") as box:
+        meter = gr.Markdown(WAITING, elem_classes="token-meter")
+        with gr.Accordion("Chat text Z-Image reads", open=False, elem_classes="chat-text"):
+            chat = gr.Code(language=None, interactive=False, show_label=False, lines=4, max_lines=16)
+    _place_after(box, c["prompt"])
+
+    def preview_chat(*values):
+        try:
+            preview = preview_prompt(manager, GenerationRequest(**dict(zip(TRIGGERS, values))))
+        except ValueError as err:
+            return f"⚠ {err}", gr.skip()
+        except (OSError, RuntimeError) as err:  # no tokenizer files: the meter says so, the app serves on
+            log.warning("token meter: the tokenizer could not load: %s", err)
+            return ("⚠ Token count unavailable: the tokenizer could not load" + ("." if hosted else f" ({err})."),
+                    gr.skip())
+        return preview.summary(), preview.chat
+
+    gr.on([c[f].change for f in TRIGGERS], preview_chat, [c[f] for f in TRIGGERS], [meter, chat],
+          api_name="preview_chat", api_visibility="private", queue=False, trigger_mode="always_last",
+          show_progress="hidden")
+
+
+def _place_after(box, component) -> None:
+    """Move the just-built `box` to right after `component` in the same container, so the preview
+    sits under the prompt although it is built after the fields it reads."""
+    siblings = component.parent.children
+    if box.parent is component.parent:
+        siblings.remove(box)
+        siblings.insert(siblings.index(component) + 1, box)
