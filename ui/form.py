@@ -10,6 +10,7 @@ from llm_dit.presets import PRESETS_DIR, load_presets, load_resolutions
 
 from .common import control
 from .preview import prompt_preview
+from .preview import wire as wire_preview
 
 FREE_SIZE = "Free size (set width and height)"
 
@@ -93,6 +94,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
     presets = {name: p for name, p in load_presets(PRESETS_DIR / preset_file).items()
                if set(p["values"]) <= set(fields)}
     c = {"prompt": control("prompt")}
+    preview = prompt_preview()  # under the prompt; wired below, once the fields it reads exist
     if main is not None:
         main(c)
     with gr.Row(equal_height=True):
@@ -119,7 +121,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
         with gr.Row():
             for f in ("hidden_layer", "long_prompt_mode"):
                 c[f] = control(f)
-    prompt_preview(c, studio)  # placed under the prompt; reads the fields above
+    wire_preview(preview, c, studio)
     if extra is not None:
         extra(c)
     with gr.Accordion("Sampling, LoRA, attention", open=False):

@@ -4,6 +4,7 @@ will read, both updated as the user types. Only the tokenizer loads (`llm_dit.pr
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -17,36 +18,37 @@ WAITING = "Tokens: counted as you type, against the caption limit"
 log = logging.getLogger(__name__)
 
 
-def prompt_preview(c: dict, studio) -> None:
-    """The meter and the folded chat text, placed right under `c["prompt"]`, updated on a change of
-    any field that shapes the chat text. Call it once the fields of TRIGGERS are in `c`."""
-    manager, hosted = studio.manager, studio.hosted
-    with gr.Column(elem_classes="prompt-preview") as box:
+@dataclass
+class Preview:
+    meter: gr.Markdown
+    chat: gr.Code
+
+
+def prompt_preview() -> Preview:
+    """The meter and the folded chat text; build it right under the prompt, wire it with `wire`
+    once every field of TRIGGERS exists (events may be wired after the layout)."""
+    with gr.Column(elem_classes="prompt-preview"):
         meter = gr.Markdown(WAITING, elem_classes="token-meter")
         with gr.Accordion("Chat text Z-Image reads", open=False, elem_classes="chat-text"):
             chat = gr.Code(language=None, interactive=False, show_label=False, lines=4, max_lines=16)
-    _place_after(box, c["prompt"])
+    return Preview(meter, chat)
+
+
+def wire(preview: Preview, c: dict, studio) -> None:
+    """Update the preview on a change of any field that shapes the chat text."""
+    manager, hosted = studio.manager, studio.hosted
 
     def preview_chat(*values):
         try:
-            preview = preview_prompt(manager, GenerationRequest(**dict(zip(TRIGGERS, values))))
+            shown = preview_prompt(manager, GenerationRequest(**dict(zip(TRIGGERS, values))))
         except ValueError as err:
             return f"⚠ {err}", gr.skip()
         except (OSError, RuntimeError) as err:  # no tokenizer files: the meter says so, the app serves on
             log.warning("token meter: the tokenizer could not load: %s", err)
             return ("⚠ Token count unavailable: the tokenizer could not load" + ("." if hosted else f" ({err})."),
                     gr.skip())
-        return preview.summary(), preview.chat
+        return shown.summary(), shown.chat
 
-    gr.on([c[f].change for f in TRIGGERS], preview_chat, [c[f] for f in TRIGGERS], [meter, chat],
+    gr.on([c[f].change for f in TRIGGERS], preview_chat, [c[f] for f in TRIGGERS], [preview.meter, preview.chat],
           api_name="preview_chat", api_visibility="private", queue=False, trigger_mode="always_last",
           show_progress="hidden")
-
-
-def _place_after(box, component) -> None:
-    """Move the just-built `box` to right after `component` in the same container, so the preview
-    sits under the prompt although it is built after the fields it reads."""
-    siblings = component.parent.children
-    if box.parent is component.parent:
-        siblings.remove(box)
-        siblings.insert(siblings.index(component) + 1, box)
