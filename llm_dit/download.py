@@ -106,10 +106,16 @@ def cached(repo: str, patterns=None) -> str | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return snapshot_download(repo, local_files_only=True, allow_patterns=list(patterns) if patterns else None,
-                                 cache_dir=cache_dir())
+        found = snapshot_download(repo, local_files_only=True, allow_patterns=list(patterns) if patterns else None,
+                                  cache_dir=cache_dir())
     except LocalEntryNotFoundError:  # not downloaded, or only part of it (IncompleteSnapshotError)
         return None
+    # A snapshot folder exists from the first file on: with the file list cached, every wanted file
+    # must be there; without it, at least the files named outright (e.g. model_index.json).
+    missing = known_size(repo, patterns) if patterns else 0
+    if missing is None:
+        missing = sum(not os.path.isfile(os.path.join(found, p)) for p in patterns if not set(p) & set("*?["))
+    return None if missing else found
 
 
 def known_size(repo: str, patterns) -> int | None:

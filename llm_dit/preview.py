@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
+from . import download
 from .encode import caption_limit
 from .generate import prompt_parts
 from .prompt import format_chat
@@ -69,8 +70,14 @@ def tokenizer_and_limit(manager) -> tuple:
     if manager.is_loaded:
         pipe = manager.pipeline()
         return pipe.tokenizer, caption_limit(pipe.transformer)
+    source = manager.zimage_source
+    if not download.is_local(source):  # a hub id: only a cached snapshot; typing never downloads
+        source = download.cached(source, download.ZIMAGE_FILES)
+        if source is None:
+            raise LookupError("Token count: appears once the Z-Image checkpoint is downloaded "
+                              "(the first generation downloads it)")
     with _load_lock:
-        return _from_checkpoint(manager.zimage_source)
+        return _from_checkpoint(source)
 
 
 def preview_prompt(manager, request: GenerationRequest) -> PromptPreview:

@@ -75,3 +75,34 @@ def test_the_private_event_refuses_huge_text_and_loads_nothing(settings):
         assert not fresh.is_loaded and not fresh.load_counts
     finally:
         demo.close()
+
+
+def test_typing_never_downloads_a_checkpoint(monkeypatch, tmp_path):
+    """A hub id not downloaded yet: the meter says when the count will come, and the cache stays
+    empty (the first generation downloads, with its deadline and progress; typing never does)."""
+    from llm_dit.models import ModelManager
+    from llm_dit.preview import preview_prompt
+    from llm_dit.request import GenerationRequest
+    from llm_dit.settings import Settings
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(LookupError, match="appears once the Z-Image checkpoint is downloaded"):
+        preview_prompt(ModelManager(Settings()), GenerationRequest(prompt="a fox"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_partial_snapshot_is_not_taken_for_a_download(monkeypatch, tmp_path):
+    """A snapshot folder exists from its first file on (e.g. the tokenizer alone): it is not the
+    checkpoint until the files the loaders read are there."""
+    from llm_dit import download
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--Tongyi-MAI--Z-Image-Turbo"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    (snapshot / "tokenizer").mkdir(parents=True)
+    (snapshot / "tokenizer" / "tokenizer.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    assert download.cached("Tongyi-MAI/Z-Image-Turbo", download.ZIMAGE_FILES) is None
+    (snapshot / "model_index.json").write_text("{}")
+    assert download.cached("Tongyi-MAI/Z-Image-Turbo", download.ZIMAGE_FILES) == str(snapshot)

@@ -43,6 +43,8 @@ def wire(preview: Preview, c: dict, studio) -> None:
             shown = preview_prompt(manager, GenerationRequest(**dict(zip(TRIGGERS, values))))
         except ValueError as err:
             return f"⚠ {err}", gr.skip()
+        except LookupError as err:  # a hub id not downloaded yet: typing never starts a download
+            return str(err), gr.skip()
         except (OSError, RuntimeError) as err:  # no tokenizer files: the meter says so, the app serves on
             log.warning("token meter: the tokenizer could not load: %s", err)
             return ("⚠ Token count unavailable: the tokenizer could not load" + ("." if hosted else f" ({err})."),
