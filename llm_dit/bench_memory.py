@@ -54,8 +54,25 @@ def child(fn: str, **kwargs) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _reset_peak() -> int:
+    """Start a fresh high-water mark at the current RSS (Linux: `clear_refs` 5 resets VmHWM), so
+    that a spike before the measured step (imports, loading weights) is not counted in it; returns
+    the current RSS."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # not Linux: the peak since the start stands (an upper bound)
+        pass
+    return psutil.Process().memory_info().rss
+
+
 def _peak_added(before: int) -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # ru_maxrss: KiB on Linux
+    try:
+        with open("/proc/self/status") as f:
+            hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))  # KiB
+    except (OSError, StopIteration):
+        hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return hwm * 1024 - before
 
 
 def decode_probe(folder: str, side: int, tiled: bool, out: str) -> dict:
@@ -75,7 +92,7 @@ def decode_probe(folder: str, side: int, tiled: bool, out: str) -> dict:
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
         else:
-            before = psutil.Process().memory_info().rss
+            before = _reset_peak()
         image = vae.decode(latents).sample
     peak = torch.cuda.max_memory_allocated() - before if cuda else _peak_added(before)
     np.save(out, image[0].float().cpu().numpy())
@@ -156,7 +173,7 @@ def plan_probe(folder: str, vl_folder: str, levers: dict | None, image: int, rep
                         **explicit)
     manager = ModelManager(settings)
     row = {"plan": manager.memory_plan().name, "plan_estimate_gib": manager.memory_plan().peaks_gib}
-    before = psutil.Process().memory_info().rss
+    before = _reset_peak()
     request = GenerationRequest(prompt="A red fox in fresh snow at dawn", height=image, width=image, seed=1)
     try:
         result = txt2img(manager, request)  # warm-up (loads, compiles)
