@@ -111,7 +111,6 @@ def build(studio, vl_tab) -> None:
 
         def action(request, references, structure_image, session=None, **spec):
             flag = STOPS.setdefault(getattr(session, "session_hash", None) or "api", threading.Event())
-            flag.clear()
             stem = f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{uuid.uuid4().hex[:6]}"
             chosen = _spec(spec)
             axes = chosen.axes()
@@ -147,6 +146,11 @@ def build(studio, vl_tab) -> None:
         def request_stop(session: gr.Request):
             STOPS.setdefault(session.session_hash, threading.Event()).set()
 
+        def arm_stop(session: gr.Request):
+            """A fresh flag as Run is clicked (before the sweep is even queued): a Stop pressed any time
+            after that stops this sweep after its current cell, never a later one."""
+            STOPS[session.session_hash] = threading.Event()
+
         for axis in ("x", "y", "z"):  # choosing an axis fills in example values for it
             c[f"{axis}_axis"].input(lambda name: EXAMPLE_VALUES.get(name, ""), c[f"{axis}_axis"], c[f"{axis}_values"],
                                     api_visibility="private", queue=False)
@@ -158,6 +162,7 @@ def build(studio, vl_tab) -> None:
         go.click(endpoint.fn, inputs + [vl_tab.controls[f] for f in FIELDS],
                  [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id=GPU,
                  validator=endpoint.validator)
+        go.click(arm_stop, None, None, api_visibility="private", queue=False)
         stop.click(request_stop, None, None, api_visibility="private", queue=False)
 
         def apply(name):
