@@ -236,6 +236,11 @@ def prompt_parts(request: GenerationRequest) -> dict:
     return parts
 
 
+def chat_parts(request: GenerationRequest) -> dict:
+    """`format_chat`'s arguments for the request: its prompt and `prompt_parts`."""
+    return {"prompt": request.prompt, "strip_quotes": request.strip_quotes, **prompt_parts(request)}
+
+
 def _encode_cached(manager: ModelManager, parts: dict, request: GenerationRequest, limit: int) -> Encoded:
     """The chat text of `parts` (`format_chat`'s arguments) through the text encoder (this
     instance's, or the one at --text-encoder-url), unless the same text was encoded before."""
@@ -264,7 +269,7 @@ def encode_prompt(manager: ModelManager, request: GenerationRequest,
             manager.pipeline()
     with timeline.stage("encode"):
         limit = caption_limit(manager.pipeline().transformer)
-        parts = {"prompt": request.prompt, "strip_quotes": request.strip_quotes, **prompt_parts(request)}
+        parts = chat_parts(request)
         chat = format_chat(**parts)
         encoded = _encode_cached(manager, parts, request, limit)
         negative = None
@@ -283,7 +288,7 @@ def count_prompt(manager: ModelManager, request: GenerationRequest,
             manager.pipeline()
     pipe = manager.pipeline()
     limit = caption_limit(pipe.transformer)
-    chat = format_chat(request.prompt, strip_quotes=request.strip_quotes, **prompt_parts(request))
+    chat = format_chat(**chat_parts(request))
     count = len(pipe.tokenizer(chat, add_special_tokens=False).input_ids)
     encoded = Encoded(None, count, limit, request.long_prompt_mode, count > limit)
     return PromptEncoding(chat, encoded, None, None, timeline)

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from . import download
 from .encode import caption_limit
-from .generate import prompt_parts
+from .generate import chat_parts
 from .prompt import format_chat
 from .request import GenerationRequest, check_text, field_meta
 from .sequence import RESAMPLE_MODES
@@ -87,7 +87,7 @@ def preview_prompt(manager, request: GenerationRequest) -> PromptPreview:
     if request.long_prompt_mode not in RESAMPLE_MODES:
         raise ValueError(f"long_prompt_mode={request.long_prompt_mode!r} is unknown: use one of "
                          f"{', '.join(RESAMPLE_MODES)}.")
-    chat = format_chat(request.prompt, strip_quotes=request.strip_quotes, **prompt_parts(request))
+    chat = format_chat(**chat_parts(request))
     tokenizer, limit = tokenizer_and_limit(manager)
     tokens = len(tokenizer(chat, add_special_tokens=False).input_ids)
     return PromptPreview(chat, tokens, limit, field_meta("prompt")["max_tokens"], request.long_prompt_mode)

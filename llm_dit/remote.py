@@ -61,13 +61,17 @@ def encoding(manager, parts: dict, hidden_layer: int, long_prompt_mode: str) -> 
     (what diffusers takes as one image's `prompt_embeds`) and what made it, as metadata."""
     pipe, lm = manager.pipeline(), manager.language_model()
     chat = format_chat(**parts)
-    limit = caption_limit(pipe.transformer)
-    encoded = encode_text(lm.model, pipe.tokenizer, chat, limit, hidden_layer, long_prompt_mode,
-                          max_tokens=field_meta("prompt")["max_tokens"])
-    config = lm.config
+    encoded = encode_text(lm.model, pipe.tokenizer, chat, caption_limit(pipe.transformer), hidden_layer,
+                          long_prompt_mode, max_tokens=field_meta("prompt")["max_tokens"])
+    return file_parts(manager, chat, encoded)
+
+
+def file_parts(manager, chat: str, encoded) -> tuple[dict, dict]:
+    """An `Encoded` of `chat` as a file's tensors and metadata (what `encoding` returns)."""
+    config = manager.text_encoder_config()
     return {"embeds": encoded.embeds.cpu()}, {
-        "chat": chat, "token_count": encoded.token_count, "caption_limit": limit,
-        "long_prompt_mode": long_prompt_mode, "long_prompt_applied": encoded.long_prompt_applied,
+        "chat": chat, "token_count": encoded.token_count, "caption_limit": encoded.caption_limit,
+        "long_prompt_mode": encoded.long_prompt_mode, "long_prompt_applied": encoded.long_prompt_applied,
         "model": manager.zimage_model_id, "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers}
 

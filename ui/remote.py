@@ -18,7 +18,7 @@ import gradio as gr
 
 from llm_dit import remote
 from llm_dit.conditioning import extraction_params
-from llm_dit.generate import prompt_parts
+from llm_dit.generate import chat_parts, prompt_parts
 from llm_dit.images import load_image
 from llm_dit.request import VLRequest, check_field, check_text
 
@@ -63,8 +63,8 @@ def build(studio) -> None:
     folder = tempfile.mkdtemp(prefix="llm_dit-encodings-")
 
     def encode_action(request):
-        parts = {"prompt": request.prompt, "strip_quotes": request.strip_quotes, **prompt_parts(request)}
-        return _pruned(remote.encode_file(manager, parts, request.hidden_layer, request.long_prompt_mode, folder))
+        return _pruned(remote.encode_file(manager, chat_parts(request), request.hidden_layer,
+                                          request.long_prompt_mode, folder))
 
     def vl_encode_action(request, reference):
         params = extraction_params(replace(request, vl_use_prompt=False))  # the text is exactly vl_text

@@ -8,7 +8,7 @@ from dataclasses import fields
 import gradio as gr
 
 from llm_dit import remote
-from llm_dit.generate import prompt_parts, run
+from llm_dit.generate import encode_prompt, run
 from llm_dit.request import GenerationRequest, validate
 
 from .common import Endpoint, saved
@@ -35,14 +35,15 @@ def run_readout(num_inference_steps, width, height) -> str:
 
 
 def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> None:
-    """"Export embeddings": the prompt's text embeddings, as the `encode` endpoint makes them
-    (`llm_dit.remote.encoding`), saved in the output folder as `.safetensors`; its `embeds` tensor
-    is diffusers' `prompt_embeds` for one image. A private event: `encode` is the public API."""
+    """"Export embeddings": the prompt's text embeddings as a generation encodes them (the same
+    cache, and the remote encoder when one is set), in the `encode` endpoint's file layout
+    (`llm_dit.remote.file_parts`), saved in the output folder as `.safetensors`; its `embeds`
+    tensor is diffusers' `prompt_embeds` for one image. A private event: `encode` is the public API."""
     manager = studio.manager
 
     def encode(request):
-        parts = {"prompt": request.prompt, "strip_quotes": request.strip_quotes, **prompt_parts(request)}
-        return remote.encoding(manager, parts, request.hidden_layer, request.long_prompt_mode)
+        prompt = encode_prompt(manager, request)
+        return remote.file_parts(manager, prompt.chat, prompt.encoded)
 
     gpu_encode = on_gpu(encode, duration=lambda request: gpu_seconds(None))
 
