@@ -118,7 +118,8 @@ def build(studio, vl_tab) -> None:
             chunks = gpu_sweep(request, references, structure_image, **spec)
             for new, counts, caption in chunks:
                 done += new
-                result = SweepResult(axes, done, counts, caption, stopped=flag.is_set(),
+                stopping = flag.is_set()  # read once: what the page says and what happens next agree
+                result = SweepResult(axes, done, counts, caption, stopped=stopping,
                                      diff_base=int(chosen.diff_base))
                 try:
                     out = save_outputs(result, output_dir, stem, saved)
@@ -139,7 +140,7 @@ def build(studio, vl_tab) -> None:
                 yield (text, gr.Gallery(shown, selected_index=0) if len(done) == len(new) else shown,
                        {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
                        [(p, f"cell {i}") for i, p in zip(indexes, out["cells"])], files, counts)
-                if flag.is_set():  # stop after the cell that just finished; keep everything so far
+                if stopping:  # stop after the cell that just finished; keep everything so far
                     chunks.close()
                     break
 
