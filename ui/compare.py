@@ -137,7 +137,10 @@ def build(studio, vl_tab) -> None:
                 # The first grid opens large; later values keep it open. Selecting on every update
                 # would make gradio focus the thumbnail each time: the page would jump per cell.
                 shown = list(zip(out["grids"], captions))
-                yield (text, gr.Gallery(shown, selected_index=0) if len(done) == len(new) else shown,
+                # the last update opens it too: streaming sends only the newest update per tick, so
+                # the first one may never reach the page
+                opening = len(done) == len(new) or stopping or len(done) >= counts["cells"]
+                yield (text, gr.Gallery(shown, selected_index=0) if opening else shown,
                        {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
                        [(p, f"cell {i}") for i, p in zip(indexes, out["cells"])], files, counts)
                 if stopping:  # stop after the cell that just finished; keep everything so far
