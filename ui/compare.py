@@ -136,16 +136,20 @@ def build(studio, vl_tab) -> None:
                 captions = result.captions() + result.captions(diff=True)
                 # The first grid opens large; later values keep it open. Selecting on every update
                 # would make gradio focus the thumbnail each time: the page would jump per cell.
+                # The last value stays plain (it is what an API client gets back); `open_grid` below
+                # opens it after the sweep, since streaming may drop the first update.
                 shown = list(zip(out["grids"], captions))
-                # the last update opens it too: streaming sends only the newest update per tick, so
-                # the first one may never reach the page
-                opening = len(done) == len(new) or stopping or len(done) >= counts["cells"]
-                yield (text, gr.Gallery(shown, selected_index=0) if opening else shown,
+                last = stopping or len(done) >= counts["cells"]
+                yield (text, gr.Gallery(shown, selected_index=0) if len(done) == len(new) and not last else shown,
                        {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
                        [(p, f"cell {i}") for i, p in zip(indexes, out["cells"])], files, counts)
                 if stopping:  # stop after the cell that just finished; keep everything so far
                     chunks.close()
                     break
+
+        def open_grid():
+            """After a sweep, show its first grid large, whichever of its updates reached the page."""
+            return gr.Gallery(selected_index=0)
 
         def request_stop(session: gr.Request):
             STOPS.setdefault(session.session_hash, threading.Event()).set()
@@ -163,9 +167,10 @@ def build(studio, vl_tab) -> None:
                             stream=True, with_session=True, outputs=6,
                             check=lambda request, references, structure_image, **spec: check(
                                 request, references, structure_image, studio.policy, **spec))
-        go.click(endpoint.fn, inputs + [vl_tab.controls[f] for f in FIELDS],
-                 [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id=GPU,
-                 validator=endpoint.validator)
+        sweep = go.click(endpoint.fn, inputs + [vl_tab.controls[f] for f in FIELDS],
+                         [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id=GPU,
+                         validator=endpoint.validator)
+        sweep.success(open_grid, None, grids, api_visibility="private", queue=False)
         go.click(arm_stop, None, None, api_visibility="private", queue=False)
         stop.click(request_stop, None, None, api_visibility="private", queue=False)
 
