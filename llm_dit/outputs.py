@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 import threading
 from pathlib import Path
 
+MADE_HERE = re.compile(r"\d{8}-\d{6}-")  # every name the app gives starts with its time stamp
+
 
 class OutputFolder:
-    """Where generated PNGs go. `keep` > 0 keeps only the newest `keep` PNGs (oldest deleted)."""
+    """Where generated files go. `keep` > 0 keeps only the newest `keep` entries: files (PNGs,
+    exported embeddings, sweep tables) and folders (a sweep's cells), oldest deleted first."""
 
     def __init__(self, path: str | Path, keep: int = 0, shown_as: str | None = None):
         self.path = Path(path).expanduser().resolve()
@@ -49,13 +54,27 @@ class OutputFolder:
             path = self.path / f"{stem}-{n}{suffix}"
         return path
 
-    def prune(self) -> list[Path]:
-        """Delete the oldest PNGs beyond `keep`; returns what was deleted."""
+    def prune(self, protect: str = "") -> list[Path]:
+        """Delete the oldest entries beyond `keep`. Every kind the app writes counts (on a hosted
+        Space, repeated exports must not fill the disk), and only what it named (a time stamp
+        first, `MADE_HERE`): an operator's own files in the folder are never touched. Names
+        starting with `protect` (a sweep still being written) stay. Returns what was deleted."""
         if self.keep <= 0:
             return []
         with self._lock:
-            pngs = sorted((p for p in self.path.glob("*.png") if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
-            doomed = pngs[: max(0, len(pngs) - self.keep)]
+            entries = []
+            for path in self.path.iterdir() if self.path.is_dir() else ():
+                try:
+                    if MADE_HERE.match(path.name) and not path.is_symlink():
+                        entries.append((path.stat().st_mtime_ns, path))
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+            entries.sort()
+            doomed = [p for _, p in entries[: max(0, len(entries) - self.keep)]
+                      if not (protect and p.name.startswith(protect))]
             for path in doomed:
-                path.unlink(missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
         return doomed

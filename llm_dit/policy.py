@@ -35,7 +35,7 @@ class Policy:
     reason: str  # why hosted or local, for the status tab and the start-up log
     rewrite_servers: dict = field(default_factory=dict)  # name -> RewriteServer
     lora_dir: Path | None = None
-    output_keep: int = 0  # PNGs kept in the output folder (0 = all)
+    output_keep: int = 0  # files kept in the output folder (0 = all)
     max_upload_bytes: int = 0  # 0 = no cap
     max_pending: int = 0  # queued or running jobs per browser session (0 = no cap)
 

@@ -63,7 +63,7 @@ class Settings:
     hosting: str = "auto"  # auto = hosted on a Space, off loopback or with a share link
     rewrite_servers: str = ""  # TOML file of OpenAI-compatible servers clients pick by name
     lora_dir: str = ""  # folder of .safetensors LoRAs clients pick by name
-    output_keep: int = -1  # PNGs kept in output_dir; -1 = auto (500 hosted, all locally), 0 = all
+    output_keep: int = -1  # files kept in output_dir; -1 = auto (500 hosted, all locally), 0 = all
     max_upload_mb: int = 50  # largest upload accepted
     max_pending: int = 2  # hosted: jobs one browser session may have queued or running
     text_encoder_url: str = ""  # another running instance encodes prompts (no local Qwen3-4B)
@@ -160,7 +160,7 @@ _HELP = {
     "rewrite_servers": "TOML file of OpenAI-compatible rewrite servers ([servers.NAME] base_url, api_key_env, "
                        "models) that clients choose by name",
     "lora_dir": "folder of .safetensors LoRAs that clients choose by name",
-    "output_keep": "how many PNGs to keep in the output folder, oldest deleted first (-1 = 500 when hosted, "
+    "output_keep": "how many files to keep in the output folder (PNGs, exports, sweep tables; a sweep's cell folder counts as one), oldest deleted first (-1 = 500 when hosted, "
                    "all locally; 0 = all)",
     "max_upload_mb": "largest upload accepted, in MB",
     "max_pending": "hosted: jobs one browser session may have waiting or running at once",

@@ -90,13 +90,51 @@ def test_a_full_disk_leaves_no_partial_file(tiny_cache):
         assert sorted(p.name for p in folder.iterdir()) == ["filler"]  # no 0-byte PNG, no temp file
 
 
+def _aged(path, age):
+    os.utime(path, (1000 + age, 1000 + age))  # distinct ages, even on coarse clocks
+    return path
+
+
 def test_retention_keeps_the_newest(tmp_path):
     out = OutputFolder(tmp_path, keep=3)
     for i in range(5):
-        out.write(f"{i}.png", lambda tmp, i=i: Image.new("RGB", (4, 4), (i, 0, 0)).save(tmp, format="PNG"))
-        os.utime(tmp_path / f"{i}.png", (1000 + i, 1000 + i))  # distinct ages, even on coarse clocks
+        name = f"20261201-12000{i}-txt2img-{i}.png"
+        out.write(name, lambda tmp, i=i: Image.new("RGB", (4, 4), (i, 0, 0)).save(tmp, format="PNG"))
+        _aged(tmp_path / name, i)
     out.prune()
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["2.png", "3.png", "4.png"]
+    assert sorted(p.name[-5:] for p in tmp_path.glob("*.png")) == ["2.png", "3.png", "4.png"]
+
+
+def test_retention_counts_every_kind_the_app_writes_and_nothing_else(tmp_path):
+    """Exports, tables and a sweep's cell folder count (repeated exports on a Space must not fill
+    the disk); an operator's own files never do, and a sweep still being written is kept whole."""
+    out = OutputFolder(tmp_path, keep=2)
+    (tmp_path / "my-folder").mkdir()
+    for name in ("notes.txt", "photo.png"):
+        (tmp_path / name).write_bytes(b"x")
+    mine = [_aged(tmp_path / name, 0) for name in ("notes.txt", "photo.png", "my-folder")]
+    for i, name in enumerate(["20261201-120000-vl-conditioning.safetensors", "20261201-120001-vl-layer-scan.csv",
+                              "20261201-120002-txt2img-prompt-embeds.safetensors"]):
+        (tmp_path / name).write_bytes(b"x")
+        _aged(tmp_path / name, 10 + i)
+    cells = tmp_path / "20261201-120003-compare-abc123-cells"
+    cells.mkdir()
+    (cells / "cell000.png").write_bytes(b"x")
+    _aged(cells, 20)
+    sweep = [tmp_path / f"20261201-115959-compare-0a0a0a{s}" for s in (".csv", "-grid0.png")]
+    for path in sweep:
+        path.write_bytes(b"x")
+        _aged(path, 5)  # the oldest of the app's entries, but still being written
+
+    deleted = out.prune(protect="20261201-115959-compare-0a0a0a")
+    assert sorted(p.name for p in deleted) == ["20261201-120000-vl-conditioning.safetensors",
+                                               "20261201-120001-vl-layer-scan.csv"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["notes.txt", "photo.png", "my-folder", "20261201-120002-txt2img-prompt-embeds.safetensors",
+                           cells.name] + [p.name for p in sweep])
+    # once the sweep is done (no protection), its files are the oldest of the app's and go
+    assert sorted(p.name for p in out.prune()) == sorted(p.name for p in sweep)
+    assert all(p.exists() for p in mine) and not any(p.exists() for p in sweep)
 
 
 def test_retention_through_the_app(tiny_cache, tmp_path):

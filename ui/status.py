@@ -34,7 +34,7 @@ def hosting(studio) -> str:
     lines.append(f"Rewrite servers: {', '.join(p.rewrite_servers) or 'none configured'} · "
                  f"LoRAs offered: {len(p.lora_names())} · uploads up to {studio.settings.max_upload_mb} MB · "
                  f"pending jobs per session: {p.max_pending or 'no limit'} · "
-                 f"PNGs kept: {p.output_keep or 'all'}")
+                 f"Output files kept: {p.output_keep or 'all'}")
     return "\n\n".join(lines)
 
 
