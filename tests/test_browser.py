@@ -112,8 +112,10 @@ def test_field_messages_survive_a_preset_and_steps_zero_is_refused(page):
 
 def test_rewrite_then_use_in_txt2img(page):
     page.get_by_role("tab", name="Prompt rewriting").click()
+    # accordions open before anything is typed (test_preview_browser: a value typed within ms of an
+    # accordion opening can be lost)
+    page.locator("#rewrite").get_by_text("Sampling", exact=True).click()
     page.locator("#rewrite textarea").first.fill("a fox")
-    page.locator("#rewrite").get_by_text("Sampling", exact=True).click()  # open the accordion
     page.locator("#rewrite").get_by_label("number input for Max new tokens").fill("16")
     page.locator("#rewrite-go").click()
     result = page.locator("#rewrite-result textarea")
@@ -191,7 +193,8 @@ def test_small_sweep_in_the_browser(page, tmp_path):
 def test_stop_after_this_cell_keeps_the_finished_ones(page):
     """A 4x4 sweep of 384² cells (a grid of 1536² at most: a 12-cell row of 768² cells made a
     9216 px wide grid per update, which a busy browser fell behind on). Stop is pressed right after
-    Run: whenever it arrives, the sweep stops after the cell it is on (Run arms a fresh flag)."""
+    Run: whichever request the server handles first, the sweep stops after the cell it is on (both
+    carry the page's click time: ui/stops.py)."""
     page.get_by_role("tab", name="VL conditioning").click()
     _set_size(page, "vl", 384)
     page.get_by_role("tab", name="Blend comparison").click()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from dataclasses import fields
@@ -15,6 +14,7 @@ from llm_dit.request import VLRequest, validate
 from .common import Endpoint
 from .fields import FieldDropdown, FieldNumber, FieldSlider
 from .gpu import gpu_seconds, on_gpu
+from .stops import CLICK_TIME_JS, Stops
 from .studio import GPU
 from .vl import check as check_vl
 
@@ -29,7 +29,7 @@ def _spec(values: dict) -> SweepSpec:
     return SweepSpec(**{k: (getattr(DEFAULTS, k) if values[k] is None else values[k]) for k in SPEC})
 
 
-STOPS: dict[str, threading.Event] = {}  # per browser session: "stop after this cell"
+STOPS = Stops()  # per browser session: "stop after this cell"
 
 
 def check(request, references, structure_image, policy, **spec) -> None:
@@ -94,6 +94,7 @@ def build(studio, vl_tab) -> None:
                 with gr.Row():  # the run bar on top, as in the generating tabs: in view beside the grid
                     go = gr.Button("Run sweep", variant="primary", elem_id="compare-run")
                     stop = gr.Button("Stop after this cell", variant="stop", elem_id="compare-stop")
+                    click_time = gr.Number(visible=False)  # the page's clock, for Run and Stop (ui/stops.py)
                 progress = gr.Markdown(elem_id="compare-progress")
                 # A grid is seen whole: shown large ("preview"), fitted inside the box ("contain"),
                 # with its axes as the caption; further grids (Z values, difference maps) below it.
@@ -110,7 +111,8 @@ def build(studio, vl_tab) -> None:
                              elem_id="compare-counts")
 
         def action(request, references, structure_image, session=None, **spec):
-            flag = STOPS.setdefault(getattr(session, "session_hash", None) or "api", threading.Event())
+            session_hash = getattr(session, "session_hash", None)
+            clicked = STOPS.started(session_hash)
             stem = f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{uuid.uuid4().hex[:6]}"
             chosen = _spec(spec)
             axes = chosen.axes()
@@ -118,11 +120,12 @@ def build(studio, vl_tab) -> None:
             chunks = gpu_sweep(request, references, structure_image, **spec)
             for new, counts, caption in chunks:
                 done += new
-                stopping = flag.is_set()  # read once: what the page says and what happens next agree
+                stopping = STOPS.stopped(session_hash, clicked)  # read once: the page and what happens agree
                 result = SweepResult(axes, done, counts, caption, stopped=stopping,
                                      diff_base=int(chosen.diff_base))
                 try:
                     out = save_outputs(result, output_dir, stem, saved)
+                    output_dir.prune(protect=stem)
                     files, indexes = out["grids"] + [out["csv"], out["json"]] + out["cells"], sorted(saved)
                 except OSError as err:  # full or read-only disk: show the sweep, keep serving
                     gr.Warning(f"output_dir: could not save the sweep in {output_dir.shown_as} "
@@ -151,13 +154,12 @@ def build(studio, vl_tab) -> None:
             """After a sweep, show its first grid large, whichever of its updates reached the page."""
             return gr.Gallery(selected_index=0)
 
-        def request_stop(session: gr.Request):
-            STOPS.setdefault(session.session_hash, threading.Event()).set()
+        def request_stop(clicked_at, session: gr.Request):
+            STOPS.stop_clicked(session.session_hash, clicked_at)
 
-        def arm_stop(session: gr.Request):
-            """A fresh flag as Run is clicked (before the sweep is even queued): a Stop pressed any time
-            after that stops this sweep after its current cell, never a later one."""
-            STOPS[session.session_hash] = threading.Event()
+        def arm_stop(clicked_at, session: gr.Request):
+            """Run's click time: a Stop clicked after it stops this sweep after its current cell."""
+            STOPS.run_clicked(session.session_hash, clicked_at)
 
         for axis in ("x", "y", "z"):  # choosing an axis fills in example values for it
             c[f"{axis}_axis"].input(lambda name: EXAMPLE_VALUES.get(name, ""), c[f"{axis}_axis"], c[f"{axis}_values"],
@@ -167,12 +169,13 @@ def build(studio, vl_tab) -> None:
                             stream=True, with_session=True, outputs=6,
                             check=lambda request, references, structure_image, **spec: check(
                                 request, references, structure_image, studio.policy, **spec))
-        sweep = go.click(endpoint.fn, inputs + [vl_tab.controls[f] for f in FIELDS],
+        # Run's click time is noted before the sweep is queued, so the sweep always reads its own
+        arm = go.click(arm_stop, click_time, None, js=CLICK_TIME_JS, api_visibility="private", queue=False)
+        sweep = arm.then(endpoint.fn, inputs + [vl_tab.controls[f] for f in FIELDS],
                          [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id=GPU,
                          validator=endpoint.validator)
         sweep.success(open_grid, None, grids, api_visibility="private", queue=False)
-        go.click(arm_stop, None, None, api_visibility="private", queue=False)
-        stop.click(request_stop, None, None, api_visibility="private", queue=False)
+        stop.click(request_stop, click_time, None, js=CLICK_TIME_JS, api_visibility="private", queue=False)
 
         def apply(name):
             if name not in presets:
