@@ -84,10 +84,10 @@ def test_the_reply_grows_in_the_result_box_while_it_streams(page, drip, tmp_path
     tab = page.locator("#rewrite")
     idea = tab.get_by_role("textbox", name="Idea to rewrite")
     expect(idea).to_be_visible()
+    tab.get_by_text("OpenAI-compatible server", exact=True).click()  # opened before anything is typed
     idea.fill("a fox")
     tab.get_by_label("Backend").click()
     page.get_by_role("option", name="openai").click()
-    tab.get_by_text("OpenAI-compatible server", exact=True).click()  # open the accordion
     tab.get_by_label("Server base URL (local only)").fill(drip)
     tab.get_by_label("Server model").fill("drip")
     page.evaluate(WATCH)

@@ -3,7 +3,11 @@ will read, both updated as the user types. Only the tokenizer loads (`llm_dit.pr
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import gradio as gr
@@ -38,19 +42,56 @@ def wire(preview: Preview, c: dict, studio) -> None:
     """Update the preview on a change of any field that shapes the chat text."""
     manager, hosted = studio.manager, studio.hosted
 
-    def preview_chat(*values):
+    def preview_chat(*values, session: gr.Request | None = None):
+        ticket = NEWEST.begin(session)
         try:
             shown = preview_prompt(manager, GenerationRequest(**dict(zip(TRIGGERS, values))))
+            reply = shown.summary(), shown.chat
         except ValueError as err:
-            return f"⚠ {err}", gr.skip()
+            reply = f"⚠ {err}", gr.skip()
         except LookupError as err:  # a hub id not downloaded yet: typing never starts a download
-            return str(err), gr.skip()
+            reply = str(err), gr.skip()
         except (OSError, RuntimeError) as err:  # no tokenizer files: the meter says so, the app serves on
             log.warning("token meter: the tokenizer could not load: %s", err)
-            return ("⚠ Token count unavailable: the tokenizer could not load" + ("." if hosted else f" ({err})."),
-                    gr.skip())
-        return shown.summary(), shown.chat
+            reply = ("⚠ Token count unavailable: the tokenizer could not load" + ("." if hosted else f" ({err})."),
+                     gr.skip())
+        return reply if NEWEST.is_newest(session, ticket) else (gr.skip(), gr.skip())
 
+    # gradio passes the session to a parameter annotated gr.Request: name each field for it
+    preview_chat.__signature__ = inspect.Signature(
+        [inspect.Parameter(f, inspect.Parameter.POSITIONAL_OR_KEYWORD) for f in TRIGGERS]
+        + [inspect.Parameter("session", inspect.Parameter.KEYWORD_ONLY, annotation=gr.Request, default=None)])
+    # Unqueued (typing must not wait behind GPU jobs or fill the queue), so every change is its own
+    # request and the page shows whichever reply lands last: NEWEST skips a reply that a newer
+    # request of the same page has overtaken.
     gr.on([c[f].change for f in TRIGGERS], preview_chat, [c[f] for f in TRIGGERS], [preview.meter, preview.chat],
           api_name="preview_chat", api_visibility="private", queue=False, trigger_mode="always_last",
           show_progress="hidden")
+
+
+class Newest:
+    """Numbers each page's requests as they arrive; `is_newest` says whether a reply is still the
+    newest of its page's (a page's older, slower request must not overwrite a newer one's reply)."""
+
+    def __init__(self, sessions: int = 1024):
+        self._latest: OrderedDict[str, int] = OrderedDict()
+        self._count = itertools.count(1)
+        self._sessions = sessions
+        self._lock = threading.Lock()
+
+    def begin(self, session) -> int:
+        key = getattr(session, "session_hash", None) or ""
+        with self._lock:
+            ticket = self._latest[key] = next(self._count)
+            self._latest.move_to_end(key)
+            while len(self._latest) > self._sessions:  # invented session ids evict only the oldest
+                self._latest.popitem(last=False)
+        return ticket
+
+    def is_newest(self, session, ticket: int) -> bool:
+        key = getattr(session, "session_hash", None) or ""
+        with self._lock:
+            return self._latest.get(key, ticket) == ticket
+
+
+NEWEST = Newest()
