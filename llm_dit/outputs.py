@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import secrets
 import re
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 MADE_HERE = re.compile(r"\d{8}-\d{6}-")  # every name the app gives starts with its time stamp
@@ -16,11 +18,26 @@ class OutputFolder:
     """Where generated files go. `keep` > 0 keeps only the newest `keep` entries: files (PNGs,
     exported embeddings, sweep tables) and folders (a sweep's cells), oldest deleted first."""
 
-    def __init__(self, path: str | Path, keep: int = 0, shown_as: str | None = None):
+    def __init__(self, path: str | Path, keep: int = 0, shown_as: str | None = None, unguessable: bool = False):
         self.path = Path(path).expanduser().resolve()
         self.keep = keep
         self.shown_as = shown_as or str(self.path)  # how messages name it (hosted: no server path)
+        # Hosted: the folder is served (gradio's allowed_paths, so results stored outside its temp
+        # folder can be returned), and a name made of a time stamp and a seed can be guessed by
+        # anyone; each name then also carries 64 random bits.
+        self.unguessable = unguessable
         self._lock = threading.Lock()
+
+    def stem(self, kind: str) -> str:
+        """A new name's stem: the time stamp first (what `prune` recognises), then `kind`, then,
+        when `unguessable`, 16 random hex digits (else 6, to tell apart two in one second)."""
+        return f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(8 if self.unguessable else 3)}"
+
+    def _private(self, name: str) -> str:
+        if not self.unguessable:
+            return name
+        path = Path(name)
+        return f"{path.stem}-{secrets.token_hex(8)}{path.suffix}"
 
     def write(self, name: str, write_to) -> Path:
         """`write_to(tmp_path)` writes the file; it appears under `name` only when complete (a temp
@@ -33,7 +50,7 @@ class OutputFolder:
             os.close(fd)
             write_to(tmp)
             with self._lock:
-                target = self._free_name(name)
+                target = self._free_name(self._private(name))
                 os.replace(tmp, target)
             tmp = None
         except OSError as err:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -251,6 +253,32 @@ def test_results_and_saved_pngs_carry_no_server_paths(hosted):
     assert root not in json.dumps(meta)
     saved = sorted((hosted["root"] / "outputs").glob("*.png"))[-1]
     assert root not in Image.open(saved).text[JSON_KEY] and "/tmp" not in Image.open(saved).text[JSON_KEY]
+
+
+def test_another_visitors_files_cannot_be_fetched_by_guessing_their_names(hosted, tmp_path):
+    """The output folder is served (allowed_paths: results stored outside gradio's temp folder must
+    be returnable). A PNG named by time and seed, or an export named by time alone, would be
+    fetched by anyone who tries each second of a day; hosted names carry 64 random bits."""
+    client, url, outputs = hosted["client"], hosted["url"], hosted["root"] / "outputs"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "ref.png")
+    before = time.time()
+    _txt2img(client, seed=7)
+    client.predict(references=[handle_file(str(tmp_path / "ref.png"))], prompt="a private reference",
+                   api_name="/vl_extract")
+    after = time.time()
+
+    def fetch(name):
+        return httpx.get(f"{url}gradio_api/file={outputs / name}", timeout=30)
+
+    # the attacker knows the folder (a Space's layout is public) and tries every second of the window
+    for second in range(int(before) - 1, int(after) + 2):
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(second))
+        for guess in (f"{stamp}-txt2img-7.png", f"{stamp}-vl-conditioning.safetensors"):
+            assert fetch(guess).status_code in (403, 404), guess
+    made = sorted(p.name for p in outputs.iterdir() if p.stat().st_mtime >= before - 1)
+    png = next(n for n in made if re.fullmatch(r"\d{8}-\d{6}-txt2img-7-[0-9a-f]{16}\.png", n))
+    assert any(re.fullmatch(r"\d{8}-\d{6}-vl-conditioning-[0-9a-f]{16}\.safetensors", n) for n in made), made
+    assert fetch(png).status_code == 200  # the folder is served: only the name protects a file
 
 
 def test_upload_errors_name_the_original_file_not_the_server_path(hosted, tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import fields
 
 import gradio as gr
@@ -113,7 +111,7 @@ def build(studio, vl_tab) -> None:
         def action(request, references, structure_image, session=None, **spec):
             session_hash = getattr(session, "session_hash", None)
             clicked = STOPS.started(session_hash)
-            stem = f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{uuid.uuid4().hex[:6]}"
+            stem = output_dir.stem("compare")
             chosen = _spec(spec)
             axes = chosen.axes()
             done, saved = [], {}

@@ -52,8 +52,8 @@ class Studio:
             from pathlib import Path
 
             shown = Path(settings.output_dir).name or "outputs"
-        return cls(manager, settings, policy, OutputFolder(settings.output_dir, policy.output_keep, shown),
-                   Admission(policy.max_pending))
+        outputs = OutputFolder(settings.output_dir, policy.output_keep, shown, unguessable=policy.hosted)
+        return cls(manager, settings, policy, outputs, Admission(policy.max_pending))
 
     @property
     def hosted(self) -> bool:
