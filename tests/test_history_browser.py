@@ -38,6 +38,9 @@ def test_history_survives_a_reload_and_items_can_be_removed(page, tmp_path):
     expect(remove).to_be_disabled()
     gallery.first.click()  # newest first
     expect(page.locator("#txt2img textarea").first).to_have_value("to be removed")
+    # the history is below the tabs: the page scrolls up to the tab just filled, Generate in view
+    expect(page.locator("#txt2img-generate")).to_be_in_viewport()
+    assert page.locator("#txt2img-generate").bounding_box()["y"] >= 0
     remove.click()
     expect(gallery).to_have_count(1)
     expect(page.locator("#history")).not_to_contain_text("to be removed")

@@ -66,6 +66,7 @@ def test_png_info_shows_then_loads_on_the_button(page, manager, tmp_path):
     expect(tab.get_by_label("Seed", exact=True)).to_have_value("4242")
     expect(tab.get_by_label("Random seed")).not_to_be_checked()
     expect(tab.get_by_label("number input for Width")).to_have_value("64")
+    expect(page.locator("#img2img-generate")).to_be_in_viewport()  # the loaded tab is shown from its top
     _save(page, "pnginfo-after-load")
     page.get_by_role("tab", name="PNG info").click()
     expect(report).to_contain_text("Loaded into img2img")

@@ -20,6 +20,9 @@ log = logging.getLogger("llm_dit.app")
 
 # Send-to carries what both tabs share, except what belongs to the target: a new seed, its own strength.
 NOT_SENT = {"seed", "strength"}
+SCROLL_TO_TABS = ("() => { const tabs = document.getElementById('studio-tabs'); "
+                  "if (tabs && tabs.getBoundingClientRect().top < 0) "
+                  "window.scrollTo({top: tabs.getBoundingClientRect().top + window.scrollY - 8}); }")
 
 TINY_BANNER = (
     "**Offline tiny models in use** (`--tiny`): random weights, so every image is noise. "
@@ -90,7 +93,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
         if settings.tiny:
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
         model_status = first_run.build(studio)
-        with gr.Tabs() as tabs:
+        with gr.Tabs(elem_id="studio-tabs") as tabs:
             parts = {p.name: p for p in (txt2img.build(studio), img2img.build(studio), vl.build(studio))}
             compare.build(studio, parts["vl"])
             rewriter = rewrite.build(studio)
@@ -158,8 +161,10 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             return [note, evt.index, gr.Button(interactive=True), gr.Tabs(selected=tab)] + _updates(
                 targets, tab, {**values, **inputs})
 
-        hist.gallery.select(restore, [hist.state], [hist.info, hist.selected, hist.delete, tabs] + components,
-                            api_name="restore", **private)
+        restored = hist.gallery.select(restore, [hist.state], [hist.info, hist.selected, hist.delete, tabs]
+                                       + components, api_name="restore", **private)
+        # the history sits below the tabs: show the tab just filled, its Generate button in view
+        restored.then(None, js=SCROLL_TO_TABS, **private)
 
         def history_remove(entries, index):
             entries = history.remove(history.trusted(entries, allowed, cap), index)
@@ -187,7 +192,8 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             report = pnginfo.report(params) + f"\n\nLoaded into **{pnginfo.TAB_LABELS[tab]}**."
             return [report, gr.Tabs(selected=tab)] + _updates(targets, tab, params.values)
 
-        png.load.click(load_png, png.file, [png.report, tabs] + components, **private)
+        png.load.click(load_png, png.file, [png.report, tabs] + components, **private).then(
+            None, js=SCROLL_TO_TABS, **private)
     # api_open=False: a queued event cannot be called by a direct POST that skips the queue (and
     # with it the GPU slot, the validator and the pending limit).
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)
