@@ -182,6 +182,32 @@ def test_a_forged_browser_history_shows_no_server_file(hosted, tmp_path):
         assert "passwd" not in text and "canary" not in text and "app.py" not in text
 
 
+def test_a_forged_history_request_cannot_fill_an_image_input_with_a_server_file(hosted, tmp_path):
+    """A restore puts an entry's request back into its tab: request keys that name an image input
+    (references, image, structure_image) would become that input's value, which gradio serves. An
+    entry's image must be a real result to pass the check: the attacker has their own."""
+    canary = tmp_path / "canary.txt"
+    canary.write_text("CANARY-RESTORE")
+    _txt2img(hosted["client"])
+    own = str(sorted((hosted["root"] / "outputs").glob("*.png"))[-1])
+    served = [str(canary), os.path.abspath("app.py")]
+    forged = [{"image": own, "inputs": {},
+               "metadata": {"mode": mode, "seed": 1, "request": {"prompt": "x", "seed": 1, "references": served,
+                                                                 "image": served[0], "structure_image": served[1]}}}
+              for mode in ("vl", "img2img")]
+    dep = next(d for d in _config(hosted["url"])["dependencies"] if d.get("api_name") == "restore")
+    for index in (0, 1):
+        reply = httpx.post(hosted["url"] + "gradio_api/run/predict", timeout=30,
+                           json={"fn_index": dep["id"], "data": [forged], "event_data": {"index": index, "value": None},
+                                 "session_hash": "attacker"})
+        assert reply.status_code == 200, reply.text
+        assert "Restored" in reply.json()["data"][0]  # the restore itself went through
+        text = reply.text.replace("\\/", "/")
+        assert "canary" not in text and "app.py" not in text
+        for url in re.findall(r'"url":\s*"([^"]+)"', text):
+            assert b"CANARY-RESTORE" not in httpx.get(url, timeout=30).content
+
+
 # ---- rewrite: no URL, no environment variable --------------------------------------------------------
 def test_a_client_cannot_send_the_servers_secrets_anywhere(hosted, listeners):
     operator, attacker = listeners

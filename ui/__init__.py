@@ -31,20 +31,24 @@ TINY_BANNER = (
 
 
 def _targets(parts: dict) -> list:
-    """Every component a restore may write: each tab's controls and image inputs."""
+    """Every component a restore may write: each tab's controls, then its image inputs (a flag)."""
     out = []
     for name, part in parts.items():
-        out += [(name, field, comp) for field, comp in part.controls.items()]
-        out += [(name, key, comp) for key, comp in part.inputs.items()]
+        out += [(name, field, comp, False) for field, comp in part.controls.items()]
+        out += [(name, key, comp, True) for key, comp in part.inputs.items()]
     return out
 
 
-def _updates(targets: list, tab: str, values: dict) -> list:
-    """Updates for a restore into `tab`: its fields from `values`; a restored seed is used as is,
-    so "Random seed" goes off with it (the controls agree with what will run)."""
+def _updates(targets: list, tab: str, values: dict, files: dict | None = None) -> list:
+    """Updates for a restore into `tab`: its controls from `values`, its image inputs only from
+    `files` (checked files: a value the client sent that names a file would be served by gradio
+    as the input's new value). A restored seed is used as is, so "Random seed" goes off with it
+    (the controls agree with what will run)."""
     if "seed" in values:
         values = {**values, "_randomize": False}
-    return [values[field] if name == tab and field in values else gr.skip() for name, field, _ in targets]
+    files = files or {}
+    return [(files if is_input else values).get(field, gr.skip()) if name == tab else gr.skip()
+            for name, field, _, is_input in targets]
 
 
 class StudioBlocks(gr.Blocks):
@@ -102,7 +106,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
         remote.build(studio)  # encode / vl_encode endpoints: encoding for another instance
         hist = history.build(settings.history_size)
         targets = _targets(parts)
-        components = [comp for _, _, comp in targets]
+        components = [comp for _, _, comp, _ in targets]
         private = {"api_visibility": "private", "queue": False}
         allowed, cap = history.roots(settings.output_dir), settings.history_size
 
@@ -159,7 +163,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             tab, values, inputs = history.restore(entry)
             note = f"Restored {history.caption(entry)} into **{tab}**."
             return [note, evt.index, gr.Button(interactive=True), gr.Tabs(selected=tab)] + _updates(
-                targets, tab, {**values, **inputs})
+                targets, tab, values, inputs)
 
         restored = hist.gallery.select(restore, [hist.state], [hist.info, hist.selected, hist.delete, tabs]
                                        + components, api_name="restore", **private)
