@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from gradio_client import Client
 
 from llm_dit.models import ModelManager
+from llm_dit.request import field_meta
 from llm_dit.settings import Settings
 from ui import build_demo, launch_options
 
 from . import openai_server
+from .test_export_text import TXT2IMG
 
 
 def _wait(condition, seconds=60.0, what="the condition"):
@@ -96,6 +99,32 @@ def test_a_cancelled_job_stops_at_the_next_step_and_saves_nothing(app):
     assert len(calls) - at_cancel <= 2, f"{len(calls) - at_cancel} steps ran after the cancel"
     assert set(app["outputs"].glob("*.png")) == pngs  # nothing saved
     assert _small(client)[2]["forwards"] == 8  # and the app keeps serving
+
+
+def test_a_job_whose_client_disconnects_stops_at_the_next_step(app):
+    """The page closes (its event stream ends) while its job runs: the job stops and saves nothing."""
+    manager = app["manager"]
+    _small(Client(app["url"], verbose=False))  # models loaded
+    calls = _forwards(manager)
+    pngs = set(app["outputs"].glob("*.png"))
+    config = httpx.get(app["url"] + "config", timeout=30).json()
+    index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "txt2img")
+    values = {"prompt": "a page that leaves", "height": 512, "width": 512, "num_inference_steps": 60, "seed": 1}
+    data = [values.get(f, field_meta(f)["default"]) for f in TXT2IMG]
+    join = httpx.post(app["url"] + "gradio_api/queue/join", timeout=30,
+                      json={"data": data, "fn_index": index, "session_hash": "a-page-that-leaves"})
+    assert join.status_code == 200, join.text
+    with httpx.stream("GET", app["url"] + "gradio_api/queue/data", params={"session_hash": "a-page-that-leaves"},
+                      timeout=120) as stream:
+        for line in stream.iter_lines():
+            if '"process_starts"' in line:
+                break
+        _wait(lambda: len(calls) >= 3, what="three denoise steps")
+    at_close = len(calls)  # the stream is closed: the page is gone
+    _wait(lambda: not manager.generation_lock.locked(), what="the job to stop")
+    assert len(calls) - at_close <= 2, f"{len(calls) - at_close} steps ran after the page left"
+    assert set(app["outputs"].glob("*.png")) == pngs  # nothing saved
+    assert _small(Client(app["url"], verbose=False))[2]["forwards"] == 8
 
 
 def test_one_session_cannot_fill_the_queue(app):

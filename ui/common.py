@@ -5,19 +5,18 @@ Every generating event is wired the same way (`Endpoint`):
   cheap checks (`llm_dit.request.validate` under the hosting policy) and the per-session pending
   limit, so a bad request never waits in the queue or takes a ZeroGPU slot, and its message names
   the field (API clients get it as a 422 naming the parameter);
-- the handler runs the job in a worker thread and yields a heartbeat while it runs, so that when
-  the client cancels or disconnects, gradio closes the handler at the next heartbeat, the stop
-  event is set, and the job stops at its next denoise step (or cell, or token), saving nothing.
+- the handler (an async generator) runs the job in a worker thread; when the client cancels
+  (gradio cancels the handler's task) or disconnects (its session's event stream closes), the
+  stop event is set and the job stops at its next denoise step (or cell, or token), saving nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
-import queue
 import re
 import threading
-import time
 
 import gradio as gr
 
@@ -97,10 +96,11 @@ class Endpoint:
         self.validator = self._named(self._validate, name + "_validator")
 
     def _named(self, fn, name):
-        """`fn` under the event's name and API signature (a generator stays a generator)."""
-        if inspect.isgeneratorfunction(fn):
-            def wrapper(*args, **kwargs):
-                yield from fn(*args, **kwargs)
+        """`fn` under the event's name and API signature (an async generator stays one)."""
+        if inspect.isasyncgenfunction(fn):
+            async def wrapper(*args, **kwargs):
+                async for item in fn(*args, **kwargs):
+                    yield item
         else:
             def wrapper(*args, **kwargs):
                 return fn(*args, **kwargs)
@@ -143,68 +143,77 @@ class Endpoint:
         return [gr.validate(i != index, message if i == index else "") for i in range(len(self.api_params))]
 
     # ---- running it -----------------------------------------------------------------------------
-    def _handle(self, *args, **kwargs):
-        try:
-            request, extra, _ = self._prepare(args, kwargs)
+    async def _handle(self, *args, **kwargs):
+        try:  # off the event loop: the checks may decode images
+            request, extra, session = await asyncio.to_thread(self._prepare, args, kwargs)
         except (ValueError, ModelLoadError) as err:
             raise gr.Error(str(err)) from err
-        skip = tuple(gr.skip() for _ in range(self.outputs)) if self.outputs > 1 else gr.skip()
         try:
-            yield from run_cancellable(lambda: self.action(request, **extra), self.stream, skip)
+            async for item in run_cancellable(lambda: self.action(request, **extra), self.stream,
+                                              lambda: self.studio.admission.connected(session)):
+                yield item
         except (ValueError, ModelLoadError) as err:  # a load problem's toast stays until closed
             raise gr.Error(str(err), duration=None if isinstance(err, ModelLoadError) else 10) from err
 
 
-def run_cancellable(job, stream: bool, heartbeat):
-    """Run `job()` (returning a value, or with `stream` a generator) in a worker thread; yield what
-    it produces, and `heartbeat` every HEARTBEAT_S while it works. Closing this generator (gradio
-    does so when the client cancels or disconnects) sets the job's stop event (`llm_dit.cancel`):
-    the job stops at its next step and its result is dropped. The close does not wait for that
-    (gradio closes generators on its event loop, which must not block).
+async def run_cancellable(job, stream: bool, connected=lambda: True):
+    """Run `job()` (returning a value, or with `stream` a generator) in a worker thread and yield
+    what it produces. The job stops at its next step (`llm_dit.cancel`), and its result is
+    dropped, when the client cancels (gradio cancels the task awaiting this generator: the stop
+    event is set at once) or disconnects (`connected()`, asked every HEARTBEAT_S).
 
-    A stream yields at most one update per HEARTBEAT_S: each item is the whole state so far (a
-    reply's text, a sweep's cells), so only the newest one is sent. Per token, a browser would
-    re-render every output each time and, on a shared CPU, slow the model it is watching."""
-    items: queue.Queue = queue.Queue()
+    Nothing is yielded while the job works: each yield is a message to the page, and gradio's
+    progress bar hides on every one (a heartbeat of empty updates made it flicker). A stream
+    yields at most one update per HEARTBEAT_S: each item is the whole state so far (a reply's
+    text, a sweep's cells), so only the newest one is sent. Per token, a browser would re-render
+    every output each time and, on a shared CPU, slow the model it is watching."""
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue = asyncio.Queue()
     stop = threading.Event()
-    done = object()
+    nothing = object()
+
+    def put(kind, item):
+        try:
+            loop.call_soon_threadsafe(items.put_nowait, (kind, item))
+        except RuntimeError:  # the server's event loop is closed: nobody is listening
+            stop.set()
 
     def work():
         with cancel.scope(stop):
             try:
                 if stream:
                     for item in job():
-                        items.put(("item", item))
+                        put("item", item)
                         if stop.is_set():
                             return
                 else:
-                    items.put(("item", job()))
+                    put("item", job())
             except cancel.Cancelled:
                 pass
-            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-                items.put(("error", err))
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's task
+                put("error", err)
             finally:
-                items.put(("done", done))
+                put("done", None)
 
     context = contextvars.copy_context()  # gradio's progress tracking follows the job
-    worker = threading.Thread(target=context.run, args=(work,), daemon=True)
-    worker.start()
-    newest, due = done, time.monotonic() + HEARTBEAT_S
+    threading.Thread(target=context.run, args=(work,), daemon=True).start()
+    newest, due = nothing, loop.time() + HEARTBEAT_S
     try:
         while True:
-            wait = due - time.monotonic()
-            if wait <= 0:  # a tick: the newest item, or a heartbeat when nothing came
-                yield heartbeat if newest is done else newest
-                newest, due = done, time.monotonic() + HEARTBEAT_S
-                continue
             try:
-                kind, item = items.get(timeout=wait)
-            except queue.Empty:
+                kind, item = await asyncio.wait_for(items.get(), timeout=max(0.0, due - loop.time()))
+            except asyncio.TimeoutError:  # a tick: send the newest item, or see whether anyone listens
+                if newest is not nothing:
+                    yield newest
+                    newest = nothing
+                elif not connected():
+                    return
+                due = loop.time() + HEARTBEAT_S
                 continue
             if kind == "item":
                 newest = item
                 continue
-            if newest is not done:  # the last item before the end or an error is always sent
+            if newest is not nothing:  # the last item before the end or an error is always sent
                 yield newest
             if kind == "error":
                 raise item

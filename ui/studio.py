@@ -35,6 +35,22 @@ class Admission:
         return None
 
 
+    def connected(self, session) -> bool:
+        """Whether the client that sent this job still listens. When a session's event stream
+        closes (the page left, the client process ended), gradio marks its events dead
+        (`alive`) and may drop its message queue; it notices that only when a job yields, and
+        a job that yields nothing while it works (so the progress bar stays) asks here instead."""
+        queue = getattr(self.demo, "_queue", None)
+        listening = getattr(queue, "pending_messages_per_session", None)
+        if session is None or listening is None:
+            return True
+        if session.session_hash not in listening:
+            return False
+        events = [e for job in getattr(queue, "active_jobs", ()) if job for e in job
+                  if getattr(e, "session_hash", None) == session.session_hash]
+        return all(getattr(e, "alive", True) for e in events)
+
+
 @dataclass
 class Studio:
     manager: ModelManager
