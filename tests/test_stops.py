@@ -37,6 +37,21 @@ def test_invented_sessions_and_times_are_bounded_and_harmless():
     for i in range(10):
         stops.run_clicked(f"s{i}", i)
     assert stops.started("s0") == -math.inf and stops.started("s9") == 9  # only the newest 3 remain
-    stops.run_clicked("x", "not a time")
-    stops.run_clicked("y", float("nan"))
-    assert stops.started("x") == 0.0 and stops.started("y") == 0.0
+    for odd in ("not a time", float("nan"), 10**400, None, [1]):
+        stops.run_clicked("odd", odd)  # an int too large for a float, a list: no error, a time of 0
+    assert stops.started("odd") == 0.0
+
+
+def test_a_forgotten_session_loses_its_run_and_its_stop_together():
+    """A flood of invented sessions pushes a page out: an old Stop must not then stop its new sweep
+    (its Run forgotten, the sweep would read -inf), and a Stop pressed after that still works."""
+    stops = Stops(sessions=2)
+    stops.run_clicked("page", 1000)
+    stops.stop_clicked("page", 1500)
+    stops.run_clicked("page", 3000)  # a new sweep ...
+    for i in range(5):
+        stops.run_clicked(f"flood{i}", 0)  # ... and the page is pushed out before it starts
+    since = stops.started("page")
+    assert not stops.stopped("page", since)
+    stops.stop_clicked("page", 4000)
+    assert stops.stopped("page", since)

@@ -8,41 +8,59 @@ whichever request the server sees first, and never for a sweep clicked after it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from collections import OrderedDict
 
 CLICK_TIME_JS = "() => Date.now()"  # what Run's and Stop's private events send
-SESSIONS = 1024  # sessions remembered; a client inventing session ids evicts only the oldest
+SESSIONS = 4096  # sessions remembered, the least recently clicked forgotten first
+
+
+def _time(at) -> float:
+    try:
+        at = float(at)
+    except (TypeError, ValueError, OverflowError):  # a client's odd value: a time before any other
+        return 0.0
+    return at if math.isfinite(at) else 0.0
+
+
+def _key(session: str) -> bytes:
+    return hashlib.sha256(session.encode("utf-8", "replace")).digest()  # a client picks the id's length
 
 
 class Stops:
+    """One record per session, [latest Run click, latest Stop click]. A session forgotten (a client
+    inventing session ids pushed it out) loses both together: its sweep then runs on, and a
+    Stop pressed after that still counts; an old Stop never outlives its Run."""
+
     def __init__(self, sessions: int = SESSIONS):
-        self._runs: OrderedDict[str, float] = OrderedDict()  # session -> its latest Run click
-        self._stops: OrderedDict[str, float] = OrderedDict()  # session -> its latest Stop click
+        self._clicks: OrderedDict[bytes, list] = OrderedDict()
         self._sessions = sessions
         self._lock = threading.Lock()
 
-    def _note(self, table: OrderedDict, session: str, at) -> None:
-        at = float(at) if isinstance(at, (int, float)) and math.isfinite(at) else 0.0
+    def _note(self, session: str, which: int, at) -> None:
+        at, key = _time(at), _key(session)
         with self._lock:
-            table[session] = max(at, table.pop(session, at))
-            while len(table) > self._sessions:
-                table.popitem(last=False)
+            record = self._clicks.pop(key, [-math.inf, None])
+            record[which] = at if record[which] is None else max(at, record[which])
+            self._clicks[key] = record
+            while len(self._clicks) > self._sessions:
+                self._clicks.popitem(last=False)
 
     def run_clicked(self, session: str, at) -> None:
-        self._note(self._runs, session, at)
+        self._note(session, 0, at)
 
     def stop_clicked(self, session: str, at) -> None:
-        self._note(self._stops, session, at)
+        self._note(session, 1, at)
 
     def started(self, session: str | None) -> float:
         """When the sweep starting now was clicked (its session's latest Run; -inf over the API)."""
         with self._lock:
-            return self._runs.get(session, -math.inf) if session else -math.inf
+            return self._clicks.get(_key(session), [-math.inf])[0] if session else -math.inf
 
     def stopped(self, session: str | None, since: float) -> bool:
         """Whether Stop was clicked at or after `since` (a sweep's `started`)."""
         with self._lock:
-            stop = self._stops.get(session) if session else None
-            return stop is not None and stop >= since
+            stop = self._clicks.get(_key(session), [None, None])[1] if session else None
+        return stop is not None and stop >= since
