@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
-import secrets
 import re
+import secrets
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-MADE_HERE = re.compile(r"\d{8}-\d{6}-")  # every name the app gives starts with its time stamp
+# the names the app gives: a time stamp, what made it, a seed or a random part; PNGs, exports,
+# sweep tables and a sweep's cell folder (no suffix). An operator's own files never match.
+MADE_HERE = re.compile(r"\d{8}-\d{6}-(?:txt2img|img2img|vl|compare)-[0-9a-z-]+(?:\.(?:png|safetensors|csv|json))?")
+RANDOM_PART = re.compile(r"-[0-9a-f]{16}(?:-|\.|$)")  # what every hosted name carries
 
 
 class OutputFolder:
-    """Where generated files go. `keep` > 0 keeps only the newest `keep` entries: files (PNGs,
-    exported embeddings, sweep tables) and folders (a sweep's cells), oldest deleted first."""
+    """Where generated files go. `keep` > 0 keeps at most `keep` of the files the app wrote (PNGs,
+    exported embeddings, sweep tables, a sweep's cells), oldest deleted first."""
 
     def __init__(self, path: str | Path, keep: int = 0, shown_as: str | None = None, unguessable: bool = False):
         self.path = Path(path).expanduser().resolve()
@@ -71,24 +74,35 @@ class OutputFolder:
             path = self.path / f"{stem}-{n}{suffix}"
         return path
 
+    def made_here(self, name: str) -> bool:
+        return bool(MADE_HERE.fullmatch(name)) and (not self.unguessable or bool(RANDOM_PART.search(name)))
+
     def prune(self, protect: str = "") -> list[Path]:
-        """Delete the oldest entries beyond `keep`. Every kind the app writes counts (on a hosted
-        Space, repeated exports must not fill the disk), and only what it named (a time stamp
-        first, `MADE_HERE`): an operator's own files in the folder are never touched. Names
-        starting with `protect` (a sweep still being written) stay. Returns what was deleted."""
+        """Delete the oldest entries while more than `keep` files remain. Every kind the app writes
+        counts, a sweep's cell folder by the files in it (on a hosted Space, repeated exports or
+        sweeps must not fill the disk), and only names the app gives (`made_here`): an
+        operator's own files in the folder are never touched. Names starting with `protect` (a
+        sweep still being written) stay. Returns what was deleted."""
         if self.keep <= 0:
             return []
         with self._lock:
             entries = []
             for path in self.path.iterdir() if self.path.is_dir() else ():
                 try:
-                    if MADE_HERE.match(path.name) and not path.is_symlink():
-                        entries.append((path.stat().st_mtime_ns, path))
-                except FileNotFoundError:  # deleted meanwhile
+                    if self.made_here(path.name) and not path.is_symlink():
+                        files = sum(1 for _ in path.iterdir()) if path.is_dir() else 1
+                        entries.append((path.stat().st_mtime_ns, path, max(1, files)))
+                except OSError:  # deleted meanwhile
                     continue
             entries.sort()
-            doomed = [p for _, p in entries[: max(0, len(entries) - self.keep)]
-                      if not (protect and p.name.startswith(protect))]
+            total, doomed = sum(files for *_, files in entries), []
+            for _, path, files in entries:
+                if total <= self.keep:
+                    break
+                if protect and path.name.startswith(protect):
+                    continue
+                doomed.append(path)
+                total -= files
             for path in doomed:
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)

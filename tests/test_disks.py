@@ -4,6 +4,7 @@ a full filesystem (size-limited tmpfs mounts, made and removed by the test), and
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import uuid
 from contextlib import contextmanager
@@ -105,36 +106,48 @@ def test_retention_keeps_the_newest(tmp_path):
     assert sorted(p.name[-5:] for p in tmp_path.glob("*.png")) == ["2.png", "3.png", "4.png"]
 
 
-def test_retention_counts_every_kind_the_app_writes_and_nothing_else(tmp_path):
-    """Exports, tables and a sweep's cell folder count (repeated exports on a Space must not fill
-    the disk); an operator's own files never do, and a sweep still being written is kept whole."""
-    out = OutputFolder(tmp_path, keep=2)
+def test_retention_counts_every_file_the_app_writes_and_nothing_else(tmp_path):
+    """Exports, tables and a sweep's cells count, each file (repeated exports or sweeps on a Space
+    must not fill the disk); an operator's own files never do, even named like the app's, and a
+    sweep still being written is kept whole."""
+    out = OutputFolder(tmp_path, keep=4)
     (tmp_path / "my-folder").mkdir()
-    for name in ("notes.txt", "photo.png"):
+    for name in ("notes.txt", "photo.png", "20200101-000000-operator.txt", "20200101-000000-vl-notes.txt"):
         (tmp_path / name).write_bytes(b"x")
-    mine = [_aged(tmp_path / name, 0) for name in ("notes.txt", "photo.png", "my-folder")]
-    for i, name in enumerate(["20261201-120000-vl-conditioning.safetensors", "20261201-120001-vl-layer-scan.csv",
-                              "20261201-120002-txt2img-prompt-embeds.safetensors"]):
+    mine = [_aged(tmp_path / name, 0) for name in ("notes.txt", "photo.png", "my-folder",
+                                                    "20200101-000000-operator.txt", "20200101-000000-vl-notes.txt")]
+    exports = ["20261201-120000-vl-conditioning.safetensors", "20261201-120001-vl-layer-scan.csv",
+               "20261201-120002-txt2img-prompt-embeds.safetensors"]
+    for i, name in enumerate(exports):
         (tmp_path / name).write_bytes(b"x")
         _aged(tmp_path / name, 10 + i)
     cells = tmp_path / "20261201-120003-compare-abc123-cells"
     cells.mkdir()
-    (cells / "cell000.png").write_bytes(b"x")
+    for i in range(3):
+        (cells / f"cell00{i}.png").write_bytes(b"x")
     _aged(cells, 20)
     sweep = [tmp_path / f"20261201-115959-compare-0a0a0a{s}" for s in (".csv", "-grid0.png")]
     for path in sweep:
         path.write_bytes(b"x")
         _aged(path, 5)  # the oldest of the app's entries, but still being written
 
+    # 3 exports + 3 cells + 2 of the sweep = 8 files: the 3 exports go, then the cell folder (3 files)
+    # would have to go to reach 4, since the protected sweep cannot
     deleted = out.prune(protect="20261201-115959-compare-0a0a0a")
-    assert sorted(p.name for p in deleted) == ["20261201-120000-vl-conditioning.safetensors",
-                                               "20261201-120001-vl-layer-scan.csv"]
-    left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted(["notes.txt", "photo.png", "my-folder", "20261201-120002-txt2img-prompt-embeds.safetensors",
-                           cells.name] + [p.name for p in sweep])
-    # once the sweep is done (no protection), its files are the oldest of the app's and go
-    assert sorted(p.name for p in out.prune()) == sorted(p.name for p in sweep)
-    assert all(p.exists() for p in mine) and not any(p.exists() for p in sweep)
+    assert [p.name for p in deleted] == exports + [cells.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in mine] + [p.name for p in sweep])
+    assert out.prune() == []  # 2 files of the app's left: within 4
+    assert all(p.exists() for p in mine + sweep)
+
+
+def test_hosted_retention_takes_only_names_with_the_random_part(tmp_path):
+    out = OutputFolder(tmp_path, keep=1, unguessable=True)
+    (tmp_path / "20261201-120000-txt2img-5.png").write_bytes(b"x")  # made by a local run, say
+    first = out.write("20261201-120001-txt2img-5.png", lambda tmp: Path(tmp).write_bytes(b"x"))
+    _aged(first, 1)
+    second = out.write("20261201-120002-txt2img-5.png", lambda tmp: Path(tmp).write_bytes(b"x"))
+    assert re.fullmatch(r"20261201-120002-txt2img-5-[0-9a-f]{16}\.png", second.name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["20261201-120000-txt2img-5.png", second.name])
 
 
 def test_retention_through_the_app(tiny_cache, tmp_path):
