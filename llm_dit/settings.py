@@ -160,8 +160,9 @@ _HELP = {
     "rewrite_servers": "TOML file of OpenAI-compatible rewrite servers ([servers.NAME] base_url, api_key_env, "
                        "models) that clients choose by name",
     "lora_dir": "folder of .safetensors LoRAs that clients choose by name",
-    "output_keep": "how many files to keep in the output folder (PNGs, exports, sweep tables and cells; files of yours there are never touched), oldest deleted first (-1 = 500 when hosted, "
-                   "all locally; 0 = all)",
+    "output_keep": "how many files to keep in the output folder (PNGs, exports, sweep tables and cells; files "
+                   "of yours there are never touched), oldest deleted first (-1 = 500 when hosted, all locally; "
+                   "0 = all)",
     "max_upload_mb": "largest upload accepted, in MB",
     "max_pending": "hosted: jobs one browser session may have waiting or running at once",
     "text_encoder_url": "URL of another running instance that encodes prompts for this one (it then loads no "
