@@ -38,6 +38,9 @@ class Policy:
     output_keep: int = 0  # files kept in the output folder (0 = all)
     max_upload_bytes: int = 0  # 0 = no cap
     max_pending: int = 0  # queued or running jobs per browser session (0 = no cap)
+    # gradio's copies of results and uploads older than this are deleted hourly (0 = kept): hosted,
+    # every visitor's files land in one cache that would otherwise only grow
+    cache_max_age_s: int = 0
 
     # ---- what clients may choose -------------------------------------------------------------
     def rewrite_target(self, server: str, base_url: str, api_key_env: str, model: str) -> tuple[str, str, str]:
@@ -162,4 +165,4 @@ def from_settings(settings, environ=None) -> Policy:
     return Policy(hosted=hosted, reason=reason, rewrite_servers=load_rewrite_servers(settings.rewrite_servers),
                   lora_dir=Path(settings.lora_dir).expanduser() if settings.lora_dir else None,
                   output_keep=keep, max_upload_bytes=settings.max_upload_mb * 2**20,
-                  max_pending=settings.max_pending if hosted else 0)
+                  max_pending=settings.max_pending if hosted else 0, cache_max_age_s=86_400 if hosted else 0)

@@ -75,7 +75,7 @@ def hosted(listeners, tiny_cache, lora_file, tmp_path_factory):
 @pytest.fixture(scope="module")
 def local(settings, manager):
     demo, url = _serve(settings, manager)
-    yield {"url": url, "client": Client(url, verbose=False), "manager": manager}
+    yield {"url": url, "client": Client(url, verbose=False), "manager": manager, "demo": demo}
     demo.close()
 
 
@@ -127,6 +127,13 @@ def test_the_status_tab_shows_the_policy(hosted, local):
 
 
 # ---- admin actions and private events -------------------------------------------------------------
+def test_hosted_apps_delete_old_copies_from_gradios_cache(hosted, local):
+    """Every visitor's results and uploads are copied into one gradio cache: hosted, copies older
+    than a day go (checked hourly); locally the history may point at them, so they stay."""
+    assert hosted["demo"].delete_cache == (3600, 86_400)
+    assert local["demo"].delete_cache is None
+
+
 def test_admin_actions_are_not_registered_when_hosted(hosted, local):
     names = {d.get("api_name") for d in _config(hosted["url"])["dependencies"]}
     assert not {"do_unload", "do_clear"} & names

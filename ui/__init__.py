@@ -91,7 +91,8 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
     log.info("%s", "\n".join(manager.memory_plan().lines()))  # decided before any model loads
     if settings.zero_gpu:
         manager.preload()  # ZeroGPU: placed at start-up, never offloaded (FACTS.md)
-    with StudioBlocks(title="Z-Image VL Studio") as demo:
+    age = studio.policy.cache_max_age_s
+    with StudioBlocks(title="Z-Image VL Studio", delete_cache=(3600, age) if age else None) as demo:
         gr.Markdown("# Z-Image VL Studio\nZ-Image-Turbo with full prompt control and zero-shot style transfer "
                     "from reference images through Qwen3-VL. Models load on first use.")
         if settings.tiny:

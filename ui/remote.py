@@ -10,6 +10,8 @@ written to a private temporary folder of the server.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -61,6 +63,7 @@ def check_vl_encode(request, reference) -> None:
 def build(studio) -> None:
     manager = studio.manager
     folder = tempfile.mkdtemp(prefix="llm_dit-encodings-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # gradio serves its own copies
 
     def encode_action(request):
         return _pruned(remote.encode_file(manager, chat_parts(request), request.hidden_layer,
