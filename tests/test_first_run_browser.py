@@ -50,9 +50,8 @@ def _save(page, name: str) -> None:
 
 
 def _save_while_shown(page, locator, name: str, tries: int = 20) -> None:
-    """A screenshot taken while `locator` is on screen (CSS animations finished). Gradio's progress
-    flickers: each of the handler's heartbeats (every 0.1 s) hides it until the next progress
-    message, which starts its fade-in again."""
+    """A screenshot taken while `locator` is on screen (CSS animations finished): the progress bar
+    appears only once the download reports, and fades in."""
     for _ in range(tries):
         if locator.count() and locator.first.is_visible():
             _save(page, name)
