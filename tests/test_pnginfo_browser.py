@@ -1,5 +1,6 @@
 """In the browser: PNG info shows the dropped image and its report, and loads nothing until asked."""
 
+import io
 import os
 
 from playwright.sync_api import expect
@@ -72,3 +73,33 @@ def test_png_info_shows_then_loads_on_the_button(page, manager, tmp_path):
     expect(report).to_contain_text("Loaded into img2img")
     page.get_by_role("tab", name="img2img").click()
     tab.get_by_label("Random seed").check()  # leave the shared page as the other tests expect it
+
+
+def test_a_dropped_png_can_be_img2imgs_init_image(page, manager, tmp_path):
+    from PIL import Image
+
+    from llm_dit.generate import txt2img
+    from llm_dit.request import GenerationRequest
+
+    made = txt2img(manager, GenerationRequest(prompt="a field to start from", height=64, width=64, seed=7))
+    path = made.save(tmp_path)
+    page.get_by_role("tab", name="img2img").click()
+    tab = page.locator("#img2img")
+    tab.locator("textarea").first.fill("the same field at dusk")
+    page.get_by_role("tab", name="PNG info").click()
+    clear = page.locator("#pnginfo-file").get_by_role("button", name="Clear")
+    if clear.count():  # a PNG from an earlier test is still there
+        clear.first.click()
+    page.locator("#pnginfo-file input[type=file]").set_input_files(str(path))
+    use = page.locator("#pnginfo-init")
+    expect(use).to_be_visible(timeout=30_000)
+    use.click()
+    expect(page.get_by_role("tab", name="img2img")).to_have_attribute("aria-selected", "true", timeout=30_000)
+    init = page.locator("#img2img-image img")
+    expect(init).to_be_visible()
+    src = init.get_attribute("src")
+    shown = Image.open(io.BytesIO(page.request.get(src).body()))
+    assert shown.size == (64, 64) and shown.convert("RGB").tobytes() == made.image.convert("RGB").tobytes()
+    expect(tab.locator("textarea").first).to_have_value("the same field at dusk")  # the tab's own prompt stays
+    page.locator("#img2img-generate").click()
+    expect(tab.get_by_label("Seed used")).to_be_visible(timeout=60_000)  # it ran from that image

@@ -19,6 +19,6 @@ def test_the_report_says_what_can_and_cannot_be_used():
 def test_a_file_that_is_not_a_readable_png_shows_why_and_no_button(tmp_path):
     bad = tmp_path / "not.png"
     bad.write_bytes(b"not a png at all")
-    preview, text, raw, button = show_png(str(bad))
+    preview, text, raw, button, as_init = show_png(str(bad))
     assert preview is None and raw is None and text.startswith("⚠")
-    assert button.visible is False
+    assert button.visible is False and as_init.visible is False

@@ -199,6 +199,13 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
 
         png.load.click(load_png, png.file, [png.report, tabs] + components, **private).then(
             None, js=SCROLL_TO_TABS, **private)
+        def png_as_init(path):
+            """The dropped PNG (an upload, checked by gradio like any) as img2img's init image; the
+            tab keeps its own prompt and settings."""
+            return (path, gr.Tabs(selected="img2img")) if path else (gr.skip(), gr.skip())
+
+        png.as_init.click(png_as_init, png.file, [parts["img2img"].inputs["image"], tabs], **private).then(
+            None, js=SCROLL_TO_TABS, **private)
     # api_open=False: a queued event cannot be called by a direct POST that skips the queue (and
     # with it the GPU slot, the validator and the pending limit).
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)

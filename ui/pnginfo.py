@@ -1,5 +1,5 @@
 """PNG info tab: drop a PNG made here (or by A1111); see it and what its metadata holds, then load
-its parameters into the tab that made it with one button."""
+its parameters into the tab that made it with one button, or use the image as img2img's init image."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class PngInfo:
     preview: gr.Image
     report: gr.Markdown
     load: gr.Button
+    as_init: gr.Button  # the PNG itself as img2img's init image
     raw: gr.JSON
 
 
@@ -45,20 +46,20 @@ def show_png(path):
     """A dropped PNG: its preview, the report and the button that loads it; nothing is loaded yet."""
     hidden = gr.Button(visible=False)
     if not path:
-        return None, "", None, hidden
+        return None, "", None, hidden, hidden
     try:
         params, tab = read(path)
     except ValueError as err:
-        return None, f"⚠ {err}", None, hidden
+        return None, f"⚠ {err}", None, hidden, hidden
     return (path, report(params), params.values,
-            gr.Button(f"Load into {TAB_LABELS[tab]}", visible=True))
+            gr.Button(f"Load into {TAB_LABELS[tab]}", visible=True), gr.Button(visible=True))
 
 
 def build() -> PngInfo:
     with gr.Tab("PNG info", id="pnginfo", elem_id="pnginfo"):
         gr.Markdown("Drop a PNG made by this app, or one with AUTOMATIC1111 `parameters`: its parameters are "
                     "listed here, with anything that cannot be used. **Load into …** puts them into the tab "
-                    "that made it.")
+                    "that made it; **Use as img2img init image** starts img2img from the picture itself.")
         with gr.Row():
             with gr.Column():
                 file = gr.File(label="PNG", file_types=[".png"], type="filepath", elem_id="pnginfo-file", height=120)
@@ -66,7 +67,10 @@ def build() -> PngInfo:
                                    elem_id="pnginfo-preview")
             with gr.Column():
                 text = gr.Markdown(elem_id="pnginfo-report")
-                load = gr.Button("Load", variant="primary", visible=False, elem_id="pnginfo-load")
+                with gr.Row():
+                    load = gr.Button("Load", variant="primary", visible=False, elem_id="pnginfo-load")
+                    as_init = gr.Button("Use as img2img init image", visible=False, elem_id="pnginfo-init")
                 raw = gr.JSON(label="Metadata found", elem_id="pnginfo-raw")
-    file.change(show_png, file, [preview, text, raw, load], api_name="show_png", api_visibility="private", queue=False)
-    return PngInfo(file, preview, text, load, raw)
+    file.change(show_png, file, [preview, text, raw, load, as_init], api_name="show_png", api_visibility="private",
+                queue=False)
+    return PngInfo(file, preview, text, load, as_init, raw)
