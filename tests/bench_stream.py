@@ -30,8 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+from tests.test_browser import ARGS, CHROMIUM  # noqa: E402 - after the path and the offline switch
+from tests.test_stream_browser import STOP  # noqa: E402
+
 WATCH = """(prompt) => {  // each distinct value of the result box, and when the final metadata shows
   const seen = window.__seen = [];
   const box = document.querySelector('#rewrite-result textarea');
@@ -46,14 +47,6 @@ WATCH = """(prompt) => {  // each distinct value of the result box, and when the
   tick();
   window.__t0 = performance.now();
 }"""
-
-STOP = """() => {  // stop watching; the box's value now is the last one seen
-  cancelAnimationFrame(window.__watch);
-  const v = document.querySelector('#rewrite-result textarea').value;
-  if (window.__seen[window.__seen.length - 1] !== v) window.__seen.push(v);
-  return window.__seen;
-}"""
-
 
 def _api(client, request: dict) -> tuple[float, float]:
     """Seconds to the final result, and the seconds the server's metadata reports."""
@@ -129,7 +122,7 @@ def main() -> None:
     client = Client(url, verbose=False)
     rows = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         page.get_by_role("tab", name="Prompt rewriting").click()

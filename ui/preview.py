@@ -6,14 +6,14 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import gradio as gr
 
 from llm_dit.preview import preview_prompt
 from llm_dit.request import GenerationRequest
+
+from .sessions import SessionTable
 
 TRIGGERS = ("prompt", "system_prompt", "thinking_content", "assistant_content", "force_think_block",
             "strip_quotes", "template", "long_prompt_mode")
@@ -74,24 +74,14 @@ class Newest:
     newest of its page's (a page's older, slower request must not overwrite a newer one's reply)."""
 
     def __init__(self, sessions: int = 1024):
-        self._latest: OrderedDict[str, int] = OrderedDict()
+        self._latest = SessionTable(sessions)
         self._count = itertools.count(1)
-        self._sessions = sessions
-        self._lock = threading.Lock()
 
     def begin(self, session) -> int:
-        key = getattr(session, "session_hash", None) or ""
-        with self._lock:
-            ticket = self._latest[key] = next(self._count)
-            self._latest.move_to_end(key)
-            while len(self._latest) > self._sessions:  # invented session ids evict only the oldest
-                self._latest.popitem(last=False)
-        return ticket
+        return self._latest.update(getattr(session, "session_hash", None) or "", lambda _: next(self._count), 0)
 
     def is_newest(self, session, ticket: int) -> bool:
-        key = getattr(session, "session_hash", None) or ""
-        with self._lock:
-            return self._latest.get(key, ticket) == ticket
+        return self._latest.get(getattr(session, "session_hash", None) or "", ticket) == ticket
 
 
 NEWEST = Newest()

@@ -8,10 +8,9 @@ whichever request the server sees first, and never for a sweep clicked after it.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import threading
-from collections import OrderedDict
+
+from .sessions import SessionTable
 
 CLICK_TIME_JS = "() => Date.now()"  # what Run's and Stop's private events send
 SESSIONS = 4096  # sessions remembered, the least recently clicked forgotten first
@@ -25,28 +24,23 @@ def _time(at) -> float:
     return at if math.isfinite(at) else 0.0
 
 
-def _key(session: str) -> bytes:
-    return hashlib.sha256(session.encode("utf-8", "replace")).digest()  # a client picks the id's length
-
-
 class Stops:
     """One record per session, [latest Run click, latest Stop click]. A session forgotten (a client
     inventing session ids pushed it out) loses both together: its sweep then runs on, and a
     Stop pressed after that still counts; an old Stop never outlives its Run."""
 
     def __init__(self, sessions: int = SESSIONS):
-        self._clicks: OrderedDict[bytes, list] = OrderedDict()
-        self._sessions = sessions
-        self._lock = threading.Lock()
+        self._clicks = SessionTable(sessions)
 
     def _note(self, session: str, which: int, at) -> None:
-        at, key = _time(at), _key(session)
-        with self._lock:
-            record = self._clicks.pop(key, [-math.inf, None])
+        at = _time(at)
+
+        def change(record):
+            record = list(record)
             record[which] = at if record[which] is None else max(at, record[which])
-            self._clicks[key] = record
-            while len(self._clicks) > self._sessions:
-                self._clicks.popitem(last=False)
+            return record
+
+        self._clicks.update(session, change, (-math.inf, None))
 
     def run_clicked(self, session: str, at) -> None:
         self._note(session, 0, at)
@@ -56,11 +50,9 @@ class Stops:
 
     def started(self, session: str | None) -> float:
         """When the sweep starting now was clicked (its session's latest Run; -inf over the API)."""
-        with self._lock:
-            return self._clicks.get(_key(session), [-math.inf])[0] if session else -math.inf
+        return self._clicks.get(session, (-math.inf, None))[0] if session else -math.inf
 
     def stopped(self, session: str | None, since: float) -> bool:
         """Whether Stop was clicked at or after `since` (a sweep's `started`)."""
-        with self._lock:
-            stop = self._clicks.get(_key(session), [None, None])[1] if session else None
+        stop = self._clicks.get(session, (-math.inf, None))[1] if session else None
         return stop is not None and stop >= since

@@ -34,7 +34,6 @@ class Admission:
                     f"{self.limit}): wait for one to finish, or cancel one.")
         return None
 
-
     def connected(self, session) -> bool:
         """Whether the client that sent this job still listens. When a session's event stream
         closes (the page left, the client process ended), gradio marks its events dead
