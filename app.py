@@ -3,7 +3,7 @@
 import logging
 import sys
 
-from llm_dit.settings import load_settings
+from llm_dit.runtime.settings import load_settings
 from ui import build_demo, launch_options
 
 

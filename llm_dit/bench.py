@@ -75,10 +75,10 @@ def _ab(a, b, repeats: int) -> tuple[float, float]:
 def p1(folder: Path, size: int, repeats: int, device: str) -> dict:
     from diffusers import ZImagePipeline
 
-    from .generate import txt2img
-    from .models import ModelManager
-    from .request import GenerationRequest
-    from .settings import Settings
+    from .pipelines.generate import txt2img
+    from .runtime.models import ModelManager
+    from .core.request import GenerationRequest
+    from .runtime.settings import Settings
 
     ours = ModelManager(Settings(model_path=str(folder), transformer_device=device, vae_device=device,
                                  text_encoder_device=device))
@@ -121,11 +121,11 @@ def p1(folder: Path, size: int, repeats: int, device: str) -> dict:
 def p2(folder: Path, vl_folder: Path, size: int, repeats: int) -> dict:
     from PIL import Image
 
-    from .compare import SweepSpec, run_sweep
-    from .conditioning import vl_generate
-    from .models import ModelManager
-    from .request import VLRequest
-    from .settings import Settings
+    from .studies.compare import SweepSpec, run_sweep
+    from .pipelines.recipe import vl_generate
+    from .runtime.models import ModelManager
+    from .core.request import VLRequest
+    from .runtime.settings import Settings
 
     settings = Settings(model_path=str(folder), vl_model_path=str(vl_folder))
     reference = Image.new("RGB", (256, 256), (200, 120, 40))
@@ -160,9 +160,9 @@ def _rss() -> int:
 def p3(folder: Path, vl_folder: Path) -> dict:
     from PIL import Image
 
-    from .models import ModelManager, release_memory
-    from .settings import Settings
-    from .vl import ExtractionParams, extract
+    from .runtime.models import ModelManager, release_memory
+    from .runtime.settings import Settings
+    from .conditioning.vl import ExtractionParams, extract
 
     manager = ModelManager(Settings(model_path=str(folder), vl_model_path=str(vl_folder)))
     manager.pipeline()
@@ -218,7 +218,7 @@ def p4(cache_dir: Path, repeats: int) -> dict:
 def p6(folder: Path, vl_folder: Path, size: int) -> dict:
     """Sweep throughput with 1 and 2 processes (`accelerate launch`), end to end: process start,
     model load, extractions, cells, gather and saving. Two processes need two GPUs, or the CPU."""
-    from .distributed import launch_command
+    from .studies.distributed import launch_command
 
     if torch.cuda.is_available() and torch.cuda.device_count() < 2:
         return {"skipped": "one GPU: a second process would share it"}
@@ -253,10 +253,10 @@ def p5(folder: Path, size: int, repeats: int) -> dict:
     """GPU only: attention backends × compilation, achieved TFLOP/s and peak memory per stage."""
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU on this machine"}
-    from .generate import attention_backends, txt2img
-    from .models import ModelManager
-    from .request import GenerationRequest
-    from .settings import Settings
+    from .pipelines.generate import attention_backends, txt2img
+    from .runtime.models import ModelManager
+    from .core.request import GenerationRequest
+    from .runtime.settings import Settings
 
     managers = {compiled: ModelManager(Settings(model_path=str(folder), compile=compiled))  # regional compile
                 for compiled in (False, True)}
@@ -297,7 +297,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--cache-dir", default=None, help="where the benchmark checkpoints are built")
     parser.add_argument("--json", default="bench.json", help="where to write the results")
     args = parser.parse_args(argv)
-    from .tiny import default_cache_dir, ensure_tiny_qwen3_vl, ensure_tiny_zimage
+    from .runtime.tiny import default_cache_dir, ensure_tiny_qwen3_vl, ensure_tiny_zimage
 
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     folder = ensure_tiny_zimage(cache_dir=cache, size=args.size)

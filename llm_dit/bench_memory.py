@@ -80,7 +80,7 @@ def decode_probe(folder: str, side: int, tiled: bool, out: str) -> dict:
     import numpy as np
     from diffusers import AutoencoderKL
 
-    from .levers import set_vae_tiling
+    from .runtime.levers import set_vae_tiling
 
     cuda = torch.cuda.is_available()
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae").eval().to("cuda" if cuda else "cpu")
@@ -124,7 +124,7 @@ def vl_pixel_budget(vl_folder: Path, repeats: int) -> dict:
     from PIL import Image
     from transformers import Qwen3VLForConditionalGeneration
 
-    from .vl import ExtractionParams, ImageOnlyProcessor, run_extraction
+    from .conditioning.vl import ExtractionParams, ImageOnlyProcessor, run_extraction
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -155,12 +155,12 @@ def plan_probe(folder: str, vl_folder: str, levers: dict | None, image: int, rep
     """One generation with `levers` (explicit settings): seconds, peaks, the DiT's bytes, fit."""
     from PIL import Image
 
-    from .generate import txt2img
-    from .memory import GiB
-    from .models import ModelManager, module_bytes
-    from .request import GenerationRequest
-    from .settings import Settings
-    from .vl import ExtractionParams, extract
+    from .pipelines.generate import txt2img
+    from .runtime.memory import GiB
+    from .runtime.models import ModelManager, module_bytes
+    from .core.request import GenerationRequest
+    from .runtime.settings import Settings
+    from .conditioning.vl import ExtractionParams, extract
 
     cuda = torch.cuda.is_available()
     if cuda and budget_gib:

@@ -19,8 +19,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from . import __version__
-from .request import GenerationRequest, RewriteRequest, VLRequest, field_help, to_number
-from .settings import add_arguments, settings_from_args
+from .core.request import GenerationRequest, RewriteRequest, VLRequest, field_help, to_number
+from .runtime.settings import add_arguments, settings_from_args
 
 DESCRIPTIONS = {
     "generate": "txt2img: a prompt -> an image (PNG with its parameters, in --output-dir)",
@@ -71,7 +71,7 @@ def add_request_arguments(parser, cls: type, leave_out: set = frozenset()) -> No
 
 
 def _add_spec_arguments(parser) -> None:
-    from .compare import AXES, SweepSpec
+    from .studies.compare import AXES, SweepSpec
 
     group = parser.add_argument_group("sweep axes (like the Blend comparison tab)")
     for f in fields(SweepSpec):
@@ -121,7 +121,7 @@ def _request(args, notes: dict, base: dict | None = None):
     names = {f.name for f in fields(cls)} - leave_out
     values = {k: v for k, v in (base or {}).items() if k in names}
     if getattr(args, "from_png", None):
-        from .pnginfo import read_parameters
+        from .core.pnginfo import read_parameters
 
         params = read_parameters(args.from_png)
         used = {k: v for k, v in params.values.items() if k in names}
@@ -141,7 +141,7 @@ def _generated(result, settings, notes: dict) -> dict:
 
 
 def _generate(args, manager, notes):
-    from .generate import img2img, run
+    from .pipelines.generate import img2img, run
 
     request = _request(args, notes)
     result = img2img(manager, request, args.image) if args.command == "img2img" else run(manager, request)
@@ -149,7 +149,7 @@ def _generate(args, manager, notes):
 
 
 def _vl(args, manager, notes):
-    from .conditioning import vl_generate
+    from .pipelines.recipe import vl_generate
 
     result = vl_generate(manager, _request(args, notes), args.reference, args.structure_image)
     summary = _generated(result, manager.settings, notes)
@@ -157,7 +157,7 @@ def _vl(args, manager, notes):
 
 
 def _extract(args, manager, notes):
-    from .conditioning import condition, export
+    from .pipelines.recipe import condition, export
 
     request = _request(args, notes)
     cond = condition(manager, request, args.reference)
@@ -169,8 +169,8 @@ def _extract(args, manager, notes):
 
 
 def _sweep(args, manager, notes):
-    from .compare import SweepSpec, load_sweeps
-    from .distributed import sweep as run_sweep
+    from .studies.compare import SweepSpec, load_sweeps
+    from .studies.distributed import sweep as run_sweep
 
     spec_values, base = {}, {}
     if args.preset:
@@ -189,7 +189,7 @@ def _sweep(args, manager, notes):
 
 
 def _rewrite(args, manager, notes):
-    from .rewrite import rewrite
+    from .pipelines.rewrite import rewrite
 
     result = rewrite(manager, _request(args, notes), args.image)
     return {"text": result.text, "seed": result.seed, "metadata": result.metadata}
@@ -198,7 +198,7 @@ def _rewrite(args, manager, notes):
 def _info(args, manager, notes):
     import torch
 
-    from .generate import _versions
+    from .pipelines.generate import _versions
 
     devices = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if torch.cuda.is_available():
@@ -216,7 +216,7 @@ COMMANDS = {"generate": _generate, "img2img": _generate, "vl": _vl, "extract": _
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .models import ModelManager
+    from .runtime.models import ModelManager
 
     args = build_parser().parse_args(argv)  # bad flags: argparse prints why and exits with 2
     try:

@@ -57,8 +57,8 @@ def _api(client, request: dict) -> tuple[float, float]:
 
 def _alone(manager, request: dict) -> float:
     """Seconds for the same stream read in Python: the model alone, no server, no browser."""
-    from llm_dit.request import RewriteRequest
-    from llm_dit.rewrite import rewrite_stream
+    from llm_dit.core.request import RewriteRequest
+    from llm_dit.pipelines.rewrite import rewrite_stream
 
     start = time.perf_counter()
     for _ in rewrite_stream(manager, RewriteRequest(**request)):
@@ -104,9 +104,9 @@ def main() -> None:
     from gradio_client import Client
     from playwright.sync_api import sync_playwright
 
-    from llm_dit.models import ModelManager
-    from llm_dit.request import RewriteRequest
-    from llm_dit.settings import Settings
+    from llm_dit.runtime.models import ModelManager
+    from llm_dit.core.request import RewriteRequest
+    from llm_dit.runtime.settings import Settings
     from ui import build_demo, launch_options
 
     folder = Path(tempfile.mkdtemp(prefix="bench-stream-"))

@@ -8,9 +8,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 
-from llm_dit.models import ModelManager  # noqa: E402
-from llm_dit.request import GenerationRequest  # noqa: E402
-from llm_dit.settings import Settings  # noqa: E402
+from llm_dit.runtime.models import ModelManager  # noqa: E402
+from llm_dit.core.request import GenerationRequest  # noqa: E402
+from llm_dit.runtime.settings import Settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from llm_dit.models import ModelManager
-from llm_dit.request import GenerationRequest
+from llm_dit.runtime.models import ModelManager
+from llm_dit.core.request import GenerationRequest
 from ui import build_demo
-from ui.img2img import strength_readout
+from ui.tabs.img2img import strength_readout
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_16_bit_upload_is_not_saturated_by_gradio(served, tmp_path):
     Image.fromarray(np.full((64, 64), 16384, dtype=np.uint16)).save(tmp_path / "deep.png")
     _, _, metadata = served[1].predict(image=handle_file(str(tmp_path / "deep.png")), prompt="a cat",
                                        height=64, width=64, seed=1, api_name="/img2img")
-    from llm_dit.images import image_sha256, load_image
+    from llm_dit.core.images import image_sha256, load_image
 
     ours = load_image(str(tmp_path / "deep.png"))
     assert ours.getpixel((0, 0)) == (64, 64, 64)  # 16384 / 65535 of full scale, not saturated white
@@ -104,7 +104,7 @@ def test_16_bit_upload_is_not_saturated_by_gradio(served, tmp_path):
 def test_vl_generate_and_vl_extract_over_the_api(served, tmp_path):
     from dataclasses import fields as dc_fields
 
-    from llm_dit.request import VLRequest
+    from llm_dit.core.request import VLRequest
 
     Image.new("RGB", (128, 128), (30, 160, 60)).save(tmp_path / "ref.png")
     api = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
@@ -135,7 +135,7 @@ def test_vl_errors_over_the_api(served, tmp_path):
 def test_rewrite_and_templates_over_the_api(served):
     from dataclasses import fields as dc_fields
 
-    from llm_dit.request import RewriteRequest
+    from llm_dit.core.request import RewriteRequest
 
     api = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert [p["parameter_name"] for p in api["/rewrite"]["parameters"]] == ["image"] + [

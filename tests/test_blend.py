@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from llm_dit import blend
-from llm_dit.blend import ReferenceStats
+from llm_dit.conditioning import blend
+from llm_dit.conditioning.blend import ReferenceStats
 
 g = torch.Generator().manual_seed(0)
 TEXT = torch.randn(12, 16, generator=g) * 60

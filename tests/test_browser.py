@@ -154,8 +154,8 @@ def test_send_to_img2img_and_restore_from_history(page):
 
 
 def test_png_info_loads_parameters_into_their_tab(page, manager, tmp_path):
-    from llm_dit.generate import img2img
-    from llm_dit.request import GenerationRequest
+    from llm_dit.pipelines.generate import img2img
+    from llm_dit.core.request import GenerationRequest
     from PIL import Image
 
     made = img2img(manager, GenerationRequest(prompt="from png info", height=64, width=64, strength=0.6),

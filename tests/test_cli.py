@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from llm_dit.cli import build_parser, main
-from llm_dit.request import GenerationRequest, RewriteRequest, VLRequest, field_help
+from llm_dit.core.request import GenerationRequest, RewriteRequest, VLRequest, field_help
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llm_dit.compare import SweepSpec, parse_values, run_sweep, save_outputs
-from llm_dit.conditioning import vl_generate
-from llm_dit.grid import difference
-from llm_dit.models import ModelManager
-from llm_dit.request import VLRequest
+from llm_dit.studies.compare import SweepSpec, parse_values, run_sweep, save_outputs
+from llm_dit.pipelines.recipe import vl_generate
+from llm_dit.studies.grid import difference
+from llm_dit.runtime.models import ModelManager
+from llm_dit.core.request import VLRequest
 
 REF = Image.new("RGB", (128, 128), (200, 60, 30))
 BASE = VLRequest(prompt="a fox in a meadow", height=64, width=64, seed=11)

@@ -15,9 +15,9 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from llm_dit.models import ModelManager
-from llm_dit.outputs import OutputFolder
-from llm_dit.settings import Settings
+from llm_dit.runtime.models import ModelManager
+from llm_dit.serving.outputs import OutputFolder
+from llm_dit.runtime.settings import Settings
 from ui import build_demo, launch_options
 
 
@@ -158,7 +158,7 @@ def test_retention_through_the_app(tiny_cache, tmp_path):
 
 
 def test_hosted_apps_keep_a_bounded_number_of_pngs_by_default(tmp_path):
-    from llm_dit.policy import from_settings
+    from llm_dit.serving.policy import from_settings
 
     assert from_settings(Settings(hosting="hosted", output_dir=str(tmp_path))).output_keep == 500
     assert from_settings(Settings(hosting="local", output_dir=str(tmp_path))).output_keep == 0

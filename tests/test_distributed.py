@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from llm_dit.distributed import launch_command
+from llm_dit.studies.distributed import launch_command
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING = {"batch_seconds", "seconds_per_cell"}

@@ -4,10 +4,10 @@ import pytest
 import torch
 from diffusers import ZImageTransformer2DModel
 
-from llm_dit.encode import caption_limit, encode_text
-from llm_dit.generate import run
-from llm_dit.prompt import format_chat
-from llm_dit.sequence import RESAMPLE_MODES, resample
+from llm_dit.core.encode import caption_limit, encode_text
+from llm_dit.pipelines.generate import run
+from llm_dit.core.prompt import format_chat
+from llm_dit.core.sequence import RESAMPLE_MODES, resample
 
 from .conftest import small
 

@@ -14,12 +14,12 @@ from gradio_client import Client
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from llm_dit.prompt import format_chat
-from llm_dit.request import field_meta
-from llm_dit.settings import Settings
+from llm_dit.core.prompt import format_chat
+from llm_dit.core.request import field_meta
+from llm_dit.runtime.settings import Settings
 from ui import build_demo, launch_options
-from ui.img2img import FIELDS as IMG2IMG
-from ui.txt2img import FIELDS as TXT2IMG
+from ui.tabs.img2img import FIELDS as IMG2IMG
+from ui.tabs.txt2img import FIELDS as TXT2IMG
 
 
 @pytest.fixture(scope="module")

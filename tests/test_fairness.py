@@ -12,9 +12,9 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from llm_dit.models import ModelManager
-from llm_dit.request import field_meta
-from llm_dit.settings import Settings
+from llm_dit.runtime.models import ModelManager
+from llm_dit.core.request import field_meta
+from llm_dit.runtime.settings import Settings
 from ui import build_demo, launch_options
 
 from . import openai_server

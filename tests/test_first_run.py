@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_dit.models import ModelLoadError, ModelManager
-from llm_dit.settings import ZIMAGE_REPO, Settings
+from llm_dit.runtime.models import ModelLoadError, ModelManager
+from llm_dit.runtime.settings import ZIMAGE_REPO, Settings
 
 from .fake_hub import Blackhole, FakeHub
 
@@ -112,7 +112,7 @@ def test_the_banner_names_what_a_first_run_downloads(monkeypatch, tmp_path, sett
 
 
 def test_the_announcement_says_size_files_and_where_and_hosted_no_path():
-    from llm_dit.download import Download, human_size
+    from llm_dit.runtime.download import Download, human_size
 
     files = (("transformer/a.safetensors", 32_900_000_000), ("model_index.json", 512))
     download = Download(ZIMAGE_REPO, files, ("*",), "/srv/hf/hub", "https://huggingface.co")

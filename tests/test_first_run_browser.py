@@ -8,7 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from llm_dit.settings import ZIMAGE_REPO
+from llm_dit.runtime.settings import ZIMAGE_REPO
 
 from .fake_hub import Blackhole, FakeHub
 from .test_browser import ARGS, CHROMIUM  # the same chromium (and the same skip rule)

@@ -6,10 +6,10 @@ import torch
 from diffusers import ZImagePipeline, ZImageTransformer2DModel
 from PIL import Image
 
-from llm_dit.generate import img2img, run, txt2img
-from llm_dit.pnginfo import request_from_png
-from llm_dit.images import A1111_KEY, JSON_KEY, read_png_text
-from llm_dit.request import GenerationRequest
+from llm_dit.pipelines.generate import img2img, run, txt2img
+from llm_dit.core.pnginfo import request_from_png
+from llm_dit.core.images import A1111_KEY, JSON_KEY, read_png_text
+from llm_dit.core.request import GenerationRequest
 
 from .conftest import small
 
@@ -92,7 +92,7 @@ def test_lora_changes_the_output_and_scale_zero_does_not(manager, lora_file):
 
 
 def test_attention_backend_is_applied_and_reset(manager):
-    from llm_dit.generate import attention_backend_of
+    from llm_dit.pipelines.generate import attention_backend_of
 
     dit = manager.pipeline().transformer
     base = pixels(txt2img(manager, small()))
@@ -104,7 +104,7 @@ def test_attention_backend_is_applied_and_reset(manager):
 
 
 def test_an_attention_backend_that_cannot_run_here_is_refused(manager):
-    from llm_dit.generate import attention_backend_of
+    from llm_dit.pipelines.generate import attention_backend_of
 
     with pytest.raises(ValueError, match=r"attention_backend='flash' cannot run here: use one of native"):
         txt2img(manager, small(attention_backend="flash"))  # no flash-attn on this machine
@@ -169,7 +169,7 @@ def test_run_without_image_is_txt2img(manager):
 
 
 def test_a_repeated_prompt_is_not_re_encoded(settings):
-    from llm_dit.models import ModelManager
+    from llm_dit.runtime.models import ModelManager
 
     fresh = ModelManager(settings)
     first = txt2img(fresh, small(seed=1))

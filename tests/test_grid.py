@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from llm_dit.compare import SweepSpec, run_sweep
-from llm_dit.grid import _font, axis_label, draw_grid, layout
-from llm_dit.models import ModelManager
-from llm_dit.request import VLRequest
+from llm_dit.studies.compare import SweepSpec, run_sweep
+from llm_dit.studies.grid import _font, axis_label, draw_grid, layout
+from llm_dit.runtime.models import ModelManager
+from llm_dit.core.request import VLRequest
 
 CASES = {  # name: (cell size, x axis, xs, y axis, ys, title)
     "3x3 at 64 px": ((64, 64), "strength", [0.7, 0.8, 0.9], "alpha", [0.0, 0.3, 0.6], ""),
@@ -110,7 +110,7 @@ def test_sweep_counts_are_the_sweeps_own(settings):
 
 
 def test_grid_captions_name_the_axes_and_the_z_value():
-    from llm_dit.compare import SweepResult
+    from llm_dit.studies.compare import SweepResult
 
     sweep = SweepResult([("strength", [0.7, 0.9]), ("alpha", [0.0, 0.6]), ("think_block", [False, True])], [], {})
     assert sweep.captions() == ["strength × alpha (2 × 2) · think_block: off", "strength × alpha (2 × 2) · think_block: on"]

@@ -7,7 +7,7 @@ import os
 from PIL import Image
 from playwright.sync_api import expect
 
-from llm_dit.grid import _font, layout
+from llm_dit.studies.grid import _font, layout
 
 from .test_browser import _set_size, page  # noqa: F401 - the same page fixture (and the same chromium skip rule)
 from .test_grid import alone, ink

@@ -20,10 +20,10 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from llm_dit.images import JSON_KEY
-from llm_dit.models import ModelLoadError, ModelManager
-from llm_dit.policy import Policy, decide_hosted
-from llm_dit.settings import Settings, load_settings
+from llm_dit.core.images import JSON_KEY
+from llm_dit.runtime.models import ModelLoadError, ModelManager
+from llm_dit.serving.policy import Policy, decide_hosted
+from llm_dit.runtime.settings import Settings, load_settings
 from ui import build_demo, launch_options
 
 from . import openai_server

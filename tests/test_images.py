@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llm_dit.images import image_sha256, load_image
+from llm_dit.core.images import image_sha256, load_image
 
 
 def _save(image, fmt, **kw):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from llm_dit import blend
-from llm_dit.layerscan import COLUMNS, best_layer, scan, to_csv
-from llm_dit.models import ModelManager
-from llm_dit.vl import ExtractionParams, extract
+from llm_dit.conditioning import blend
+from llm_dit.conditioning.layerscan import COLUMNS, best_layer, scan, to_csv
+from llm_dit.runtime.models import ModelManager
+from llm_dit.conditioning.vl import ExtractionParams, extract
 
 RED = Image.new("RGB", (128, 128), (210, 40, 30))
 

@@ -7,7 +7,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from llm_dit.request import field_help
+from llm_dit.core.request import field_help
 from ui import build_demo
 
 TOOLS = {"txt2img", "img2img", "vl_generate", "vl_extract", "compare", "rewrite", "encode", "vl_encode"}

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from llm_dit import memory
-from llm_dit.generate import txt2img
-from llm_dit.models import ModelLoadError, ModelManager, module_bytes, resolve_device
-from llm_dit.settings import Settings, load_settings
+from llm_dit.runtime import memory
+from llm_dit.pipelines.generate import txt2img
+from llm_dit.runtime.models import ModelLoadError, ModelManager, module_bytes, resolve_device
+from llm_dit.runtime.settings import Settings, load_settings
 
 from .conftest import small
 
@@ -24,7 +24,7 @@ from .conftest import small
 
 @pytest.fixture(scope="module")
 def real_parts(tmp_path_factory):
-    from llm_dit.tiny import write_metadata_only
+    from llm_dit.runtime.tiny import write_metadata_only
 
     zimage, vl = write_metadata_only(tmp_path_factory.mktemp("real-metadata"))
     return memory.read_components(zimage, vl)
@@ -89,7 +89,7 @@ def test_mps_plans_never_quantize(real_parts):
 
 
 def test_tiny_sizes_match_the_loaded_modules(manager):
-    from llm_dit.tiny import ensure_tiny_qwen3_vl
+    from llm_dit.runtime.tiny import ensure_tiny_qwen3_vl
 
     vl_folder = ensure_tiny_qwen3_vl(cache_dir=manager.settings.tiny_cache_dir)
     parts = memory.read_components(manager.zimage_source, vl_folder)
@@ -222,7 +222,7 @@ def test_tiled_decode_agrees_and_peaks_lower(zimage_dir):
 
 
 def test_status_tab_renders_the_plan(manager):
-    from ui.status import render_plan
+    from ui.tabs.status import render_plan
 
     text = render_plan(manager.memory_plan().lines(), manager.memory_levers())
     assert text.startswith("**Memory plan: everything on the CPU")

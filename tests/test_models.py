@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llm_dit.models import ModelLoadError, ModelManager, module_bytes
-from llm_dit.settings import Settings
-from llm_dit.tiny import ensure_tiny_qwen3_vl, ensure_tiny_zimage
+from llm_dit.runtime.models import ModelLoadError, ModelManager, module_bytes
+from llm_dit.runtime.settings import Settings
+from llm_dit.runtime.tiny import ensure_tiny_qwen3_vl, ensure_tiny_zimage
 
 
 def test_nothing_loads_until_asked(settings):
@@ -48,7 +48,7 @@ def test_views_share_the_loaded_modules(manager):
 def test_bfloat16_stays_bfloat16(settings):
     """The views share the loaded modules and never cast them (from_pipe would cast to float32)."""
 
-    from llm_dit.generate import txt2img
+    from llm_dit.pipelines.generate import txt2img
 
     from .conftest import small
 
@@ -129,7 +129,7 @@ def test_tiny_qwen3_vl_loads_with_the_real_classes(tiny_cache):
     from PIL import Image
     from transformers import Qwen3VLForConditionalGeneration
 
-    from llm_dit.vl import ImageOnlyProcessor
+    from llm_dit.conditioning.vl import ImageOnlyProcessor
 
     folder = ensure_tiny_qwen3_vl(cache_dir=tiny_cache)
     for name in ("preprocessor_config.json", "video_preprocessor_config.json", "chat_template.json",
@@ -150,8 +150,8 @@ def test_tiny_qwen3_vl_loads_with_the_real_classes(tiny_cache):
 def test_status_follows_loads_unloads_and_cache_clears(settings):
     from PIL import Image
 
-    from llm_dit.conditioning import vl_generate
-    from llm_dit.request import VLRequest
+    from llm_dit.pipelines.recipe import vl_generate
+    from llm_dit.core.request import VLRequest
 
     fresh = ModelManager(replace(settings, vl_auto_unload=False))
     assert fresh.status()["models"] == []
@@ -170,8 +170,8 @@ def test_status_follows_loads_unloads_and_cache_clears(settings):
 def test_unloading_during_a_job_does_not_break_it(settings):
     import time
 
-    from llm_dit.generate import txt2img
-    from llm_dit.request import GenerationRequest
+    from llm_dit.pipelines.generate import txt2img
+    from llm_dit.core.request import GenerationRequest
 
     fresh = ModelManager(settings)
     fresh.pipeline()

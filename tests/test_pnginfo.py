@@ -5,8 +5,8 @@ import json
 import pytest
 from PIL import Image, PngImagePlugin
 
-from llm_dit.generate import txt2img
-from llm_dit.pnginfo import read_parameters
+from llm_dit.pipelines.generate import txt2img
+from llm_dit.core.pnginfo import read_parameters
 
 from .conftest import small
 

@@ -27,8 +27,8 @@ def _save(page, name):
 def test_png_info_shows_then_loads_on_the_button(page, manager, tmp_path):
     from PIL import Image
 
-    from llm_dit.generate import img2img
-    from llm_dit.request import GenerationRequest
+    from llm_dit.pipelines.generate import img2img
+    from llm_dit.core.request import GenerationRequest
 
     made = img2img(manager, GenerationRequest(prompt="a harbour from png info", height=64, width=64, strength=0.6,
                                               seed=4242), Image.new("RGB", (64, 64), (30, 120, 60)))
@@ -78,8 +78,8 @@ def test_png_info_shows_then_loads_on_the_button(page, manager, tmp_path):
 def test_a_dropped_png_can_be_img2imgs_init_image(page, manager, tmp_path):
     from PIL import Image
 
-    from llm_dit.generate import txt2img
-    from llm_dit.request import GenerationRequest
+    from llm_dit.pipelines.generate import txt2img
+    from llm_dit.core.request import GenerationRequest
 
     made = txt2img(manager, GenerationRequest(prompt="a field to start from", height=64, width=64, seed=7))
     path = made.save(tmp_path)

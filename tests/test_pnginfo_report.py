@@ -1,7 +1,7 @@
 """PNG info's report: what was read, the main settings at a glance, and what cannot be used."""
 
-from llm_dit.pnginfo import Parameters
-from ui.pnginfo import report, show_png
+from llm_dit.core.pnginfo import Parameters
+from ui.tabs.pnginfo import report, show_png
 
 
 def test_the_report_says_what_can_and_cannot_be_used():

@@ -2,9 +2,9 @@
 
 import pytest
 
-from llm_dit.generate import img2img_plan
-from llm_dit.presets import load_presets
-from llm_dit.request import GenerationRequest, validate
+from llm_dit.pipelines.generate import img2img_plan
+from llm_dit.core.presets import load_presets
+from llm_dit.core.request import GenerationRequest, validate
 
 
 def test_shipped_presets_are_valid_requests():

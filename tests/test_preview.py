@@ -4,11 +4,11 @@ tokenizer alone; and its event, which any client can reach, loads no model and t
 import httpx
 import pytest
 
-from llm_dit.generate import count_prompt
-from llm_dit.models import ModelManager
-from llm_dit.preview import preview_prompt
-from llm_dit.request import GenerationRequest
-from llm_dit.templates import get_template
+from llm_dit.pipelines.generate import count_prompt
+from llm_dit.runtime.models import ModelManager
+from llm_dit.pipelines.preview import preview_prompt
+from llm_dit.core.request import GenerationRequest
+from llm_dit.core.templates import get_template
 
 
 @pytest.fixture()
@@ -80,10 +80,10 @@ def test_the_private_event_refuses_huge_text_and_loads_nothing(settings):
 def test_typing_never_downloads_a_checkpoint(monkeypatch, tmp_path):
     """A hub id not downloaded yet: the meter says when the count will come, and the cache stays
     empty (the first generation downloads, with its deadline and progress; typing never does)."""
-    from llm_dit.models import ModelManager
-    from llm_dit.preview import preview_prompt
-    from llm_dit.request import GenerationRequest
-    from llm_dit.settings import Settings
+    from llm_dit.runtime.models import ModelManager
+    from llm_dit.pipelines.preview import preview_prompt
+    from llm_dit.core.request import GenerationRequest
+    from llm_dit.runtime.settings import Settings
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(LookupError, match="appears once the Z-Image checkpoint is downloaded"):
@@ -94,7 +94,7 @@ def test_typing_never_downloads_a_checkpoint(monkeypatch, tmp_path):
 def test_a_partial_snapshot_is_not_taken_for_a_download(monkeypatch, tmp_path):
     """A snapshot folder exists from its first file on (e.g. the tokenizer alone): it is not the
     checkpoint until the files the loaders read are there."""
-    from llm_dit import download
+    from llm_dit.runtime import download
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     repo = tmp_path / "models--Tongyi-MAI--Z-Image-Turbo"

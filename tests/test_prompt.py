@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from llm_dit.prompt import format_chat
+from llm_dit.core.prompt import format_chat
 
 DEFAULT = "<|im_start|>user\nA cat<|im_end|>\n<|im_start|>assistant\n"
 

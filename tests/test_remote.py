@@ -10,11 +10,11 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from safetensors import safe_open
 
-from llm_dit.conditioning import condition, vl_generate
-from llm_dit.generate import encode_prompt, run
-from llm_dit.models import ModelManager
-from llm_dit.remote import RemoteEncoderError
-from llm_dit.request import VLRequest
+from llm_dit.pipelines.recipe import condition, vl_generate
+from llm_dit.pipelines.generate import encode_prompt, run
+from llm_dit.runtime.models import ModelManager
+from llm_dit.runtime.remote import RemoteEncoderError
+from llm_dit.core.request import VLRequest
 from ui import build_demo
 from tests.conftest import small
 
@@ -125,7 +125,7 @@ def test_rewriting_with_the_remote_text_encoder_is_explained(split):
 def test_mismatched_encoders_name_the_url(settings, zimage_dir, tmp_path, reference):
     from transformers import Qwen3Config, Qwen3Model
 
-    from llm_dit.tiny import _build_qwen3_vl
+    from llm_dit.runtime.tiny import _build_qwen3_vl
 
     # A Z-Image folder whose text encoder is narrower than the DiT's caption width.
     other = tmp_path / "zimage-narrow"

@@ -3,9 +3,9 @@
 import pytest
 from PIL import Image
 
-from llm_dit.request import RewriteRequest
-from llm_dit.rewrite import clean_reply, rewrite, rewrite_stream
-from llm_dit.templates import get_template
+from llm_dit.core.request import RewriteRequest
+from llm_dit.pipelines.rewrite import clean_reply, rewrite, rewrite_stream
+from llm_dit.core.templates import get_template
 
 from . import openai_server
 
@@ -92,9 +92,9 @@ def test_http_failures_are_explained(server, model, message):
 
 
 def test_unreachable_server_is_retried_then_explained(monkeypatch):
-    import llm_dit.http
+    import llm_dit.serving.http
 
-    monkeypatch.setattr(llm_dit.http, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(llm_dit.serving.http, "BACKOFF_S", 0.01)
     with pytest.raises(ValueError, match=r"base_url: cannot connect to the server at http://127.0.0.1:9/v1 after 4 tries"):
         rewrite(None, http("http://127.0.0.1:9/v1"))
 
@@ -129,7 +129,7 @@ def test_a_stream_closed_from_another_thread_releases_everything(settings, backe
     """Gradio resumes and cancels streams from different threads: nothing may stay locked."""
     import threading
 
-    from llm_dit.models import ModelManager
+    from llm_dit.runtime.models import ModelManager
 
     fresh = ModelManager(settings)
     image = Image.new("RGB", (64, 64)) if backend == "qwen3_vl" else None

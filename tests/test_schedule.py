@@ -8,7 +8,7 @@ import torch
 from diffusers import ZImageImg2ImgPipeline
 from PIL import Image
 
-from llm_dit.generate import img2img, img2img_plan, shifted_sigmas, txt2img
+from llm_dit.pipelines.generate import img2img, img2img_plan, shifted_sigmas, txt2img
 
 from .conftest import small
 

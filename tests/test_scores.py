@@ -5,12 +5,12 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from llm_dit.compare import SweepSpec, run_sweep
-from llm_dit.models import ModelManager
-from llm_dit.request import VLRequest
-from llm_dit.scores import Scorer
-from llm_dit.settings import load_settings
-from llm_dit.tiny import ensure_tiny_clip
+from llm_dit.studies.compare import SweepSpec, run_sweep
+from llm_dit.runtime.models import ModelManager
+from llm_dit.core.request import VLRequest
+from llm_dit.runtime.scores import Scorer
+from llm_dit.runtime.settings import load_settings
+from llm_dit.runtime.tiny import ensure_tiny_clip
 
 REF = Image.new("RGB", (128, 128), (200, 60, 30))
 BASE = VLRequest(prompt="a red fox in the snow", height=64, width=64, seed=11)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from llm_dit.settings import Settings, load_settings
+from llm_dit.runtime.settings import Settings, load_settings
 
 
 def test_defaults():
@@ -24,7 +24,7 @@ def test_environment_then_flags():
 def test_every_field_has_a_flag_and_an_env_var():
     from dataclasses import fields
 
-    from llm_dit.settings import build_parser
+    from llm_dit.runtime.settings import build_parser
 
     help_text = build_parser().format_help()
     for f in fields(Settings):

@@ -2,9 +2,9 @@
 
 import pytest
 
-from llm_dit.presets import load_resolutions
-from llm_dit.request import GenerationRequest, VLRequest
-from llm_dit.settings import load_settings
+from llm_dit.core.presets import load_resolutions
+from llm_dit.core.request import GenerationRequest, VLRequest
+from llm_dit.runtime.settings import load_settings
 from ui import history
 from ui.gpu import MAX_S, gpu_seconds
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from llm_dit.generate import txt2img
-from llm_dit.templates import get_template, load_templates, names, parse_template, shipped
+from llm_dit.pipelines.generate import txt2img
+from llm_dit.core.templates import get_template, load_templates, names, parse_template, shipped
 
 from .conftest import small
 

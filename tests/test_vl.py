@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from llm_dit import blend
-from llm_dit.conditioning import condition, export, extraction_params, vl_generate
-from llm_dit.generate import img2img, txt2img
-from llm_dit.pnginfo import request_from_png
-from llm_dit.models import ModelManager
-from llm_dit.request import GenerationRequest, VLRequest
-from llm_dit.vl import ExtractionParams, build_inputs, extract, token_masks
+from llm_dit.conditioning import blend
+from llm_dit.pipelines.recipe import condition, export, extraction_params, vl_generate
+from llm_dit.pipelines.generate import img2img, txt2img
+from llm_dit.core.pnginfo import request_from_png
+from llm_dit.runtime.models import ModelManager
+from llm_dit.core.request import GenerationRequest, VLRequest
+from llm_dit.conditioning.vl import ExtractionParams, build_inputs, extract, token_masks
 
 RED = Image.new("RGB", (128, 128), (210, 40, 30))
 BLUE = Image.new("RGB", (128, 96), (20, 60, 220))
@@ -272,8 +272,8 @@ def test_text_only_warns_that_the_image_is_ignored(manager):
 
 
 def test_vl_hidden_size_must_match_the_dit(tmp_path, zimage_dir):
-    from llm_dit.settings import Settings
-    from llm_dit.tiny import _build_qwen3_vl
+    from llm_dit.runtime.settings import Settings
+    from llm_dit.runtime.tiny import _build_qwen3_vl
 
     folder = tmp_path / "narrow-vl"
     folder.mkdir()

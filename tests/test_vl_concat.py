@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from llm_dit import blend
-from llm_dit.compare import parse_values
-from llm_dit.conditioning import condition, inactive_fields, vl_generate
-from llm_dit.request import VLRequest
+from llm_dit.conditioning import blend
+from llm_dit.studies.compare import parse_values
+from llm_dit.pipelines.recipe import condition, inactive_fields, vl_generate
+from llm_dit.core.request import VLRequest
 
 RED = Image.new("RGB", (128, 128), (210, 40, 30))
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from llm_dit import blend
-from llm_dit.conditioning import condition, extraction_params, inactive_fields, vl_generate
-from llm_dit.generate import PromptEncoding, encode_prompt, run
-from llm_dit.models import ModelManager
-from llm_dit.request import VLRequest
-from llm_dit.vl import extract
+from llm_dit.conditioning import blend
+from llm_dit.pipelines.recipe import condition, extraction_params, inactive_fields, vl_generate
+from llm_dit.pipelines.generate import PromptEncoding, encode_prompt, run
+from llm_dit.runtime.models import ModelManager
+from llm_dit.core.request import VLRequest
+from llm_dit.conditioning.vl import extract
 
 RED = Image.new("RGB", (128, 128), (210, 40, 30))
 BLUE = Image.new("RGB", (128, 96), (20, 60, 220))
@@ -114,7 +114,7 @@ def test_the_share_is_recorded_with_its_range(manager):
 
 
 def test_the_vl_tab_shows_alpha_and_share_side_by_side():
-    from ui.vl import alpha_readout
+    from ui.tabs.vl import alpha_readout
 
     text = alpha_readout({"effective_alpha": 0.25, "effective_alpha_range": [0.2, 0.31]}, 0.3)
     assert "alpha 0.30" in text and "0.250" in text and "0.200" in text and "0.310" in text
@@ -219,7 +219,7 @@ def test_pure_vl_needs_no_text_encoder(settings):
 
 
 def test_pure_vl_still_generates_and_regenerates(settings, tmp_path):
-    from llm_dit.pnginfo import request_from_png
+    from llm_dit.core.pnginfo import request_from_png
 
     fresh = ModelManager(settings)
     result = vl_generate(fresh, vl_request(alpha=1.0, blend_mode="linear_rms"), [RED])

@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from llm_dit.compare import SweepSpec, run_sweep
-from llm_dit.conditioning import condition, vl_generate
-from llm_dit.generate import run
-from llm_dit.pnginfo import request_from_png
-from llm_dit.request import VLRequest, scheduled_steps
+from llm_dit.studies.compare import SweepSpec, run_sweep
+from llm_dit.pipelines.recipe import condition, vl_generate
+from llm_dit.pipelines.generate import run
+from llm_dit.core.pnginfo import request_from_png
+from llm_dit.core.request import VLRequest, scheduled_steps
 
 RED = Image.new("RGB", (128, 128), (210, 40, 30))
 

@@ -6,10 +6,10 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from llm_dit.conditioning import inactive_fields
-from llm_dit.request import VLRequest
+from llm_dit.pipelines.recipe import inactive_fields
+from llm_dit.core.request import VLRequest
 from ui import build_demo
-from ui.vl import DEPENDENT, applicable
+from ui.tabs.vl import DEPENDENT, applicable
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,8 @@ def test_layer_scan_over_the_api(served, tmp_path):
 
 
 def test_the_scan_suggests_a_layer_for_the_button():
-    from llm_dit.layerscan import best_layer
-    from ui.vl import scan_outputs
+    from llm_dit.conditioning.layerscan import best_layer
+    from ui.tabs.vl import scan_outputs
 
     rows = [{"layer": -1, "tokens": "image", "count": 4, "std": 1.0, "std_correlation": 0.9, "outlier_dims": 0},
             {"layer": -2, "tokens": "image", "count": 4, "std": 1.0, "std_correlation": 0.8, "outlier_dims": 3},

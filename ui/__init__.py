@@ -10,10 +10,11 @@ import gradio as gr
 
 import logging
 
-from llm_dit.models import ModelManager
-from llm_dit.settings import Settings
+from llm_dit.runtime.models import ModelManager
+from llm_dit.runtime.settings import Settings
 
-from . import compare, first_run, history, img2img, pnginfo, remote, rewrite, status, txt2img, vl
+from . import first_run, history, remote
+from .tabs import compare, img2img, pnginfo, rewrite, status, txt2img, vl
 from .studio import QUEUE_SIZE, Studio
 
 log = logging.getLogger("llm_dit.app")

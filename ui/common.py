@@ -2,7 +2,7 @@
 
 Every generating event is wired the same way (`Endpoint`):
 - a validator runs before the queue (gradio's `validator=`): it builds the request, runs the
-  cheap checks (`llm_dit.request.validate` under the hosting policy) and the per-session pending
+  cheap checks (`llm_dit.core.request.validate` under the hosting policy) and the per-session pending
   limit, so a bad request never waits in the queue or takes a ZeroGPU slot, and its message names
   the field (API clients get it as a 422 naming the parameter);
 - the handler (an async generator) runs the job in a worker thread; when the client cancels
@@ -20,11 +20,11 @@ import threading
 
 import gradio as gr
 
-from llm_dit import cancel
-from llm_dit.attention import attention_backends
-from llm_dit.models import ModelLoadError
-from llm_dit.request import GenerationRequest, field_meta
-from llm_dit.templates import names as template_names
+from llm_dit.serving import cancel
+from llm_dit.core.attention import attention_backends
+from llm_dit.runtime.models import ModelLoadError
+from llm_dit.core.request import GenerationRequest, field_meta
+from llm_dit.core.templates import names as template_names
 
 from .docs import docstring
 from .fields import FieldDropdown, FieldNumber, FieldSlider, UploadImage
@@ -56,7 +56,7 @@ def control(name: str, hosted: bool = False, **kwargs):
 
 def image_input(label: str, **kwargs):
     """An upload handed to us as the original file (no gradio conversion: 16-bit, alpha and CMYK
-    are converted by `llm_dit.images.load_image`, which also names the field when it cannot)."""
+    are converted by `llm_dit.core.images.load_image`, which also names the field when it cannot)."""
     return UploadImage(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"], **kwargs)
 
 
@@ -158,7 +158,7 @@ class Endpoint:
 
 async def run_cancellable(job, stream: bool, connected=lambda: True):
     """Run `job()` (returning a value, or with `stream` a generator) in a worker thread and yield
-    what it produces. The job stops at its next step (`llm_dit.cancel`), and its result is
+    what it produces. The job stops at its next step (`llm_dit.serving.cancel`), and its result is
     dropped, when the client cancels (gradio cancels the task awaiting this generator: the stop
     event is set at once) or disconnects (`connected()`, asked every HEARTBEAT_S).
 

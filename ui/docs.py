@@ -4,7 +4,7 @@ descriptions, so an agent sees the same ranges and defaults the UI enforces."""
 
 from __future__ import annotations
 
-from llm_dit.request import field_help
+from llm_dit.core.request import field_help
 
 SUMMARIES = {
     "txt2img": "Generate an image from a text prompt with Z-Image-Turbo (8 steps, no guidance). Returns the PNG "

@@ -4,7 +4,7 @@ Gradio checks some inputs itself before an event's function (or validator) runs:
 dropdown choices, image decoding. Its messages name neither the field nor the fix ("Value -5 is
 less than minimum value -1"), and a failed check in the validator phase reaches API clients as a
 bare HTTP 400. These subclasses keep gradio's widgets (same front-end component, same bounds
-shown to the user) but pass the payload through, so that `llm_dit.request.validate`, run by the
+shown to the user) but pass the payload through, so that `llm_dit.core.request.validate`, run by the
 event's validator before the queue, gives the message. Being classes (not patched instances),
 they survive gradio's per-session copies of components after a preset or history restore.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from llm_dit.images import UploadedFile
+from llm_dit.core.images import UploadedFile
 
 
 class _PassThrough:
@@ -40,7 +40,7 @@ class FieldDropdown(_PassThrough, gr.Dropdown):
 
 
 class UploadImage(_PassThrough, gr.Image):
-    """An image upload handed over as its file path, unopened; `llm_dit.images.load_image` reads
+    """An image upload handed over as its file path, unopened; `llm_dit.core.images.load_image` reads
     it (16-bit, alpha, CMYK, EXIF) and names the field when it cannot. Uploads are referred to by
     their original file name in messages."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from llm_dit import download
+from llm_dit.runtime import download
 
 PRIVATE = {"api_visibility": "private", "queue": False}
 SCROLL_TO_BANNER = ("() => { const banner = document.getElementById('model-status'); "

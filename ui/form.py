@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from llm_dit.presets import PRESETS_DIR, load_presets, load_resolutions
+from llm_dit.core.presets import PRESETS_DIR, load_presets, load_resolutions
 
 from .common import control
 from .preview import prompt_preview

@@ -1,5 +1,5 @@
 """Under a generating tab's prompt: a one-line token meter and, folded, the exact chat text Z-Image
-will read, both updated as the user types. Only the tokenizer loads (`llm_dit.preview`)."""
+will read, both updated as the user types. Only the tokenizer loads (`llm_dit.pipelines.preview`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from llm_dit.preview import preview_prompt
-from llm_dit.request import GenerationRequest
+from llm_dit.pipelines.preview import preview_prompt
+from llm_dit.core.request import GenerationRequest
 
 from .sessions import SessionTable
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from llm_dit import remote
-from llm_dit.conditioning import extraction_params
-from llm_dit.generate import chat_parts, prompt_parts
-from llm_dit.images import load_image
-from llm_dit.request import VLRequest, check_field, check_text
+from llm_dit.runtime import remote
+from llm_dit.pipelines.recipe import extraction_params
+from llm_dit.pipelines.generate import chat_parts, prompt_parts
+from llm_dit.core.images import load_image
+from llm_dit.core.request import VLRequest, check_field, check_text
 
 from .common import Endpoint, control, image_input
 from .gpu import gpu_seconds, on_gpu

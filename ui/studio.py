@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llm_dit.models import ModelManager
-from llm_dit.outputs import OutputFolder
-from llm_dit.policy import Policy
-from llm_dit.settings import Settings
+from llm_dit.runtime.models import ModelManager
+from llm_dit.serving.outputs import OutputFolder
+from llm_dit.serving.policy import Policy
+from llm_dit.runtime.settings import Settings
 
 GPU = "gpu"  # one job at a time on the accelerator: generations, VL extraction, local rewrites
 HTTP = "http"  # rewrites through an OpenAI-compatible server: never hold the GPU slot

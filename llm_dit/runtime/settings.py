@@ -1,0 +1,246 @@
+"""The one settings object of the app, filled from CLI flags and environment variables.
+
+Every option has one flag and one environment variable (`LLM_DIT_` + the flag's name in upper
+case, dashes as underscores); a flag given on the command line wins over the environment, which
+wins over the default. Nothing else in the code reads the environment for these values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+ZIMAGE_REPO = "Tongyi-MAI/Z-Image-Turbo"
+VL_REPO = "Qwen/Qwen3-VL-4B-Instruct"
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+HOSTING = ("auto", "hosted", "local")
+OFFLOADS = ("auto", "none", "model", "group", "sequential")
+QUANTIZATIONS = ("auto", "none", "int8", "fp8", "nf4")
+SWITCHES = ("auto", "on", "off")
+CHOICES = {"dtype": DTYPES, "offload": OFFLOADS, "quantize_transformer": QUANTIZATIONS,
+           "quantize_text_encoder": QUANTIZATIONS, "quantize_vl": QUANTIZATIONS, "vae_tiling": SWITCHES}
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: str = ZIMAGE_REPO
+    vl_model_path: str = VL_REPO
+    tiny: bool = False
+    hub_timeout: int = 5  # seconds the hub has to say what a first-use download fetches
+    text_encoder_device: str = "auto"
+    transformer_device: str = "auto"
+    vae_device: str = "auto"
+    vl_device: str = "auto"  # auto = the memory plan decides (the CPU when there is no accelerator)
+    dtype: str = "auto"
+    # Memory levers: "auto" lets the placement plan (llm_dit.runtime.memory) choose; any other value wins.
+    memory_budget: str = "auto"  # GiB of accelerator memory the models may use; auto = what is free
+    offload: str = "auto"
+    quantize_transformer: str = "auto"
+    quantize_text_encoder: str = "auto"
+    quantize_vl: str = "auto"
+    vae_tiling: str = "auto"  # auto = tile above vae_tiling_pixels (or when the plan needs it)
+    vae_tiling_pixels: int = 1536 * 1536
+    compile: bool = False  # regional compilation of the DiT's repeated blocks
+    vl_auto_unload: bool = True  # release the VL model after each extraction
+    vl_cache_size: int = 32  # extractions kept (LRU)
+    text_cache_size: int = 64  # prompt encodings kept (LRU): a repeated prompt is not re-encoded
+    vl_min_pixels: int = 64 * 64  # the reference's pixel budget: fixes the image token count
+    vl_max_pixels: int = 1024 * 1024
+    cache_dir: str = ""  # where the tiny checkpoints are built; "" = ~/.cache/llm_dit
+    output_dir: str = "outputs"  # every generated PNG is kept here
+    history_size: int = 48  # results kept in each browser session's history gallery
+    metrics_model: str = ""  # a local CLIP or SigLIP folder: sweeps score style and content with it
+    zero_gpu: bool = False  # on a ZeroGPU Space: models placed at start-up, never offloaded
+    host: str = ""  # "" = gradio's default (GRADIO_SERVER_NAME, else 127.0.0.1; Spaces set 0.0.0.0)
+    port: int = 0  # 0 = gradio's default (GRADIO_SERVER_PORT, else the first free port from 7860)
+    share: bool = False  # a public gradio share link
+    # hosting policy (llm_dit.serving.policy): what remote clients may choose and how much they may use
+    hosting: str = "auto"  # auto = hosted on a Space, off loopback or with a share link
+    rewrite_servers: str = ""  # TOML file of OpenAI-compatible servers clients pick by name
+    lora_dir: str = ""  # folder of .safetensors LoRAs clients pick by name
+    output_keep: int = -1  # files kept in output_dir; -1 = auto (500 hosted, all locally), 0 = all
+    max_upload_mb: int = 50  # largest upload accepted
+    max_pending: int = 2  # hosted: jobs one browser session may have queued or running
+    text_encoder_url: str = ""  # another running instance encodes prompts (no local Qwen3-4B)
+    vl_url: str = ""  # another running instance runs the VL extractions (no local Qwen3-VL)
+    mcp_server: bool = False  # also serve the API as MCP tools (needs the gradio[mcp] extra)
+
+    def __post_init__(self):
+        for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
+            value = getattr(self, name)
+            if not DEVICE_PATTERN.fullmatch(value):
+                raise ValueError(f"{name}={value!r} is not a device: use one of {', '.join(DEVICES)}.")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not supported: use one of {', '.join(choices)}.")
+        if self.memory_budget != "auto":
+            try:
+                budget = float(self.memory_budget)
+            except ValueError:
+                budget = -1.0
+            if not budget > 0:
+                raise ValueError(f"memory_budget={self.memory_budget!r} is not a size: give GiB (e.g. 24) or auto.")
+        if self.vae_tiling_pixels < 64 * 64:
+            raise ValueError(f"vae_tiling_pixels={self.vae_tiling_pixels} is too small: use at least 4096.")
+        if self.hub_timeout < 1:
+            raise ValueError(f"hub_timeout={self.hub_timeout} must be at least 1 (seconds).")
+        if self.history_size < 1:
+            raise ValueError(f"history_size={self.history_size} must be at least 1.")
+        for name in ("vl_cache_size", "text_cache_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be 0 or more (0 turns the cache off).")
+        if not 0 < self.vl_min_pixels <= self.vl_max_pixels:
+            raise ValueError(
+                f"vl_min_pixels={self.vl_min_pixels} / vl_max_pixels={self.vl_max_pixels}: "
+                f"need 0 < min <= max (e.g. 4096 and 1048576)."
+            )
+        if self.hosting not in HOSTING:
+            raise ValueError(f"hosting={self.hosting!r} is unknown: use one of {', '.join(HOSTING)}.")
+        for name in ("max_upload_mb", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.output_keep < -1:
+            raise ValueError(f"output_keep={self.output_keep}: use -1 (auto), 0 (keep all) or a count.")
+        for name in ("text_encoder_url", "vl_url"):
+            value = getattr(self, name)
+            if value and not value.startswith(("http://", "https://")):
+                raise ValueError(f"{name}={value!r} is not an http(s) URL: give a running instance's address, "
+                                 f"e.g. http://127.0.0.1:7860/ (or '' to load the model here).")
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port={self.port} is out of range: use 1-65535 (0 = gradio's default).")
+
+    @property
+    def tiny_cache_dir(self) -> Path | None:
+        return Path(self.cache_dir) if self.cache_dir else None
+
+
+_HELP = {
+    "model_path": "Z-Image checkpoint: a hub id or a local folder in that repo's layout",
+    "vl_model_path": "Qwen3-VL checkpoint: a hub id or a local folder",
+    "hub_timeout": "seconds the Hugging Face hub has to answer what a first-use download of a hub id fetches; "
+                   "without an answer the load fails at once with the fix (the download itself has no limit)",
+    "tiny": "use offline tiny random-weight models (images are noise; for demos and tests)",
+    "text_encoder_device": "device of the Qwen3 text encoder",
+    "transformer_device": "device of the DiT",
+    "vae_device": "device of the VAE",
+    "vl_device": "device of the Qwen3-VL model",
+    "dtype": "weights dtype; auto = bfloat16 on cuda, float32 elsewhere",
+    "memory_budget": "accelerator memory (GiB) the models may use; auto = the free memory. The placement plan "
+                     "picks the fastest placement that fits; the settings below override it",
+    "offload": "offload of the DiT and text encoder: none, model (whole models), group (block level), sequential",
+    "quantize_transformer": "quantize the DiT: none, int8 (torchao weight-only), fp8 (Hopper), nf4 (bitsandbytes)",
+    "quantize_text_encoder": "quantize the Qwen3 text encoder (same choices)",
+    "quantize_vl": "quantize the Qwen3-VL model (same choices)",
+    "vae_tiling": "VAE tiling and slicing for decode and img2img encode: on, off, auto (above vae-tiling-pixels)",
+    "vae_tiling_pixels": "auto VAE tiling starts above this many pixels",
+    "compile": "regional torch.compile of the DiT's repeated blocks (off on ZeroGPU)",
+    "vl_auto_unload": "release the Qwen3-VL model after each extraction (frees its memory)",
+    "vl_cache_size": "how many VL extractions to keep in the LRU cache",
+    "text_cache_size": "how many prompt encodings to keep (a repeated prompt is not re-encoded)",
+    "vl_min_pixels": "smallest pixel count a reference is resized to for Qwen3-VL",
+    "vl_max_pixels": "largest pixel count a reference is resized to (~1 token per 32x32 px)",
+    "cache_dir": "folder for the tiny checkpoints (default ~/.cache/llm_dit)",
+    "output_dir": "folder where every generated PNG (with its metadata) is saved",
+    "history_size": "how many results the history gallery keeps per browser session",
+    "metrics_model": "a local CLIP or SigLIP folder (transformers layout): sweep cells get image-to-reference "
+                     "and image-to-prompt similarity ('' = only the cheap metrics)",
+    "zero_gpu": "Hugging Face ZeroGPU mode: load every model at start-up on cuda and keep it (default: on when "
+                "SPACES_ZERO_GPU is set)",
+    "host": "address the web server listens on ('' = gradio's default)",
+    "port": "port the web server listens on (0 = gradio's default)",
+    "share": "open a public gradio share link (makes the app hosted)",
+    "hosting": "hosted: remote clients may choose only what the operator listed (rewrite servers, LoRAs), no "
+               "admin actions, no server paths shown; local: the user is the operator; auto: hosted on a Space, "
+               "off loopback or with --share",
+    "rewrite_servers": "TOML file of OpenAI-compatible rewrite servers ([servers.NAME] base_url, api_key_env, "
+                       "models) that clients choose by name",
+    "lora_dir": "folder of .safetensors LoRAs that clients choose by name",
+    "output_keep": "how many files to keep in the output folder (PNGs, exports, sweep tables and cells; files "
+                   "of yours there are never touched), oldest deleted first (-1 = 500 when hosted, all locally; "
+                   "0 = all)",
+    "max_upload_mb": "largest upload accepted, in MB",
+    "max_pending": "hosted: jobs one browser session may have waiting or running at once",
+    "text_encoder_url": "URL of another running instance that encodes prompts for this one (it then loads no "
+                        "Qwen3-4B; '' = encode here)",
+    "vl_url": "URL of another running instance that runs the VL extractions for this one (it then loads no "
+              "Qwen3-VL; '' = extract here)",
+    "mcp_server": "also serve the app's API as MCP tools at /gradio_api/mcp/ (needs the gradio[mcp] extra)",
+}
+
+
+def env_name(field_name: str) -> str:
+    return "LLM_DIT_" + field_name.upper()
+
+
+def _parse_bool(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{env_name(name)}={text!r} is not a boolean: use 1/0, true/false, yes/no.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Z-Image VL Studio")
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser) -> None:
+    """One flag per setting, on `parser` (or an argument group); unset flags parse as None."""
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{_HELP[f.name]} (env {env_name(f.name)}; default {f.default!r})"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            choices = {**CHOICES, "hosting": HOSTING}.get(f.name)
+            kind = int if f.type in ("int", int) else str
+            parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
+
+
+def zero_gpu_from_env(value: str | None) -> bool:
+    """`SPACES_ZERO_GPU` read exactly as the `spaces` package reads it (1, t or true; any case)."""
+    return value is not None and value.lower() in ("1", "t", "true")
+
+
+def load_settings(argv: list[str] | None = None, environ: dict | None = None) -> Settings:
+    """Settings from flags (highest), then environment variables, then defaults."""
+    return settings_from_args(vars(build_parser().parse_args(argv if argv is not None else [])), environ)
+
+
+def settings_from_args(args: dict, environ: dict | None = None) -> Settings:
+    """Settings from parsed flags (None = not given), then environment variables, then defaults."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for f in fields(Settings):
+        if args[f.name] is not None:
+            values[f.name] = args[f.name]
+        elif env_name(f.name) in environ:
+            raw = environ[env_name(f.name)]
+            if f.type in ("bool", bool):
+                values[f.name] = _parse_bool(f.name, raw)
+            elif f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{env_name(f.name)}={raw!r} is not an integer.") from None
+            else:
+                values[f.name] = raw
+    if "zero_gpu" not in values and zero_gpu_from_env(environ.get("SPACES_ZERO_GPU")):
+        values["zero_gpu"] = True
+    if values.get("zero_gpu"):
+        # ZeroGPU forks a worker per call: loading, caching or offloading inside a call does not
+        # carry over, so every model is placed on cuda at start-up and stays there (FACTS.md).
+        values["vl_auto_unload"] = False
+        values["compile"] = False  # ZeroGPU has no runtime compilation
+        values["offload"] = "none"
+        for name in ("text_encoder_device", "transformer_device", "vae_device", "vl_device"):
+            values[name] = "cuda"
+    return Settings(**values)

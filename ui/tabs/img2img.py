@@ -1,0 +1,94 @@
+"""img2img tab: init image + prompt -> image, with the strength semantics of BRIEF §6; its prompt
+embeddings can be exported as `.safetensors` (as in txt2img)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import gradio as gr
+
+from llm_dit.pipelines.generate import img2img_plan, run
+from llm_dit.core.images import load_image
+from llm_dit.core.request import GenerationRequest, validate
+
+from ..common import Endpoint, control, image_input, saved
+from ..form import TabParts, generation_form, result_panel, run_bar, wire_reuse
+from ..gpu import gpu_seconds, on_gpu
+from ..studio import GPU
+from .txt2img import wire_export
+
+FIELDS = [f.name for f in fields(GenerationRequest)]
+EXAMPLES = [
+    "The same scene as a loose watercolour on rough paper.",
+    "The same composition at night, lit by neon signs in the rain.",
+    "The same subject as a bronze statue in a museum hall.",
+]
+
+
+def strength_readout(num_inference_steps, strength, shift) -> str:
+    """A live line under the strength slider: forwards, start sigma, what is kept of the image."""
+    try:
+        plan = img2img_plan(int(num_inference_steps), float(strength), float(shift))
+    except (TypeError, ValueError):
+        return ""
+    if plan["forwards"] == 0:
+        return f"**0 forwards**: strength must be at least {1 / int(num_inference_steps):.3f} at this step count."
+    line = (f"{plan['forwards']} of {int(num_inference_steps)} forwards, from sigma "
+            f"{plan['start_sigma']:.3f} (the init image keeps {plan['reference_weight']:.1%})")
+    if plan["start_index"] == 0:
+        line += " — **starts from pure noise: the init image is ignored**"
+    return line
+
+
+def wire_strength_readout(c: dict, readout) -> None:
+    plan = [c["num_inference_steps"], c["strength"], c["shift"]]
+    for component in plan:
+        component.change(strength_readout, plan, readout, api_visibility="private", queue=False)
+
+
+INIT_HEIGHT = 260  # px: the init image, the prompt and strength fit above the fold
+
+
+def main_controls(c: dict) -> None:
+    """Under the prompt: strength beside the step count it takes a share of."""
+    with gr.Row():
+        c["strength"], c["num_inference_steps"] = control("strength"), control("num_inference_steps")
+
+
+def check(request, image, policy) -> None:
+    """Before the queue: the request, and an init image that opens."""
+    validate(request, img2img=True, policy=policy)
+    if image is None:
+        raise ValueError("image: img2img needs an init image: upload one first.")
+    load_image(image, field="image")
+
+
+def build(studio) -> TabParts:
+    manager = studio.manager
+    generate = on_gpu(lambda request, image: run(manager, request, image),
+                      duration=lambda request, image: gpu_seconds(request))
+
+    def action(request, image):
+        return saved(generate(request, image), studio)
+
+    with gr.Tab("img2img", id="img2img", elem_id="img2img"):
+        with gr.Row():
+            with gr.Column():
+                image = image_input("Init image", height=INIT_HEIGHT, elem_id="img2img-image")
+                form = generation_form(FIELDS, studio, main=main_controls)
+                gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
+            with gr.Column():
+                button, export = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
+                with gr.Group(elem_classes="run-readout"):
+                    readout = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="img2img-readout")
+                result = result_panel("img2img")
+        c = form.controls
+        wire_strength_readout(c, readout)
+        endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image",), outputs=3,
+                            check=lambda request, image: check(request, image, studio.policy))
+        event = button.click(endpoint.fn, inputs=[image] + [c[f] for f in FIELDS],
+                             outputs=[result.image, result.seed, result.metadata],
+                             api_name="img2img", concurrency_id=GPU, validator=endpoint.validator)
+        wire_export(studio, "img2img", FIELDS, c, export, result.files)
+        wire_reuse(form, result)
+    return TabParts("img2img", c, result, {"image": image}, event)
