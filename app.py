@@ -9,9 +9,13 @@ from ui import build_demo, launch_options
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    settings = load_settings(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv)
+        options = launch_options(settings)  # a refusal (e.g. MCP on a hosted app) stops here, before any work
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     demo = build_demo(settings)
-    demo.launch(server_name=settings.host or None, server_port=settings.port or None, **launch_options(settings))
+    demo.launch(server_name=settings.host or None, server_port=settings.port or None, **options)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from llm_dit.runtime.models import ModelManager
 from llm_dit.runtime.settings import Settings
 
 from . import first_run, history, remote
+from .limits import BodyLimit
 from .tabs import compare, img2img, pnginfo, rewrite, status, txt2img, vl
 from .studio import QUEUE_SIZE, Studio
 
@@ -67,14 +68,29 @@ class StudioBlocks(gr.Blocks):
         super().validate_inputs(block_fn, inputs)
 
 
-def launch_options(settings: Settings) -> dict:
+def launch_options(settings: Settings, environ=None) -> dict:
     """What `launch()` needs from the settings: the output folder may be served (a Space's /data
-    is outside the working and temp folders), uploads are capped, MCP tools when asked for; and
-    the page's style rules (gradio 6 takes them at launch)."""
+    is outside the working and temp folders), uploads and request bodies are capped, the share
+    link decided here (never left to gradio, so the policy knows), MCP tools when asked for
+    (locally only); and the page's style rules (gradio 6 takes them at launch)."""
+    import os
     from pathlib import Path
 
+    from starlette.middleware import Middleware
+
+    from llm_dit.serving.policy import from_settings, share_wanted
+
+    environ = os.environ if environ is None else environ
+    policy = from_settings(settings, environ)
+    if settings.mcp_server and policy.hosted:
+        raise ValueError(f"mcp_server: this app is hosted ({policy.reason}), and gradio's MCP server gives every "
+                         "MCP client one shared session: one client's jobs would count against all the others' and "
+                         "a departed client's job would run on. Serve MCP only where you alone reach the app "
+                         "(--hosting local on loopback), or leave out --mcp-server.")
+    body = [Middleware(BodyLimit, limit=policy.budgets.body_bytes, upload_mb=settings.max_upload_mb)]
     return {"allowed_paths": [str(Path(settings.output_dir).expanduser().resolve())],
-            "max_file_size": settings.max_upload_mb * 1024 * 1024, "share": settings.share or None,
+            "max_file_size": settings.max_upload_mb * 1024 * 1024,
+            "share": share_wanted(settings.share, environ)[0], "app_kwargs": {"middleware": body},
             "mcp_server": settings.mcp_server, "css": stylesheet()}
 
 

@@ -151,6 +151,7 @@ class Endpoint:
         try:
             async for item in run_cancellable(lambda: self.action(request, **extra), self.stream,
                                               lambda: self.studio.admission.connected(session)):
+                self.studio.note_result(session, item)
                 yield item
         except (ValueError, ModelLoadError) as err:  # a load problem's toast stays until closed
             raise gr.Error(str(err), duration=None if isinstance(err, ModelLoadError) else 10) from err
@@ -160,7 +161,8 @@ async def run_cancellable(job, stream: bool, connected=lambda: True):
     """Run `job()` (returning a value, or with `stream` a generator) in a worker thread and yield
     what it produces. The job stops at its next step (`llm_dit.serving.cancel`), and its result is
     dropped, when the client cancels (gradio cancels the task awaiting this generator: the stop
-    event is set at once) or disconnects (`connected()`, asked every HEARTBEAT_S).
+    event is set at once) or disconnects (`connected()`, asked every HEARTBEAT_S); this generator
+    ends only after the worker thread has, so the concurrency slot is never freed early.
 
     Nothing is yielded while the job works: each yield is a message to the page, and gradio's
     progress bar hides on every one (a heartbeat of empty updates made it flicker). A stream
@@ -196,7 +198,8 @@ async def run_cancellable(job, stream: bool, connected=lambda: True):
                 put("done", None)
 
     context = contextvars.copy_context()  # gradio's progress tracking follows the job
-    threading.Thread(target=context.run, args=(work,), daemon=True).start()
+    worker = threading.Thread(target=context.run, args=(work,), daemon=True)
+    worker.start()
     newest, due = nothing, loop.time() + HEARTBEAT_S
     try:
         while True:
@@ -220,6 +223,9 @@ async def run_cancellable(job, stream: bool, connected=lambda: True):
             return
     finally:
         stop.set()
+        # the GPU slot (this task) is released only once the worker has stopped: a cancelled job's
+        # thread never works on beside the next one
+        await asyncio.shield(asyncio.to_thread(worker.join))
 
 
 def saved(result, studio):

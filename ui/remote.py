@@ -21,7 +21,7 @@ import gradio as gr
 from llm_dit.runtime import remote
 from llm_dit.pipelines.recipe import extraction_params
 from llm_dit.pipelines.generate import chat_parts, prompt_parts
-from llm_dit.core.images import load_image
+from llm_dit.core.images import image_size
 from llm_dit.core.request import VLRequest, check_field, check_text
 
 from .common import Endpoint, control, image_input
@@ -50,14 +50,14 @@ def check_encode(request) -> None:
     prompt_parts(request)  # an unknown template names itself
 
 
-def check_vl_encode(request, reference) -> None:
+def check_vl_encode(request, reference, budgets=None) -> None:
     check_text(request)
     for name in ("token_mode", "vl_hidden_layer", "vl_text_hidden_layer"):
         check_field(name, getattr(request, name))
     if reference is None and not request.vl_text:
         raise ValueError("reference and vl_text are both empty: give an image, some text, or both.")
     if reference is not None:
-        load_image(reference, field="reference")
+        image_size(reference, field="reference", budgets=budgets)  # the header only
 
 
 def build(studio) -> None:
@@ -85,6 +85,6 @@ def build(studio) -> None:
     encode_button.click(encode.fn, [text[f] for f in ENCODE], result, api_name="encode", concurrency_id=GPU,
                         validator=encode.validator)
     vl_encode = Endpoint(studio, "vl_encode", VL_ENCODE, gpu_vl_encode, ("reference",), VLRequest,
-                         check=check_vl_encode)
+                         check=lambda request, reference: check_vl_encode(request, reference, studio.policy.budgets))
     vl_button.click(vl_encode.fn, [reference] + [vl[f] for f in VL_ENCODE], result, api_name="vl_encode",
                     concurrency_id=GPU, validator=vl_encode.validator)

@@ -3,35 +3,47 @@ folder and the admission rule for the queue."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llm_dit.runtime.models import ModelManager
 from llm_dit.serving.outputs import OutputFolder
 from llm_dit.serving.policy import Policy
 from llm_dit.runtime.settings import Settings
 
-GPU = "gpu"  # one job at a time on the accelerator: generations, VL extraction, local rewrites
+from .limits import client_address
+from .sessions import SessionTable
+
+GPU = "gpu"  # one job at a time on the accelerator: generations, VL extraction and preview, local rewrites
 HTTP = "http"  # rewrites through an OpenAI-compatible server: never hold the GPU slot
-PREVIEW = "preview"  # cheap recomputes from cached data
 HTTP_LIMIT = 4
 QUEUE_SIZE = 32
+TIMELINE_SESSIONS = 1024  # sessions whose last timeline is kept, the least recently used forgotten first
 
 
 class Admission:
-    """Hosted: how many jobs one browser session may have waiting or running at once, so that one
-    client cannot fill the queue. Reads gradio's own record of each session's pending events."""
+    """Hosted: how many jobs one browser session, and one client address over all its sessions
+    (`ui.limits.client_address`: a fresh session hash per job does not make a new client), may
+    have waiting or running at once, so that one client cannot fill the queue. Reads gradio's own
+    record of the pending events (queued and running, `/call` and `/queue/join` alike)."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self, limit: int, client_limit: int = 0, trusted_proxy: str = ""):
+        self.limit, self.client_limit, self.trusted_proxy = limit, client_limit, trusted_proxy
         self.demo = None  # set once the Blocks exist
 
     def refuse(self, session) -> str | None:
-        if not self.limit or self.demo is None or session is None:
+        if self.demo is None or session is None:
             return None
         pending = self.demo._queue.pending_event_ids_session.get(session.session_hash, ())
-        if len(pending) >= self.limit:
+        if self.limit and len(pending) >= self.limit:
             return (f"queue: you already have {len(pending)} job(s) waiting or running here (the limit is "
                     f"{self.limit}): wait for one to finish, or cancel one.")
+        if self.client_limit:
+            client = client_address(session, self.trusted_proxy)
+            events = list(self.demo._queue.event_ids_to_events.values())
+            mine = sum(client_address(e.request, self.trusted_proxy) == client for e in events)
+            if mine >= self.client_limit:
+                return (f"queue: your address already has {mine} job(s) waiting or running here, over all its "
+                        f"sessions (the limit is {self.client_limit} per client): wait for one to finish.")
         return None
 
     def connected(self, session) -> bool:
@@ -57,6 +69,21 @@ class Studio:
     policy: Policy
     outputs: OutputFolder
     admission: Admission
+    # each session's last generation timeline: hosted, the status tab shows a visitor only theirs
+    timelines: SessionTable = field(default_factory=lambda: SessionTable(TIMELINE_SESSIONS))
+
+    def note_result(self, session, item) -> None:
+        """Remember the timeline in a handler's output (a generation's metadata) for its session."""
+        found = [v["timeline"] for v in (item if isinstance(item, (tuple, list)) else ())
+                 if isinstance(v, dict) and isinstance(v.get("timeline"), list)]
+        if found and session is not None:
+            self.timelines.update(session.session_hash, lambda _: found[-1], None)
+
+    def timeline_of(self, session) -> list:
+        """The timeline the status tab shows: hosted, this session's own; locally, the last one."""
+        if not self.hosted:
+            return self.manager.last_timeline
+        return self.timelines.get(session.session_hash, []) if session is not None else []
 
     @classmethod
     def create(cls, settings: Settings, manager: ModelManager | None = None) -> "Studio":
@@ -68,7 +95,8 @@ class Studio:
 
             shown = Path(settings.output_dir).name or "outputs"
         outputs = OutputFolder(settings.output_dir, policy.output_keep, shown, unguessable=policy.hosted)
-        return cls(manager, settings, policy, outputs, Admission(policy.max_pending))
+        return cls(manager, settings, policy, outputs,
+                   Admission(policy.max_pending, policy.max_pending_client, policy.trusted_proxy))
 
     @property
     def hosted(self) -> bool:

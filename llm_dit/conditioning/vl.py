@@ -23,6 +23,7 @@ from ..core.images import image_sha256
 from ..core.images import load_image
 from ..core.prompt import format_chat
 from ..core.request import TOKEN_MODES
+from ..serving import cancel
 
 
 # Fixed calibration prompts for the text encoder's reference statistics (BRIEF §5).
@@ -97,9 +98,10 @@ def cache_key(image_hash: str | None, params: ExtractionParams, model_id: str, m
 MAX_ASPECT = 200  # Qwen3-VL's image processor refuses more elongated images
 
 
-def check_aspect(image: Image.Image, field: str = "references") -> None:
-    """A ValueError naming `field` for an image Qwen3-VL cannot take (aspect ratio over 200:1)."""
-    w, h = image.size
+def check_aspect(size: tuple[int, int], field: str = "references") -> None:
+    """A ValueError naming `field` for an image (width, height) Qwen3-VL cannot take (aspect ratio
+    over 200:1)."""
+    w, h = size
     if max(w, h) > MAX_ASPECT * min(w, h):
         raise ValueError(f"{field}: the image is {w}×{h} px, an aspect ratio of {max(w, h) / min(w, h):.0f}:1; "
                          f"Qwen3-VL takes at most {MAX_ASPECT}:1: crop or pad it.")
@@ -116,7 +118,7 @@ def build_inputs(processor, image: Image.Image | None, params: ExtractionParams,
     messages = ([{"role": "system", "content": params.system_prompt}] if params.system_prompt else []) + [
         {"role": "user", "content": content}]
     if image is not None:
-        check_aspect(image)
+        check_aspect(image.size)
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     kwargs = {"images": [image], "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}} if image else {}
     inputs = dict(processor(text=[text], return_tensors="pt", **kwargs))
@@ -203,6 +205,7 @@ def extract(manager, image, params: ExtractionParams, cache_only: bool = False) 
         return replace(hit, embeds=hit.embeds.clone(), cached=True)
     if cache_only:
         raise LookupError("this extraction is not cached yet")
+    cancel.check()  # every extraction loop (a sweep's prefetch, a recipe's references) stops here
     if manager.remote_vl:  # another instance extracts (and checks the layers against its model)
         width = manager.pipeline().transformer.config.cap_feat_dim
         embeds, is_image, counts = manager.remote_vl.extract(image, params, width)

@@ -32,6 +32,39 @@ def display_name(source) -> str:
     return str(name) if name else os.path.basename(str(getattr(source, "path", source)))
 
 
+def _open(source, field: str) -> Image.Image:
+    """The image in `source` opened lazily (its header read, no pixels decoded), or a ValueError."""
+    label = display_name(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
+    try:
+        data = io.BytesIO(source) if isinstance(source, bytes) else source
+        return Image.open(data, formats=FORMATS)
+    except FileNotFoundError:
+        raise ValueError(f"{field}: file {label!s} does not exist: upload it again or check the path.") from None
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{field}: {label!s} is too large to open safely ({err}): downscale it.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(
+            f"{field}: {label!s} is not a readable image ({type(err).__name__}): "
+            f"use a {', '.join(FORMATS)} file."
+        ) from None
+
+
+def image_size(source, field: str = "image", budgets=None) -> tuple[int, int]:
+    """(width, height) of an image input from its header alone, before any pixel is decoded; a
+    ValueError naming `field` when it is no image or is over `budgets.image_pixels`."""
+    if source is None:
+        raise ValueError(f"{field}: no image was given: upload or pass an image file.")
+    if isinstance(source, Image.Image):
+        size = source.size
+    else:
+        with _open(source, field) as image:
+            size = image.size
+    if budgets is not None:
+        budgets.check_image(field, display_name(source) if isinstance(source, (str, os.PathLike)) else "the image",
+                            *size)
+    return size
+
+
 def load_image(source, field: str = "image") -> Image.Image:
     """An RGB image from a path, bytes or PIL image, or a ValueError that names `field`.
 
@@ -41,22 +74,14 @@ def load_image(source, field: str = "image") -> Image.Image:
     if source is None:
         raise ValueError(f"{field}: no image was given: upload or pass an image file.")
     if isinstance(source, Image.Image):
-        image = source
-    else:
+        return to_rgb(source)
+    image = _open(source, field)
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as err:
         label = display_name(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
-        try:
-            data = io.BytesIO(source) if isinstance(source, bytes) else source
-            image = Image.open(data, formats=FORMATS)
-            image.load()
-        except FileNotFoundError:
-            raise ValueError(f"{field}: file {label!s} does not exist: upload it again or check the path.") from None
-        except Image.DecompressionBombError as err:
-            raise ValueError(f"{field}: {label!s} is too large to open safely ({err}): downscale it.") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise ValueError(
-                f"{field}: {label!s} is not a readable image ({type(err).__name__}): "
-                f"use a {', '.join(FORMATS)} file."
-            ) from None
+        raise ValueError(f"{field}: {label!s} is not a readable image ({type(err).__name__}): "
+                         f"use a {', '.join(FORMATS)} file.") from None
     return to_rgb(image)
 
 
@@ -74,13 +99,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _deep_to_l(image: Image.Image) -> Image.Image:
-    """16/32-bit integer or float greyscale -> 8-bit, keeping the range instead of clipping it."""
-    values = np.asarray(image, dtype=np.float64)
+    """16/32-bit integer or float greyscale -> 8-bit, keeping the range instead of clipping it
+    (in float32: 4 bytes a pixel, the size of the decoded 32-bit modes themselves)."""
+    values = np.array(image, dtype=np.float32)  # a writable copy
+    top = float(values.max()) if values.size else 0.0
     if image.mode == "F":
-        peak = 1.0 if values.max() <= 1.0 else values.max()
+        peak = 1.0 if top <= 1.0 else top
     else:
-        peak = 65535.0 if values.max() <= 65535 else values.max()
-    return Image.fromarray(np.clip(values / max(peak, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        peak = 65535.0 if top <= 65535 else top
+    values *= 255.0 / max(peak, 1e-12)  # in place: no second copy of the pixels
+    values += 0.5
+    np.clip(values, 0, 255, out=values)
+    return Image.fromarray(values.astype(np.uint8), "L")
 
 
 def image_sha256(image: Image.Image) -> str:

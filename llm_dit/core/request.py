@@ -304,7 +304,7 @@ def scheduled_steps(forwards: int, start: float = 0.0, end: float = 1.0) -> list
 def validate(request: GenerationRequest, img2img: bool = False, policy=None) -> GenerationRequest:
     """Check every field; raise ValueError naming the field, the value and the fix. Cheap (no
     model, no file read beyond templates): it runs before a request may queue. `policy` (the
-    hosting policy) decides which LoRAs and attention backends a client may name."""
+    hosting policy) decides which LoRAs and attention backends a client may name, and the budgets."""
     from .attention import attention_backends
     from ..serving.policy import Policy
 
@@ -350,6 +350,7 @@ def validate(request: GenerationRequest, img2img: bool = False, policy=None) -> 
         get_template(request.template, "style")
     if isinstance(request, VLRequest):
         _validate_vl(request)
+    policy.budgets.check_request(request)  # the operator's budgets: size, steps, work
     return request
 
 

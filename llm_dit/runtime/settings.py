@@ -8,6 +8,7 @@ wins over the default. Nothing else in the code reads the environment for these 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, fields
@@ -66,6 +67,15 @@ class Settings:
     output_keep: int = -1  # files kept in output_dir; -1 = auto (500 hosted, all locally), 0 = all
     max_upload_mb: int = 50  # largest upload accepted
     max_pending: int = 2  # hosted: jobs one browser session may have queued or running
+    max_pending_client: int = 8  # hosted: jobs one client address may have queued or running
+    trusted_proxy: str = ""  # address of the reverse proxy whose X-Forwarded-For names the client
+    # budgets per request (llm_dit.serving.budgets): -1 = the mode's default, 0 = none
+    max_image_pixels: int = -1
+    max_output_pixels: int = -1
+    max_steps: int = -1
+    max_cells: int = -1
+    max_work: int = -1  # megapixel-steps: height × width / 2**20 × steps × cells
+    max_body_mb: int = -1  # -1 = room for an inline data: URL of the largest upload
     text_encoder_url: str = ""  # another running instance encodes prompts (no local Qwen3-4B)
     vl_url: str = ""  # another running instance runs the VL extractions (no local Qwen3-VL)
     mcp_server: bool = False  # also serve the API as MCP tools (needs the gradio[mcp] extra)
@@ -101,7 +111,14 @@ class Settings:
             )
         if self.hosting not in HOSTING:
             raise ValueError(f"hosting={self.hosting!r} is unknown: use one of {', '.join(HOSTING)}.")
-        for name in ("max_upload_mb", "max_pending"):
+        for name in ("max_image_pixels", "max_output_pixels", "max_steps", "max_cells", "max_work", "max_body_mb"):
+            if getattr(self, name) < -1:
+                raise ValueError(f"{name}={getattr(self, name)}: use -1 (the mode's default), 0 (no budget) or a "
+                                 f"positive budget.")
+        if self.trusted_proxy and not is_address(self.trusted_proxy):
+            raise ValueError(f"trusted_proxy={self.trusted_proxy!r} is not an IP address: give the address your "
+                             f"reverse proxy connects from (e.g. 10.0.0.5), or '' for none.")
+        for name in ("max_upload_mb", "max_pending", "max_pending_client"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
         if self.output_keep < -1:
@@ -165,12 +182,33 @@ _HELP = {
                    "0 = all)",
     "max_upload_mb": "largest upload accepted, in MB",
     "max_pending": "hosted: jobs one browser session may have waiting or running at once",
+    "max_pending_client": "hosted: jobs one client (peer address, or the forwarded one behind --trusted-proxy) "
+                          "may have waiting or running at once, over all its sessions",
+    "trusted_proxy": "IP address of a reverse proxy in front of the app: only from it is X-Forwarded-For "
+                     "believed as the client address ('' = the peer address is the client)",
+    "max_image_pixels": "largest image input in pixels, read from its header before decoding (-1 = 16,777,216 "
+                        "hosted, 89,478,485 locally; 0 = none)",
+    "max_output_pixels": "largest output image, height × width in pixels (-1 = 4,194,304 hosted, none locally)",
+    "max_steps": "most num_inference_steps per image (-1 = 50 hosted, none locally)",
+    "max_cells": "most cells in one sweep or study (-1 = 64 hosted, none locally)",
+    "max_work": "most megapixel-steps (height × width / 2**20 × steps × cells) in one request (-1 = 400 hosted, "
+                "none locally)",
+    "max_body_mb": "largest HTTP request body in MB, inline data: URLs included (-1 = the upload cap × 4/3 + 1, "
+                   "room for one upload-sized image as base64; 0 = none)",
     "text_encoder_url": "URL of another running instance that encodes prompts for this one (it then loads no "
                         "Qwen3-4B; '' = encode here)",
     "vl_url": "URL of another running instance that runs the VL extractions for this one (it then loads no "
               "Qwen3-VL; '' = extract here)",
     "mcp_server": "also serve the app's API as MCP tools at /gradio_api/mcp/ (needs the gradio[mcp] extra)",
 }
+
+
+def is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def env_name(field_name: str) -> str:

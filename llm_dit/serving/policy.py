@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .budgets import Budgets, choose
 
 HOSTING = ("auto", "hosted", "local")
 LORA_SUFFIX = ".safetensors"
@@ -38,6 +41,9 @@ class Policy:
     output_keep: int = 0  # files kept in the output folder (0 = all)
     max_upload_bytes: int = 0  # 0 = no cap
     max_pending: int = 0  # queued or running jobs per browser session (0 = no cap)
+    max_pending_client: int = 0  # queued or running jobs per client address, all its sessions (0 = no cap)
+    trusted_proxy: str = ""  # the reverse proxy whose X-Forwarded-For names the client ("" = none)
+    budgets: Budgets = field(default_factory=Budgets)  # how much one request may ask (0 = no budget)
     # gradio's copies of results and uploads older than this are deleted hourly (0 = kept): hosted,
     # every visitor's files land in one cache that would otherwise only grow
     cache_max_age_s: int = 0
@@ -123,9 +129,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def share_wanted(share: bool, environ) -> tuple[bool, str]:
+    """Whether gradio will open a public share link, and why: asked for, `GRADIO_SHARE=True`, or a
+    hosted notebook (Colab, Kaggle, SageMaker), where gradio opens one by itself. The app passes
+    the answer to `launch()` explicitly, so the policy and gradio cannot disagree."""
+    if share:
+        return True, "a public share link is on (--share)"
+    if str(environ.get("GRADIO_SHARE", "")).lower() == "true":
+        return True, "a public share link is on (GRADIO_SHARE=True)"
+    if environ.get("COLAB_RELEASE_TAG") or environ.get("COLAB_GPU") or "google.colab" in sys.modules:
+        return True, "running in Google Colab (gradio opens a share link there)"
+    if environ.get("KAGGLE_KERNEL_RUN_TYPE") or os.path.exists("/home/ec2-user/SageMaker"):
+        return True, "running in a hosted notebook (gradio opens a share link there)"
+    return False, ""
+
+
 def decide_hosted(hosting: str, host: str, share: bool, environ) -> tuple[bool, str]:
-    """hosted or local, and why: auto = hosted on a Space, on a non-loopback address or with a
-    share link; local otherwise."""
+    """hosted or local, and why: auto is hosted unless the app is certain only this machine can
+    reach it (a Space, a non-loopback bind, a share link or a hosted notebook are all hosted). A
+    reverse proxy on loopback cannot be seen from here: it needs --hosting hosted."""
     if hosting != "auto":
         return hosting == "hosted", f"--hosting {hosting}"
     if environ.get("SPACE_ID"):
@@ -133,8 +155,9 @@ def decide_hosted(hosting: str, host: str, share: bool, environ) -> tuple[bool, 
     bound = host or environ.get("GRADIO_SERVER_NAME", "")
     if not is_loopback(bound):
         return True, f"listening on {bound}, not only on loopback"
-    if share:
-        return True, "a public share link is on"
+    shared, why = share_wanted(share, environ)
+    if shared:
+        return True, why
     return False, "listening on loopback only"
 
 
@@ -162,7 +185,13 @@ def from_settings(settings, environ=None) -> Policy:
     environ = os.environ if environ is None else environ
     hosted, reason = decide_hosted(settings.hosting, settings.host, settings.share, environ)
     keep = settings.output_keep if settings.output_keep >= 0 else (500 if hosted else 0)
+    upload = settings.max_upload_mb * 2**20
+    body = settings.max_body_mb * 2**20 if settings.max_body_mb >= 0 else upload * 4 // 3 + 2**20
+    budgets = choose(hosted, settings.max_image_pixels, settings.max_output_pixels, settings.max_steps,
+                     settings.max_cells, settings.max_work, body)
     return Policy(hosted=hosted, reason=reason, rewrite_servers=load_rewrite_servers(settings.rewrite_servers),
                   lora_dir=Path(settings.lora_dir).expanduser() if settings.lora_dir else None,
-                  output_keep=keep, max_upload_bytes=settings.max_upload_mb * 2**20,
-                  max_pending=settings.max_pending if hosted else 0, cache_max_age_s=86_400 if hosted else 0)
+                  output_keep=keep, max_upload_bytes=upload,
+                  max_pending=settings.max_pending if hosted else 0,
+                  max_pending_client=settings.max_pending_client if hosted else 0,
+                  trusted_proxy=settings.trusted_proxy, budgets=budgets, cache_max_age_s=86_400 if hosted else 0)

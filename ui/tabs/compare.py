@@ -33,8 +33,11 @@ STOPS = Stops()  # per browser session: "stop after this cell"
 def check(request, references, structure_image, policy, **spec) -> None:
     """Before the queue: the base request, the references and the sweep's cells."""
     check_vl(request, references, policy, structure_image)
-    for cell in plan(_spec(spec), request)[1]:
+    cells = plan(_spec(spec), request)[1]
+    policy.budgets.check_cells(len(cells))  # before checking each of them
+    for cell in cells:
         validate(cell.request, img2img=cell.request.strength < 1.0, policy=policy)
+    policy.budgets.check_sweep([cell.request for cell in cells])  # the cells' work together
 
 
 VALUES_INFO = "comma-separated (vl_text: |-separated; prompt: one per line or |-separated)"

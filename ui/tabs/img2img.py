@@ -8,7 +8,7 @@ from dataclasses import fields
 import gradio as gr
 
 from llm_dit.pipelines.generate import img2img_plan, run
-from llm_dit.core.images import load_image
+from llm_dit.core.images import image_size
 from llm_dit.core.request import GenerationRequest, validate
 
 from ..common import Endpoint, control, image_input, saved
@@ -60,7 +60,7 @@ def check(request, image, policy) -> None:
     validate(request, img2img=True, policy=policy)
     if image is None:
         raise ValueError("image: img2img needs an init image: upload one first.")
-    load_image(image, field="image")
+    image_size(image, field="image", budgets=policy.budgets)  # the header only: decoded once, in the job
 
 
 def build(studio) -> TabParts:

@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import gradio as gr
 
-from llm_dit.core.images import load_image
+from llm_dit.core.images import image_size
 from llm_dit.core.request import SAMPLING_PRESETS, RewriteRequest, validate_rewrite
 from llm_dit.pipelines.rewrite import rewrite_stream
 from llm_dit.core.templates import get_template, names, shipped
@@ -30,7 +30,7 @@ def check(request, image, policy) -> None:
     """Before the queue: the request under the hosting policy, and an image that opens."""
     validate_rewrite(request, has_image=image is not None, policy=policy)
     if image is not None:
-        load_image(image, field="image")
+        image_size(image, field="image", budgets=policy.budgets)
 
 
 def build(studio) -> dict:

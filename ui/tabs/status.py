@@ -11,7 +11,7 @@ def _mb(n) -> str:
     return "—" if n is None else f"{n / 2**20:,.1f}"
 
 
-def render(status: dict) -> tuple[str, str, str]:
+def render(status: dict, timeline: list) -> tuple[str, str, str]:
     models = ["| model | class | device | dtype | MB |", "|---|---|---|---|---|"]
     models += [f"| {m['component']} | {m['class']} | {m['device']} | {m['dtype']} | {_mb(m['bytes'])} |"
                for m in status["models"]] or ["| (nothing loaded yet: models load on first use) | | | | |"]
@@ -20,7 +20,7 @@ def render(status: dict) -> tuple[str, str, str]:
         for name, c in (("VL extractions", status["vl_cache"]), ("prompt encodings", status["text_cache"])))
     timeline = ["| stage | seconds | process RSS MB | CUDA peak MB |", "|---|---|---|---|"]
     timeline += [f"| {s['name']} | {s['seconds']:.3f} | {_mb(s['rss_bytes'])} | {_mb(s['cuda_peak_bytes'])} |"
-                 for s in status["last_timeline"]] or ["| (no generation yet) | | | |"]
+                 for s in timeline] or ["| (no generation yet) | | | |"]
     return "\n".join(models), caches, "\n".join(timeline)
 
 
@@ -53,7 +53,8 @@ def build(studio):
         gr.Markdown(render_plan(manager.memory_plan().lines(), manager.memory_levers()), elem_id="status-plan")
         models = gr.Markdown(elem_id="status-models")
         caches = gr.Markdown(elem_id="status-caches")
-        gr.Markdown("**Last generation, stage by stage**")
+        gr.Markdown("**Your last generation, stage by stage**" if studio.hosted
+                    else "**Last generation, stage by stage**")
         timeline = gr.Markdown(elem_id="status-timeline")
         # Admin actions exist only for a local user: hosted, they are not registered at all, so no
         # client can call them, by name or by fn_index. On ZeroGPU the models are placed once at
@@ -67,8 +68,10 @@ def build(studio):
                 clear = gr.Button("Clear caches", elem_id="status-clear")
     outputs = [models, caches, timeline]
 
-    def show():
-        return render(manager.status())
+    def show(session: gr.Request = None):
+        """Models, aggregate cache counters, and the timeline of this visitor's own last generation
+        (hosted; locally the last one): another visitor's timing would tell what they asked for."""
+        return render(manager.status(), studio.timeline_of(session))
 
     def do_unload():
         manager.unload()  # waits for a running generation: it is never broken

@@ -11,14 +11,14 @@ import gradio as gr
 from llm_dit.pipelines import recipe
 
 from llm_dit.conditioning import layerscan
-from llm_dit.core.images import load_image
+from llm_dit.core.images import image_size
 from llm_dit.conditioning.vl import check_aspect
 from llm_dit.core.request import VLRequest, field_meta, parse_weights, validate
 
 from ..common import Endpoint, control, image_input, saved
 from ..form import TabParts, generation_form, result_panel, run_bar, reveal_export, wire_reuse
 from ..gpu import gpu_seconds, on_gpu
-from ..studio import GPU, PREVIEW
+from ..studio import GPU
 from .img2img import strength_readout, wire_strength_readout
 
 FIELDS = [f.name for f in fields(VLRequest)]
@@ -88,15 +88,21 @@ def _references(files) -> list:
     return [getattr(f, "name", f) for f in files]
 
 
+def check_images(references, policy) -> None:
+    """The references given so far (none is fine here) within the image budget, from their headers."""
+    for i, ref in enumerate(_references(references) if references else ()):
+        image_size(ref, f"references[{i}]", policy.budgets)
+
+
 def check(request, references, policy, structure_image=None) -> None:
     """Before the queue: the request, and references (and structure image) that open."""
     validate(request, img2img=request.strength < 1.0, policy=policy)
     refs = _references(references)
     parse_weights(request.reference_weights, len(refs))
     for i, ref in enumerate(refs):
-        check_aspect(load_image(ref, field=f"references[{i}]"), field=f"references[{i}]")
+        check_aspect(image_size(ref, f"references[{i}]", policy.budgets), field=f"references[{i}]")
     if structure_image is not None:
-        load_image(structure_image, field="structure_image")
+        image_size(structure_image, "structure_image", policy.budgets)
 
 
 def example_reference() -> str:
@@ -235,10 +241,14 @@ def build(studio) -> TabParts:
                                          outputs=[stats, export, tokens, readout], api_name="vl_extract",
                                          concurrency_id=GPU, validator=extract.validator)
         reveal_export(extracted, export)
-        preview = Endpoint(studio, "vl_preview", FIELDS, preview_action, ("references",), VLRequest)
+        # it encodes the prompt (cached extractions only): in the GPU group, behind its validator
+        # (budgets, pending limits) like every event that touches a model
+        preview = Endpoint(studio, "vl_preview", FIELDS, on_gpu(preview_action, lambda *a, **k: gpu_seconds(None)),
+                           ("references",), VLRequest, check=lambda request, references: check_images(
+                               references, studio.policy))
         for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND + STATISTICS:
             c[f].change(preview.fn, [references] + inputs, readout, api_visibility="private",
-                        concurrency_id=PREVIEW, trigger_mode="always_last")
+                        concurrency_id=GPU, trigger_mode="always_last", validator=preview.validator)
         scan = Endpoint(studio, "vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest, outputs=5,
                         check=lambda request, references: check(request, references, studio.policy))
         scan_button.click(scan.fn, inputs=[references] + inputs,

@@ -1,0 +1,68 @@
+"""Limits keyed on what a client cannot mint: its address, and the size of what it sends.
+
+A session hash is the client's own choice (every `/call` gets a fresh one), so a limit keyed on it
+binds nobody who does not want to be bound. The peer address of the connection is not chosen by
+the client; behind a reverse proxy (a Space) every connection comes from the proxy, and only
+when the peer is the operator's `--trusted-proxy` is its `X-Forwarded-For` believed (its last
+entry: the address the proxy itself saw; earlier entries are the client's to write).
+"""
+
+from __future__ import annotations
+
+import json
+
+UPLOAD_PATH = "/upload"  # gradio's multipart upload route: it caps each file itself (max_file_size)
+
+
+def client_address(request, trusted_proxy: str = "") -> str:
+    """The client's address for `request` (a starlette/fastapi Request or a gr.Request)."""
+    client = getattr(request, "client", None)
+    peer = getattr(client, "host", "") or ""
+    if trusted_proxy and peer == trusted_proxy:
+        forwarded = (getattr(request, "headers", None) or {}).get("x-forwarded-for", "")
+        last = forwarded.split(",")[-1].strip()
+        if last:
+            return last
+    return peer
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is answered 413 before gradio reads it,
+    so an inline `data:` URL cannot carry more than an upload may. Uploads are left to gradio's
+    own cap on each file."""
+
+    def __init__(self, app, limit: int, upload_mb: int):
+        self.app, self.limit, self.upload_mb = app, limit, upload_mb
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.limit or scope["path"].endswith(UPLOAD_PATH):
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            return await self._refuse(send, int(length))
+        messages, size = [], 0
+        while True:  # read up to the limit (a body without a declared length is counted as it comes)
+            message = await receive()
+            if message["type"] != "http.request":
+                messages.append(message)
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await self._refuse(send, size)
+            messages.append(message)
+            if not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, send, size: int) -> None:
+        detail = (f"request body: {size:,} bytes is over this app's budget of {self.limit:,} bytes per request "
+                  f"(inline data: URLs count): upload large images as files (up to {self.upload_mb} MB each) "
+                  f"or send smaller ones.")
+        body = json.dumps({"detail": detail, "error": detail}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
