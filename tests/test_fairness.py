@@ -1,7 +1,9 @@
 """A fair queue: what one client does cannot hold up another, and a cancelled job stops.
 
-Loopback only: a trickling OpenAI-compatible server, huge prompts, cancels and a per-session
-pending limit, against the app in hosted mode driven through gradio_client.
+Loopback only: a trickling OpenAI-compatible server, huge prompts, cancels, a per-session and a
+per-client pending limit, against the app in hosted mode driven through gradio_client and raw
+requests. The operator's proxy is 127.0.0.1 (`--trusted-proxy`), so a request's
+X-Forwarded-For plays the client's address, as on a Space.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from gradio_client import Client
 from llm_dit.runtime.models import ModelManager
 from llm_dit.core.request import field_meta
 from llm_dit.runtime.settings import Settings
+from starlette.requests import Request
 from ui import build_demo, launch_options
+from ui.limits import client_address
+from ui.tabs.compare import FIELDS as COMPARE_FIELDS, SPEC
 
 from . import openai_server
 from .test_export_text import TXT2IMG
@@ -37,11 +42,11 @@ def app(tiny_cache, tmp_path_factory):
     servers.write_text(f'[servers.lab]\nbase_url = "http://127.0.0.1:{server.server_address[1]}/v1"\n'
                        'models = ["trickle", "stream"]\n')
     settings = Settings(tiny=True, cache_dir=str(tiny_cache), output_dir=str(root / "outputs"), hosting="hosted",
-                        rewrite_servers=str(servers), max_pending=2)
+                        rewrite_servers=str(servers), max_pending=2, max_steps=100, trusted_proxy="127.0.0.1")
     manager = ModelManager(settings)
     demo = build_demo(settings, manager)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(settings))
-    yield {"url": url, "manager": manager, "server": server, "outputs": root / "outputs"}
+    yield {"url": url, "manager": manager, "server": server, "outputs": root / "outputs", "demo": demo}
     demo.close()
     server.shutdown()
 
@@ -64,6 +69,7 @@ def test_a_trickling_rewrite_server_does_not_hold_up_a_generation(app):
                       api_name="/rewrite")
     _wait(lambda: any(r["body"]["model"] == "trickle" for r in app["server"].requests), what="the trickle")
     _, _, meta = _small(other)
+    if job.done(): print("DEBUG", job.status(), job.exception() if hasattr(job, "exception") else None)
     assert meta["forwards"] == 8 and not job.done()  # it ran while the rewrite still trickles
     job.cancel()
 
@@ -146,3 +152,93 @@ def test_one_session_cannot_fill_the_queue(app):
     second.cancel()
     first.cancel()
     assert queued_polite.result(timeout=120)[2]["forwards"] == 8
+
+
+def _index(url, api_name) -> int:
+    config = httpx.get(url + "config", timeout=30).json()
+    return next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
+
+
+def _txt2img_data(**values) -> list:
+    return [values.get(f, field_meta(f)["default"]) for f in TXT2IMG]
+
+
+def test_fresh_session_hashes_and_call_do_not_make_a_new_client(app):
+    """One address sends 31 slow jobs, each with a fresh session hash, by /queue/join and by
+    /call: it gets its share (8 of the 32 places) and the rest is refused before the queue; a
+    second client is then still admitted and served."""
+    url, manager = app["url"], app["manager"]
+    _small(Client(url, verbose=False))
+    calls = _forwards(manager)
+    index = _index(url, "txt2img")
+    slow = _txt2img_data(prompt="slow", height=512, width=512, num_inference_steps=100, seed=1)
+    blocker = httpx.post(url + "gradio_api/queue/join", timeout=30, headers={"X-Forwarded-For": "192.0.2.1"},
+                         json={"data": slow, "fn_index": index, "session_hash": "blocker"})
+    assert blocker.status_code == 200, blocker.text
+    _wait(lambda: len(calls) >= 1, what="the blocker to hold the GPU slot")
+    greedy = {"X-Forwarded-For": "203.0.113.5"}
+    replies = []
+    for i in range(31):
+        if i % 2:
+            replies.append(("call", httpx.post(url + "gradio_api/call/txt2img", json={"data": slow}, headers=greedy,
+                                               timeout=30)))
+        else:
+            replies.append((f"fresh-{i}", httpx.post(url + "gradio_api/queue/join", headers=greedy, timeout=30,
+                                                     json={"data": slow, "fn_index": index,
+                                                           "session_hash": f"fresh-{i}"})))
+    accepted = [(session, r.json()["event_id"]) for session, r in replies if r.status_code == 200]
+    refused = [r for _, r in replies if r.status_code != 200]
+    assert len(accepted) == 8 and len(refused) == 23
+    assert all(r.status_code == 422 and "your address already has 8 job(s)" in r.text for r in refused)
+    polite = Client(url, verbose=False).submit(prompt="a boat", height=64, width=64, api_name="/txt2img")
+    for session, event_id in accepted + [("blocker", blocker.json()["event_id"])]:
+        httpx.post(url + "gradio_api/cancel", timeout=30,
+                   json={"session_hash": event_id if session == "call" else session, "event_id": event_id,
+                         "fn_index": index})
+    assert polite.result(timeout=300)[2]["forwards"] == 8
+
+
+def _scope_request(peer: str, forwarded: str | None) -> Request:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    return Request({"type": "http", "client": (peer, 50000), "headers": headers, "method": "POST", "path": "/"})
+
+
+def test_a_forwarded_address_is_believed_only_from_the_trusted_proxy():
+    proxy = "10.0.0.5"
+    assert client_address(_scope_request(proxy, "6.6.6.6, 198.51.100.7"), proxy) == "198.51.100.7"
+    assert client_address(_scope_request("198.51.100.9", "1.2.3.4"), proxy) == "198.51.100.9"  # forged: ignored
+    assert client_address(_scope_request(proxy, "1.2.3.4"), "") == proxy  # no proxy configured
+    assert client_address(_scope_request(proxy, None), proxy) == proxy
+
+
+def test_an_abandoned_vl_text_sweep_runs_no_extraction_after_its_close(app, tmp_path):
+    """A 16-value vl_text sweep's stream closes after its first extraction: its prefetch loop
+    stops (a few may be under way) instead of running every extraction, and the GPU slot is
+    released only after its worker stopped."""
+    from PIL import Image
+
+    url, manager, demo = app["url"], app["manager"], app["demo"]
+    Image.new("RGB", (64, 64), (30, 90, 200)).save(tmp_path / "ref.png")
+    with open(tmp_path / "ref.png", "rb") as f:
+        uploaded = httpx.post(url + "gradio_api/upload", files={"files": ("ref.png", f)}, timeout=30).json()[0]
+    reference = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": "ref.png"}
+    spec = {"x_axis": "vl_text", "x_values": "|".join(f"style {i}" for i in range(16)), "y_axis": "", "y_values": "",
+            "z_axis": "", "z_values": "", "cell_limit": 64, "batch_size": 1, "diff_base": False}
+    values = {"prompt": "a sweep", "height": 64, "width": 64, "alpha": 0.5, "vl_use_prompt": False}
+    data = [[reference], None] + [spec[k] for k in SPEC] + [values.get(f, field_meta(f)["default"])
+                                                           for f in COMPARE_FIELDS]
+    before = manager.vl_cache.misses
+    join = httpx.post(url + "gradio_api/queue/join", timeout=30,
+                      json={"data": data, "fn_index": _index(url, "compare"), "session_hash": "a-sweep-that-leaves"})
+    assert join.status_code == 200, join.text
+    with httpx.stream("GET", url + "gradio_api/queue/data", params={"session_hash": "a-sweep-that-leaves"},
+                      timeout=120) as stream:
+        lines = stream.iter_lines()  # held open until the first extraction ran
+        for line in lines:
+            if '"process_starts"' in line:
+                break
+        _wait(lambda: manager.vl_cache.misses > before, what="the first extraction")
+    at_close = manager.vl_cache.misses - before
+    _wait(lambda: not any(demo._queue.active_jobs), what="the sweep to stop")
+    after = manager.vl_cache.misses - before
+    assert after - at_close <= 3 and after < 16, f"{after - at_close} extractions ran after the close"

@@ -21,6 +21,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from llm_dit.core.images import JSON_KEY
+from llm_dit.core.request import field_meta
 from llm_dit.runtime.models import ModelLoadError, ModelManager
 from llm_dit.serving.policy import Policy, decide_hosted
 from llm_dit.runtime.settings import Settings, load_settings
@@ -103,6 +104,10 @@ def _config(url) -> dict:
 @pytest.mark.parametrize("hosting,host,share,env,hosted", [
     ("auto", "", False, {}, False),
     ("auto", "127.0.0.1", False, {}, False),
+    ("auto", "", False, {"GRADIO_SHARE": "True"}, True),  # gradio opens a share link by itself
+    ("auto", "", False, {"GRADIO_SHARE": "false"}, False),
+    ("auto", "", False, {"COLAB_RELEASE_TAG": "release-colab_20261201"}, True),
+    ("auto", "", False, {"KAGGLE_KERNEL_RUN_TYPE": "Interactive"}, True),
     ("auto", "0.0.0.0", False, {}, True),
     ("auto", "", False, {"GRADIO_SERVER_NAME": "0.0.0.0"}, True),
     ("auto", "", False, {"SPACE_ID": "lab/studio"}, True),
@@ -346,3 +351,135 @@ def test_uploads_are_capped(hosted, tmp_path):
     with open(big, "rb") as f:
         reply = httpx.post(hosted["url"] + "gradio_api/upload", files={"files": ("big.png", f)}, timeout=30)
     assert reply.status_code == 413
+
+
+def test_auto_passes_gradio_the_share_link_it_decided():
+    """`launch()` is told share=True/False explicitly: gradio never opens a link the policy missed."""
+    assert launch_options(Settings(), environ={"GRADIO_SHARE": "True"})["share"] is True
+    assert launch_options(Settings(), environ={})["share"] is False
+
+
+def test_mcp_is_refused_on_a_hosted_app():
+    """gradio's MCP server puts every MCP client in one session: hosted, it is refused at start-up."""
+    with pytest.raises(ValueError, match=r"^mcp_server: this app is hosted \(--hosting hosted\).*leave out --mcp-server"):
+        launch_options(Settings(hosting="hosted", mcp_server=True), environ={})
+    assert launch_options(Settings(hosting="local", mcp_server=True), environ={})["mcp_server"] is True
+
+
+# ---- budgets: checked before the queue -----------------------------------------------------------------
+def _bomb(path: Path, side: int = 13376) -> Path:
+    """A 16-bit greyscale PNG of side² zero pixels, 348 KB on disk, 358 MB decoded (the deflate
+    stream is one block repeated: a full flush makes identical input compress identically)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row, rows = b"\0" * (1 + side * 2), 64
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = deflate.compress(row * rows) + deflate.flush(zlib.Z_FULL_FLUSH)
+    total = len(row) * side
+    stream = (b"\x78\xda" + block * (side // rows) + zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+              + struct.pack(">I", (total % 65521) << 16 | 1))  # adler32 of zeros
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0))
+                     + chunk(b"IDAT", stream) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("api,args", [
+    ("/img2img", lambda f: {"image": f, "prompt": "x", "height": 64, "width": 64}),
+    ("/vl_generate", lambda f: {"references": [f], "prompt": "x", "height": 64, "width": 64}),
+    ("/vl_encode", lambda f: {"reference": f}),
+    ("/rewrite", lambda f: {"image": f, "prompt": "x", "backend": "openai", "server": "lab", "model": "stream"}),
+])
+def test_a_decompression_bomb_is_refused_from_its_header(hosted, tmp_path, api, args):
+    import psutil
+
+    bomb = _bomb(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 400_000
+    process = psutil.Process()
+    before = process.memory_info().rss
+    started = time.monotonic()
+    message = _message(lambda: hosted["client"].predict(**args(handle_file(str(bomb))), api_name=api))
+    print(f"{api}: bomb refused in {time.monotonic() - started:.2f} s")
+    assert "bomb.png is 13376×13376 px (170.6 MP); this app takes at most 16.0 MP" in message
+    assert process.memory_info().rss - before < 200 * 2**20  # decoded, it is 358 MB (16-bit) at least
+
+
+def test_an_oversized_request_is_refused_before_the_queue(hosted):
+    client, manager = hosted["client"], hosted["manager"]
+    _txt2img(client)
+    calls = []
+    hook = manager.pipeline().transformer.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        assert "- height: height=4096, width=4096: 16.0 MP per image is over this app's budget of 4.0 MP" in _message(
+            lambda: _txt2img(client, height=4096, width=4096, num_inference_steps=100))
+        assert "- num_inference_steps: num_inference_steps=100 is over this app's budget of 50 steps" in _message(
+            lambda: _txt2img(client, num_inference_steps=100))
+    finally:
+        hook.remove()
+    assert calls == []  # nothing reached the DiT
+
+
+def test_a_1024_cell_sweep_is_refused_before_the_queue(hosted, tmp_path):
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "ref.png")
+    values = ",".join(str(s) for s in range(32))
+    message = _message(lambda: hosted["client"].predict(
+        references=[handle_file(str(tmp_path / "ref.png"))], x_axis="seed", x_values=values, y_axis="alpha",
+        y_values=",".join(f"{a / 31:.4f}" for a in range(32)), cell_limit=1024, prompt="x", height=64, width=64,
+        api_name="/compare"))
+    assert "this sweep has 1024 cells, over this app's budget of 64 cells per sweep" in message
+    # within the cell budget, the cells' work together is what counts
+    message = _message(lambda: hosted["client"].predict(
+        references=[handle_file(str(tmp_path / "ref.png"))], x_axis="seed", x_values=",".join(map(str, range(60))),
+        cell_limit=64, prompt="x", height=1024, width=1024, num_inference_steps=8, api_name="/compare"))
+    assert "cell_limit: this sweep's 60 cells are 480 megapixel-steps of work, over this app's budget of 400" in message
+
+
+def test_an_inline_data_url_over_the_body_budget_is_refused(hosted, tmp_path):
+    """The upload cap (1 MB here) also binds an image sent inline as a data: URL in the JSON body;
+    a small inline image still runs."""
+    import base64
+
+    index = next(d["id"] for d in _config(hosted["url"])["dependencies"] if d.get("api_name") == "img2img")
+    from ui.tabs.img2img import FIELDS as IMG2IMG
+
+    def join(payload: bytes):
+        url = "data:image/png;base64," + base64.b64encode(payload).decode()
+        data = [{"url": url, "path": "x.png", "meta": {"_type": "gradio.FileData"}}] + [
+            {"prompt": "x", "height": 64, "width": 64}.get(f, field_meta(f)["default"]) for f in IMG2IMG]
+        return httpx.post(hosted["url"] + "gradio_api/queue/join", timeout=60,
+                          json={"data": data, "fn_index": index, "session_hash": "inline"})
+
+    big = join(b"\x89PNG" + os.urandom(3 * 2**20))
+    assert big.status_code == 413 and "over this app's budget of 2,446,677 bytes per request" in big.text
+    small = tmp_path / "small.png"
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(small)
+    assert join(small.read_bytes()).status_code == 200
+
+
+# ---- a broken checkpoint -------------------------------------------------------------------------------
+def test_a_truncated_shard_does_not_stop_start_up(zimage_dir, manager, tmp_path):
+    """An interrupted download (a DiT shard cut in half): the app starts, the plan names the file,
+    the first generation's message names it with both sizes and the fix, and once the file is
+    repaired the next request works without a restart."""
+    broken = tmp_path / "zimage"
+    shutil.copytree(zimage_dir, broken)
+    shard = sorted((broken / "transformer").glob("*.safetensors"))[-1]
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[: len(whole) // 2])
+    settings = Settings(model_path=str(broken), vl_model_path=manager.vl_source, hosting="hosted",
+                        output_dir=str(tmp_path / "outputs"))
+    served = ModelManager(settings)
+    demo, url = _serve(settings, served)  # start-up goes on
+    try:
+        assert f"transformer/{shard.name} could not be read" in "\n".join(served.memory_plan().lines())
+        client = Client(url, verbose=False)
+        message = _message(lambda: _txt2img(client))
+        assert (f"transformer/{shard.name} is {len(whole) // 2:,} bytes, its header declares {len(whole):,}"
+                in message and "re-download" in message and str(tmp_path) not in message)
+        shard.write_bytes(whole)  # the operator re-downloads the file
+        assert _txt2img(client)[2]["forwards"] == 8
+    finally:
+        demo.close()

@@ -12,6 +12,7 @@ they survive gradio's per-session copies of components after a preset or history
 from __future__ import annotations
 
 import gradio as gr
+from gradio import processing_utils
 
 from llm_dit.core.images import UploadedFile
 
@@ -48,5 +49,8 @@ class UploadImage(_PassThrough, gr.Image):
         if payload is None:
             return None
         if getattr(payload, "url", None) and str(payload.url).startswith("data:"):
-            return super().preprocess(payload)
+            # an inline image: written to gradio's cache as it came (the request body's budget
+            # bounds it), never decoded here: its size is checked from the header like an upload's
+            path = processing_utils.save_base64_to_cache(str(payload.url), self.GRADIO_CACHE)
+            return UploadedFile(path, getattr(payload, "orig_name", None) or "the inline image")
         return UploadedFile(payload.path, getattr(payload, "orig_name", None))

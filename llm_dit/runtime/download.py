@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..serving import cancel
 from ..core.devices import ModelLoadError
+from . import shards
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,16 @@ def is_local(source: str) -> bool:
 
 def load_error(what: str, source: str, err: Exception, repo: str, flag: str, hosted: bool = False) -> ModelLoadError:
     """The message for a checkpoint that cannot be loaded: what, where we looked, why, and the fix.
-    Hosted: generic (remote clients learn no server path); the details go to the server log."""
+    Hosted: generic (remote clients learn no server path); the details go to the server log. A
+    checkpoint file cut short is named (relative to the checkpoint) with its size and the fix."""
+    damaged = shards.advice(source, repo) if os.path.isdir(os.path.expanduser(source)) else ""
     if hosted:
         log.error("could not load the %s from %s: %s", what, source, err, exc_info=err)
-        return ModelLoadError(f"The {what} could not be loaded on this server ({type(err).__name__}); the operator "
-                              f"can read the details in the server log.")
+        return ModelLoadError(f"The {what} could not be loaded on this server ({type(err).__name__}); "
+                              + (f"{damaged}" if damaged else "the operator can read the details in the server log."))
+    if damaged:
+        return ModelLoadError(f"Could not load the {what} from the local folder "
+                              f"{os.path.abspath(os.path.expanduser(source))}. {damaged}")
     if is_local(source):
         where = f"the local folder {os.path.abspath(os.path.expanduser(source))}"
     else:

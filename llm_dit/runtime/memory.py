@@ -18,10 +18,12 @@ are coarse (constants below); the GPU benchmark measures the real peaks.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 GiB = 2**30
 OFFLOADS = ("none", "model", "group", "sequential")
 QUANTIZATIONS = ("none", "int8", "fp8", "nf4")
@@ -68,27 +70,51 @@ def _meta_params(folder: Path, config: dict) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _headers(folder: Path, files: list[str]) -> tuple[int | None, str]:
+    """Parameters from the files' headers, or (None, why) naming the first file that cannot be
+    read (a shard cut short): the plan falls back and start-up goes on."""
+    from safetensors import SafetensorError
+
+    total = 0
+    for name in files:
+        try:
+            total += _header_params(folder / name)
+        except (SafetensorError, OSError, ValueError) as err:
+            why = f"{folder.name}/{name} could not be read ({type(err).__name__}: damaged? re-download it)"
+            log.warning("memory plan: %s; sizes from the checkpoint's other metadata", why)
+            return None, why
+    return total, ""
+
+
 def read_component(name: str, folder: Path) -> Component:
-    """The parameter count of the checkpoint in `folder`, from its metadata."""
+    """The parameter count of the checkpoint in `folder`, from its metadata: shard headers, else
+    the index's totals, else the config on the meta device (a file that cannot be read is named)."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
+    problem = ""
     for index_name in _INDEXES:
         index_path = folder / index_name
         if index_path.exists():
             index = json.loads(index_path.read_text())
             shards = sorted(set(index["weight_map"].values()))
             if all((folder / s).exists() for s in shards):
-                return Component(name, sum(_header_params(folder / s) for s in shards),
-                                 f"{index_name} + shard headers", config)
+                params, problem = _headers(folder, shards)
+                if params is not None:
+                    return Component(name, params, f"{index_name} + shard headers", config)
+            note = f" ({problem})" if problem else ""
             meta = index.get("metadata", {})
             if "total_parameters" in meta:
-                return Component(name, int(meta["total_parameters"]), f"{index_name} total_parameters", config)
-            stored = DTYPE_BYTES.get(config.get("dtype") or config.get("torch_dtype"), 2)
-            return Component(name, int(meta["total_size"]) // stored, f"{index_name} total_size", config)
+                return Component(name, int(meta["total_parameters"]), f"{index_name} total_parameters{note}", config)
+            if "total_size" in meta:
+                stored = DTYPE_BYTES.get(config.get("dtype") or config.get("torch_dtype"), 2)
+                return Component(name, int(meta["total_size"]) // stored, f"{index_name} total_size{note}", config)
     for weights_name in _WEIGHTS:
         if (folder / weights_name).exists():
-            return Component(name, _header_params(folder / weights_name), f"{weights_name} header", config)
-    return Component(name, _meta_params(folder, config), "config.json on the meta device", config)
+            params, problem = _headers(folder, [weights_name])
+            if params is not None:
+                return Component(name, params, f"{weights_name} header", config)
+    note = f" ({problem})" if problem else ""
+    return Component(name, _meta_params(folder, config), f"config.json on the meta device{note}", config)
 
 
 def read_components(zimage: Path, vl: Path | None) -> dict[str, Component]:
