@@ -69,7 +69,6 @@ def test_a_trickling_rewrite_server_does_not_hold_up_a_generation(app):
                       api_name="/rewrite")
     _wait(lambda: any(r["body"]["model"] == "trickle" for r in app["server"].requests), what="the trickle")
     _, _, meta = _small(other)
-    if job.done(): print("DEBUG", job.status(), job.exception() if hasattr(job, "exception") else None)
     assert meta["forwards"] == 8 and not job.done()  # it ran while the rewrite still trickles
     job.cancel()
 
@@ -223,7 +222,7 @@ def test_an_abandoned_vl_text_sweep_runs_no_extraction_after_its_close(app, tmp_
         uploaded = httpx.post(url + "gradio_api/upload", files={"files": ("ref.png", f)}, timeout=30).json()[0]
     reference = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": "ref.png"}
     spec = {"x_axis": "vl_text", "x_values": "|".join(f"style {i}" for i in range(16)), "y_axis": "", "y_values": "",
-            "z_axis": "", "z_values": "", "cell_limit": 64, "batch_size": 1, "diff_base": False}
+            "z_axis": "", "z_values": "", "cell_limit": 64, "batch_size": 1, "diff_base": -1}
     values = {"prompt": "a sweep", "height": 64, "width": 64, "alpha": 0.5, "vl_use_prompt": False}
     data = [[reference], None] + [spec[k] for k in SPEC] + [values.get(f, field_meta(f)["default"])
                                                            for f in COMPARE_FIELDS]

@@ -439,7 +439,7 @@ def test_a_1024_cell_sweep_is_refused_before_the_queue(hosted, tmp_path):
 
 def test_an_inline_data_url_over_the_body_budget_is_refused(hosted, tmp_path):
     """The upload cap (1 MB here) also binds an image sent inline as a data: URL in the JSON body;
-    a small inline image still runs."""
+    an inline image is checked from its header like an upload, and a small one is queued."""
     import base64
 
     index = next(d["id"] for d in _config(hosted["url"])["dependencies"] if d.get("api_name") == "img2img")
@@ -447,13 +447,15 @@ def test_an_inline_data_url_over_the_body_budget_is_refused(hosted, tmp_path):
 
     def join(payload: bytes):
         url = "data:image/png;base64," + base64.b64encode(payload).decode()
-        data = [{"url": url, "path": "x.png", "meta": {"_type": "gradio.FileData"}}] + [
+        data = [{"url": url, "path": "inline.png"}] + [  # no FileData meta: gradio moves nothing, preprocess gets the URL
             {"prompt": "x", "height": 64, "width": 64}.get(f, field_meta(f)["default"]) for f in IMG2IMG]
         return httpx.post(hosted["url"] + "gradio_api/queue/join", timeout=60,
                           json={"data": data, "fn_index": index, "session_hash": "inline"})
 
     big = join(b"\x89PNG" + os.urandom(3 * 2**20))
     assert big.status_code == 413 and "over this app's budget of 2,446,677 bytes per request" in big.text
+    bomb = join(_bomb(tmp_path / "bomb.png").read_bytes())  # under the body budget: refused from its header
+    assert bomb.status_code == 422 and "13376×13376 px (170.6 MP)" in bomb.text
     small = tmp_path / "small.png"
     Image.new("RGB", (64, 64), (10, 200, 30)).save(small)
     assert join(small.read_bytes()).status_code == 200
