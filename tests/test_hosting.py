@@ -485,3 +485,30 @@ def test_a_truncated_shard_does_not_stop_start_up(zimage_dir, manager, tmp_path)
         assert _txt2img(client)[2]["forwards"] == 8
     finally:
         demo.close()
+
+
+# ---- what a visitor sees of the others ------------------------------------------------------------------
+def test_hosted_status_shows_only_the_visitors_own_timeline(hosted):
+    """Another visitor's stage timings would tell whether their prompt was cached (encode 0.0002 s
+    against 0.43 s): hosted, the status tab's timeline is the asking session's own."""
+    url = hosted["url"]
+    visitor, stranger = Client(url, verbose=False), Client(url, verbose=False)
+    _txt2img(visitor, prompt="a private prompt")
+    show = next(d["id"] for d in _config(url)["dependencies"] if d.get("api_name") == "show")
+
+    def timeline(session):
+        reply = httpx.post(url + "gradio_api/run/predict", timeout=30,
+                           json={"fn_index": show, "data": [], "session_hash": session})
+        assert reply.status_code == 200, reply.text
+        return reply.json()["data"][2]
+
+    assert "| encode |" in timeline(visitor.session_hash)
+    assert "(no generation yet)" in timeline(stranger.session_hash)
+
+
+def test_every_model_touching_event_is_in_the_gpu_group(hosted):
+    """The VL blend preview encodes the prompt: it queues with the generations (and their
+    validator), never beside them."""
+    fns = {fn.api_name: fn for fn in hosted["demo"].fns.values()}
+    for name in ("vl_preview", "vl_generate", "vl_extract", "compare", "vl_encode", "encode", "img2img", "txt2img"):
+        assert fns[name].concurrency_id == "gpu" and fns[name].validator is not None, name

@@ -11,7 +11,7 @@ def _mb(n) -> str:
     return "—" if n is None else f"{n / 2**20:,.1f}"
 
 
-def render(status: dict, timeline: list) -> tuple[str, str, str]:
+def render(status: dict, stages: list) -> tuple[str, str, str]:
     models = ["| model | class | device | dtype | MB |", "|---|---|---|---|---|"]
     models += [f"| {m['component']} | {m['class']} | {m['device']} | {m['dtype']} | {_mb(m['bytes'])} |"
                for m in status["models"]] or ["| (nothing loaded yet: models load on first use) | | | | |"]
@@ -20,7 +20,7 @@ def render(status: dict, timeline: list) -> tuple[str, str, str]:
         for name, c in (("VL extractions", status["vl_cache"]), ("prompt encodings", status["text_cache"])))
     timeline = ["| stage | seconds | process RSS MB | CUDA peak MB |", "|---|---|---|---|"]
     timeline += [f"| {s['name']} | {s['seconds']:.3f} | {_mb(s['rss_bytes'])} | {_mb(s['cuda_peak_bytes'])} |"
-                 for s in timeline] or ["| (no generation yet) | | | |"]
+                 for s in stages] or ["| (no generation yet) | | | |"]
     return "\n".join(models), caches, "\n".join(timeline)
 
 
