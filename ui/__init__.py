@@ -104,7 +104,7 @@ def stylesheet() -> str:
 def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Blocks:
     studio = Studio.create(settings, manager)
     manager = studio.manager
-    log.info("hosting: %s", studio.policy.describe())
+    log.info("hosting: %s; %s", studio.policy.describe(), studio.policy.budgets.describe())
     log.info("%s", "\n".join(manager.memory_plan().lines()))  # decided before any model loads
     if settings.zero_gpu:
         manager.preload()  # ZeroGPU: placed at start-up, never offloaded (FACTS.md)

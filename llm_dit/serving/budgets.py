@@ -31,6 +31,15 @@ class Budgets:
     work: int = 0  # megapixel-steps of one request: height × width / 2**20 × steps × cells
     body_bytes: int = 0  # one HTTP request body, inline data: URLs included
 
+    def describe(self) -> str:
+        """One line for the status tab and the start-up log."""
+        parts = [(self.image_pixels, f"image inputs up to {_mp(self.image_pixels)}"),
+                 (self.output_pixels, f"outputs up to {_mp(self.output_pixels)}"),
+                 (self.steps, f"up to {self.steps} steps"), (self.cells, f"up to {self.cells} cells per sweep"),
+                 (self.work, f"up to {self.work:,} megapixel-steps per request"),
+                 (self.body_bytes, f"request bodies up to {self.body_bytes / 2**20:,.1f} MB")]
+        return "Budgets: " + (" · ".join(text for value, text in parts if value) or "none")
+
     def check_image(self, field: str, name: str, width: int, height: int) -> None:
         if self.image_pixels and width * height > self.image_pixels:
             side = _square(self.image_pixels)

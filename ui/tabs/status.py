@@ -33,8 +33,9 @@ def hosting(studio) -> str:
                      "server paths are shown.")
     lines.append(f"Rewrite servers: {', '.join(p.rewrite_servers) or 'none configured'} · "
                  f"LoRAs offered: {len(p.lora_names())} · uploads up to {studio.settings.max_upload_mb} MB · "
-                 f"pending jobs per session: {p.max_pending or 'no limit'} · "
-                 f"Output files kept: {p.output_keep or 'all'}")
+                 f"pending jobs per session: {p.max_pending or 'no limit'}, per client address: "
+                 f"{p.max_pending_client or 'no limit'} · Output files kept: {p.output_keep or 'all'}")
+    lines.append(p.budgets.describe())
     return "\n\n".join(lines)
 
 
