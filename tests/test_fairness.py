@@ -208,6 +208,8 @@ def test_a_forwarded_address_is_believed_only_from_the_trusted_proxy():
     assert client_address(_scope_request("198.51.100.9", "1.2.3.4"), proxy) == "198.51.100.9"  # forged: ignored
     assert client_address(_scope_request(proxy, "1.2.3.4"), "") == proxy  # no proxy configured
     assert client_address(_scope_request(proxy, None), proxy) == proxy
+    assert client_address(_scope_request("10.1.2.3", "198.51.100.7"), "10.0.0.0/8") == "198.51.100.7"
+    assert client_address(_scope_request("11.1.2.3", "198.51.100.7"), "10.0.0.0/8") == "11.1.2.3"
 
 
 def test_an_abandoned_vl_text_sweep_runs_no_extraction_after_its_close(app, tmp_path):

@@ -514,3 +514,22 @@ def test_every_model_touching_event_is_in_the_gpu_group(hosted):
     fns = {fn.api_name: fn for fn in hosted["demo"].fns.values()}
     for name in ("vl_preview", "vl_generate", "vl_extract", "compare", "vl_encode", "encode", "img2img", "txt2img"):
         assert fns[name].concurrency_id == "gpu" and fns[name].validator is not None, name
+
+
+@pytest.mark.parametrize("flags,message", [
+    ({"max_steps": -2}, r"^max_steps=-2: use -1 \(the mode's default\), 0 \(no budget\) or a positive budget"),
+    ({"trusted_proxy": "proxy.local"}, r"^trusted_proxy='proxy.local' is not an IP address or network"),
+])
+def test_budget_and_proxy_flags_are_checked_at_start_up(flags, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**flags)
+
+
+def test_budgets_follow_the_mode_and_the_operator():
+    from llm_dit.serving.policy import from_settings
+
+    hosted, local = from_settings(Settings(hosting="hosted")), from_settings(Settings(hosting="local"))
+    assert (hosted.budgets.steps, hosted.budgets.cells, local.budgets.steps, local.budgets.cells) == (50, 64, 0, 0)
+    assert from_settings(Settings(hosting="hosted", max_steps=0, max_cells=16)).budgets.steps == 0
+    assert from_settings(Settings(hosting="hosted", max_steps=0, max_cells=16)).budgets.cells == 16
+    assert hosted.budgets.body_bytes == local.budgets.body_bytes == 50 * 2**20 * 4 // 3 + 2**20

@@ -3,22 +3,32 @@
 A session hash is the client's own choice (every `/call` gets a fresh one), so a limit keyed on it
 binds nobody who does not want to be bound. The peer address of the connection is not chosen by
 the client; behind a reverse proxy (a Space) every connection comes from the proxy, and only
-when the peer is the operator's `--trusted-proxy` is its `X-Forwarded-For` believed (its last
-entry: the address the proxy itself saw; earlier entries are the client's to write).
+when the peer is the operator's `--trusted-proxy` (an address or a network) is its
+`X-Forwarded-For` believed (its last entry: the address the proxy itself saw; earlier entries are
+the client's to write).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 UPLOAD_PATH = "/upload"  # gradio's multipart upload route: it caps each file itself (max_file_size)
+
+
+def _from_proxy(peer: str, trusted_proxy: str) -> bool:
+    """Whether `peer` is the operator's proxy: an address, or a network such as 10.0.0.0/8."""
+    try:
+        return ipaddress.ip_address(peer) in ipaddress.ip_network(trusted_proxy, strict=False)
+    except ValueError:
+        return False
 
 
 def client_address(request, trusted_proxy: str = "") -> str:
     """The client's address for `request` (a starlette/fastapi Request or a gr.Request)."""
     client = getattr(request, "client", None)
     peer = getattr(client, "host", "") or ""
-    if trusted_proxy and peer == trusted_proxy:
+    if trusted_proxy and _from_proxy(peer, trusted_proxy):
         forwarded = (getattr(request, "headers", None) or {}).get("x-forwarded-for", "")
         last = forwarded.split(",")[-1].strip()
         if last:

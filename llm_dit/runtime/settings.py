@@ -68,7 +68,7 @@ class Settings:
     max_upload_mb: int = 50  # largest upload accepted
     max_pending: int = 2  # hosted: jobs one browser session may have queued or running
     max_pending_client: int = 8  # hosted: jobs one client address may have queued or running
-    trusted_proxy: str = ""  # address of the reverse proxy whose X-Forwarded-For names the client
+    trusted_proxy: str = ""  # address or network of the reverse proxy whose X-Forwarded-For names the client
     # budgets per request (llm_dit.serving.budgets): -1 = the mode's default, 0 = none
     max_image_pixels: int = -1
     max_output_pixels: int = -1
@@ -115,9 +115,9 @@ class Settings:
             if getattr(self, name) < -1:
                 raise ValueError(f"{name}={getattr(self, name)}: use -1 (the mode's default), 0 (no budget) or a "
                                  f"positive budget.")
-        if self.trusted_proxy and not is_address(self.trusted_proxy):
-            raise ValueError(f"trusted_proxy={self.trusted_proxy!r} is not an IP address: give the address your "
-                             f"reverse proxy connects from (e.g. 10.0.0.5), or '' for none.")
+        if self.trusted_proxy and not is_network(self.trusted_proxy):
+            raise ValueError(f"trusted_proxy={self.trusted_proxy!r} is not an IP address or network: give the "
+                             f"address your reverse proxy connects from (e.g. 10.0.0.5 or 10.0.0.0/8), or '' for none.")
         for name in ("max_upload_mb", "max_pending", "max_pending_client"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
@@ -184,8 +184,8 @@ _HELP = {
     "max_pending": "hosted: jobs one browser session may have waiting or running at once",
     "max_pending_client": "hosted: jobs one client (peer address, or the forwarded one behind --trusted-proxy) "
                           "may have waiting or running at once, over all its sessions",
-    "trusted_proxy": "IP address of a reverse proxy in front of the app: only from it is X-Forwarded-For "
-                     "believed as the client address ('' = the peer address is the client)",
+    "trusted_proxy": "IP address or network of a reverse proxy in front of the app: only from it is "
+                     "X-Forwarded-For believed as the client address ('' = the peer address is the client)",
     "max_image_pixels": "largest image input in pixels, read from its header before decoding (-1 = 16,777,216 "
                         "hosted, 89,478,485 locally; 0 = none)",
     "max_output_pixels": "largest output image, height × width in pixels (-1 = 4,194,304 hosted, none locally)",
@@ -203,9 +203,10 @@ _HELP = {
 }
 
 
-def is_address(text: str) -> bool:
+def is_network(text: str) -> bool:
+    """An IP address or network (10.0.0.5, 10.0.0.0/8)."""
     try:
-        ipaddress.ip_address(text)
+        ipaddress.ip_network(text, strict=False)
     except ValueError:
         return False
     return True
