@@ -243,3 +243,41 @@ def test_an_abandoned_vl_text_sweep_runs_no_extraction_after_its_close(app, tmp_
     _wait(lambda: not any(demo._queue.active_jobs), what="the sweep to stop")
     after = manager.vl_cache.misses - before
     assert after - at_close <= 3 and after < 16, f"{after - at_close} extractions ran after the close"
+
+
+def test_a_cancelled_handler_ends_only_after_its_worker_stopped():
+    """gradio frees a concurrency slot when the handler's task ends: a cancelled task must not end
+    while its worker thread still runs (the next job would work beside it). The job here cannot
+    stop until the gate opens: until then the cancelled task stays pending."""
+    import asyncio
+    import threading
+
+    from llm_dit.serving import cancel
+    from ui.common import run_cancellable
+
+    started, gate, exited = threading.Event(), threading.Event(), threading.Event()
+
+    def job():
+        try:
+            started.set()
+            gate.wait()  # e.g. a model load that cannot look at the stop event
+            cancel.check()
+        finally:
+            exited.set()
+
+    async def scenario():
+        async def handler():
+            async for _ in run_cancellable(job, stream=False):
+                pass
+
+        task = asyncio.create_task(handler())
+        await asyncio.to_thread(started.wait)
+        task.cancel()
+        await asyncio.sleep(0.3)
+        pending_while_working = not task.done()
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pending_while_working
+
+    assert asyncio.run(scenario()) and exited.is_set()

@@ -129,7 +129,8 @@ def test_spaces_zero_gpu_is_parsed_as_the_spaces_package_does(value):
 def test_the_status_tab_shows_the_policy(hosted, local):
     assert "Hosting: hosted (--hosting hosted)" in json.dumps(_config(hosted["url"]))
     assert "Hosting: local (listening on loopback only)" in json.dumps(_config(local["url"]))
-    assert "up to 50 steps · up to 64 cells per sweep" in json.dumps(_config(hosted["url"]))
+    assert "Budgets: image inputs up to 16.0 MP" in json.dumps(_config(hosted["url"]))
+    assert "up to 64 cells per sweep" in json.dumps(_config(hosted["url"]))
     assert "up to 50 steps" not in json.dumps(_config(local["url"]))  # locally, the fields' own ranges
 
 
