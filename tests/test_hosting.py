@@ -534,3 +534,18 @@ def test_budgets_follow_the_mode_and_the_operator():
     assert from_settings(Settings(hosting="hosted", max_steps=0, max_cells=16)).budgets.steps == 0
     assert from_settings(Settings(hosting="hosted", max_steps=0, max_cells=16)).budgets.cells == 16
     assert hosted.budgets.body_bytes == local.budgets.body_bytes == 50 * 2**20 * 4 // 3 + 2**20
+
+
+def test_the_png_info_tab_reads_a_bomb_without_decoding_it(hosted, tmp_path):
+    """PNG info reads text chunks; Pillow finds those after the pixels only by decoding them."""
+    import psutil
+
+    uploaded = _upload(hosted["url"], _bomb(tmp_path / "bomb.png"))
+    dep = next(d for d in _config(hosted["url"])["dependencies"] if d.get("api_name") == "load_png")
+    process = psutil.Process()
+    before = process.memory_info().rss
+    reply = httpx.post(hosted["url"] + "gradio_api/run/predict", timeout=60,
+                       json={"fn_index": dep["id"], "data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}]
+                             + [None] * (len(dep["inputs"]) - 1), "session_hash": "bomber"})
+    assert reply.status_code == 200, reply.text
+    assert process.memory_info().rss - before < 200 * 2**20

@@ -131,7 +131,17 @@ def save_png(image: Image.Image, path: str | Path, parameters: str, metadata: di
     return path
 
 
+TEXT_AFTER_PIXELS_MAX = 4096 * 4096  # a PNG whose text may sit after its pixels is decoded only up to this size
+
+
 def read_png_text(source) -> dict:
-    """The PNG's text chunks (empty when it has none)."""
-    image = Image.open(source, formats=("PNG",)) if not isinstance(source, Image.Image) else source
-    return dict(getattr(image, "text", {}) or {})
+    """The PNG's text chunks (empty when it has none). Those before the pixel data (where Pillow,
+    A1111 and ComfyUI write them) come from the header read; Pillow finds later ones only by
+    decoding the image, done only for images up to TEXT_AFTER_PIXELS_MAX pixels (no bomb)."""
+    if isinstance(source, Image.Image):
+        return dict(getattr(source, "text", {}) or {})
+    with Image.open(source, formats=("PNG",)) as image:
+        early = {k: v for k, v in image.info.items() if isinstance(v, str)}
+        if early or image.width * image.height > TEXT_AFTER_PIXELS_MAX:
+            return early
+        return dict(getattr(image, "text", {}) or {})
