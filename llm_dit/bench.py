@@ -16,7 +16,11 @@ sides and reports medians and the ratio ours / reference. Cases:
      tiled vs whole VAE decode.
 Speed targets are read from the printed ratios, never asserted in tests.
 
-The GPU proof (the released architecture, random weights, bf16):
+The GPU proof in one command, within one short loan (llm_dit/gpu_proof.py; `--dry-run` on a CPU):
+
+    python -m llm_dit.bench gpu-proof
+
+The longer GPU grid (the released architecture, random weights, bf16):
 
     python -m llm_dit.bench --size full --image 1024 --repeats 3 --cases P5,M1,M2,M3 \
         --budgets 0,24,16 --vl --json gpu.json
@@ -283,6 +287,11 @@ def p5(folder: Path, size: int, repeats: int) -> dict:
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gpu-proof"]:  # the one-command GPU proof (llm_dit/gpu_proof.py)
+        from .gpu_proof import main as gpu_proof
+
+        return gpu_proof(argv[1:])
     parser = argparse.ArgumentParser(description="Z-Image VL Studio benchmark (ours vs raw diffusers)")
     parser.add_argument("--size", default="medium", choices=["tiny", "medium", "full"],
                         help="model size to build (full = the released architecture, for GPUs)")
