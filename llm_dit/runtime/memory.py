@@ -111,11 +111,12 @@ def _text_config(part: Component) -> dict:
     return part.config.get("text_config", part.config)
 
 
+TRACED = Path(__file__).with_name("traced.json")  # written by `python -m llm_dit.runtime.trace`
+
+
 @functools.cache
 def _traced() -> dict:
-    from .trace import load
-
-    return load()["fit"]
+    return json.loads(TRACED.read_text())["fit"]
 
 
 def activation_gib(part: Component, pixels: int, dtype_bytes: int, tiled: bool = False, vl_pixels: int = 0,
@@ -141,7 +142,7 @@ def activation_gib(part: Component, pixels: int, dtype_bytes: int, tiled: bool =
             vision, patches = c["vision_config"], vl_pixels // 256
             linear += patches * vision["hidden_size"]
             scores += vision["num_heads"] * patches**2
-    values = fit["fused"] * linear + (0.0 if fused else fit["math"] * scores) + extra
+    values = (fit["fused"] * linear if fused else fit["math_linear"] * linear + fit["math"] * scores) + extra
     return values * dtype_bytes / GiB
 
 

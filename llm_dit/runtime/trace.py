@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 GiB = 2**30
-DATA = Path(__file__).with_name("traced.json")
+DATA = Path(__file__).with_name("traced.json")  # memory.TRACED, which the planner reads
 COMMAND = "python -m llm_dit.runtime.trace"
 CAPTION_TOKENS = 512  # the text encoder's padded length and the DiT's caption length
 DIT_SIZES = ((1024, 1024), (1536, 1536), (2048, 2048), (1536, 1024), (1024, 1536))
@@ -237,23 +237,30 @@ def _values(part: str, row: dict, shape: dict) -> tuple[float, float]:
 
 
 def fit(stages: dict, shapes: dict, dtype_bytes: int) -> dict:
-    """Per part, bytes of activation per value of the linear term (`fused`: the most any traced
-    stage needed) and per attention score on the math path (the most, beyond the fused term);
-    for the VAE also the bytes per output value the tiles hold (`tiled`)."""
+    """Per part, bytes of activation per value of the linear term with a fused kernel (`fused`:
+    the most any traced stage needed); on the math path a least-squares fit of the linear term and
+    the attention scores (`math_linear`, `math`), scaled up until no traced stage is above it; for
+    the VAE also the bytes per output pixel the kept tiles add (`tiled`)."""
+    import numpy as np
+
     result = {}
     for part, shape in shapes.items():
         rows = [r for r in stages.values() if r["part"] == part and not r.get("tiled")]
-        sizes = [(_values(part, r, shape), r) for r in rows]
-        fused = max(r["fused"]["activation_gib"] * GiB / (lin * dtype_bytes) for (lin, _), r in sizes)
-        math_ = max((r["math"]["activation_gib"] * GiB - fused * lin * dtype_bytes) / (quad * dtype_bytes)
-                    for (lin, quad), r in sizes)
-        result[part] = {"fused": round(fused, 4), "math": round(max(math_, 0.0), 4)}
+        values = np.array([_values(part, r, shape) for r in rows], dtype=np.float64)
+        fused = max(r["fused"]["activation_gib"] * GiB / (lin * dtype_bytes) for (lin, _), r in zip(values, rows))
+        math_ = np.array([r["math"]["activation_gib"] * GiB / dtype_bytes for r in rows])
+        coef = np.linalg.lstsq(values, math_, rcond=None)[0] if len(rows) > 1 else np.array([-1.0, 0.0])
+        if (coef < 0).any():  # one stage, or no positive fit: the fused term plus the most per score
+            coef = np.array([fused, max(max((m - fused * lin) / quad for (lin, quad), m in zip(values, math_)), 0.0)])
+        coef *= max(m / (values[i] @ coef) for i, m in enumerate(math_))
+        result[part] = {"fused": round(float(fused), 4), "math_linear": round(float(coef[0]), 4),
+                        "math": round(float(coef[1]), 4)}
         if part == "vae":
             tile_px = shape["tile"] ** 2
             one_tile = fused * tile_px * shape["width"] * dtype_bytes
-            result[part]["tiled"] = round(max(
+            result[part]["tiled"] = round(float(max(
                 (r["fused"]["activation_gib"] * GiB - one_tile) / (r["pixels"] * dtype_bytes)
-                for r in stages.values() if r["part"] == part and r.get("tiled") and r["pixels"] > tile_px), 4)
+                for r in stages.values() if r["part"] == part and r.get("tiled") and r["pixels"] > tile_px)), 4)
     return result
 
 
