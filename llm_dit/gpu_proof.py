@@ -32,13 +32,15 @@ CAPS_GIB = (24, 16, 12)
 
 
 def install() -> str:
-    """pip install the requirements, pinning the torch already installed (a CUDA build stays)."""
-    import torch
-
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
-        pins.write(f"torch=={torch.__version__}\n")
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements.txt"),
-                           "-c", pins.name], capture_output=True, text=True)
+    """pip install the requirements; a torch already installed stays (the machine's CUDA build;
+    without one, the pinned torch from PyPI is its CUDA build)."""
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    if importlib.util.find_spec("torch"):
+        lines = [line for line in lines if not line.startswith("torch==")]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as wanted:
+        wanted.write("\n".join(lines) + "\n")
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", wanted.name],
+                          capture_output=True, text=True)
     return "ok" if done.returncode == 0 else "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:300]
 
 
