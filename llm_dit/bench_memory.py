@@ -210,27 +210,33 @@ def plans(folder: Path, vl_folder: Path, image: int, repeats: int, budgets: list
     return rows
 
 
-def stage_probe(folder: str, part: str, height: int, width: int, caption: int = 256) -> dict:
-    """The resident memory one forward of `part` adds (a DiT step at height x width, or a VAE decode
-    of it), weights loaded first; the trace of the same call, in float32 on this CPU, beside it."""
+def stage_probe(folder: str, stages: list, caption: int = 256) -> list[dict]:
+    """For each (part, height, width): the resident memory one forward adds (a DiT step at height x
+    width, or a VAE decode of it), weights loaded first, and the trace of the same call in float32
+    on this CPU beside it."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from .runtime.trace import build, dit_step, measure, vae_decode
 
-    def call(model, h, w, fake=None):
+    def call(model, part, h, w, fake=None):
         if part == "transformer":
             return dit_step(model, h, w, torch.float32, fake, caption)
         return vae_decode(model, max(h, w), tiled=False, dtype=torch.float32, fake=fake)
 
-    model = build(Path(folder) / part, torch.float32, None)
-    with torch.no_grad():
-        call(model, 64, 64)()  # warm-up: thread pools, kernels
-        forward = call(model, height, width)
-        before = _reset_peak()
-        forward()
-    measured = _peak_added(before)
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
-    twin = build(Path(folder) / part, torch.float32, fake)
-    weights = sum(p.numel() * 4 for p in twin.parameters())
-    traced = measure(twin, call(twin, height, width, fake), "default")["peak_bytes"] - weights
-    return {"measured_bytes": measured, "traced_bytes": traced}
+    rows = []
+    for part, height, width in stages:
+        model = build(Path(folder) / part, torch.float32, None)
+        with torch.no_grad():
+            call(model, part, 64, 64)()  # warm-up: thread pools, kernels
+            forward = call(model, part, height, width)
+            before = _reset_peak()
+            forward()
+        measured = _peak_added(before)
+        del model, forward
+        fake = FakeTensorMode(allow_non_fake_inputs=True)
+        twin = build(Path(folder) / part, torch.float32, fake)
+        weights = sum(p.numel() * 4 for p in twin.parameters())
+        traced = measure(twin, call(twin, part, height, width, fake), "default")["peak_bytes"] - weights
+        rows.append({"part": part, "height": height, "width": width, "measured_bytes": measured,
+                     "traced_bytes": traced})
+    return rows

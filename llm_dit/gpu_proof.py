@@ -113,7 +113,8 @@ class Proof:
             return build(folder, self.dtype, None, deepstack, cls)
 
     def stages(self) -> dict:
-        """Each stage measured, traced (same config, fake tensors) and planned (GiB)."""
+        """Each stage's peak (weights included) measured, traced (same config, fake tensors) and
+        planned, in MiB."""
         import torch
         from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -146,8 +147,8 @@ class Proof:
             weights = sum(p.numel() * p.element_size() for p in model.parameters())
             planned = weights + activation_gib(self.parts[part], pixels, self.dtype.itemsize, tiled, pixels,
                                                fused=self.device == "cuda") * GiB
-            rows[name] = {"measured_gib": round(measured / GiB, 3), "traced_gib": round(traced / GiB, 3),
-                          "planned_gib": round(planned / GiB, 3)}
+            rows[name] = {"measured_mib": round(measured / 2**20, 2), "traced_mib": round(traced / 2**20, 2),
+                          "planned_mib": round(planned / 2**20, 2)}
             del model, twin
             if self.device == "cuda":
                 torch.cuda.empty_cache()

@@ -122,7 +122,8 @@ def _traced() -> dict:
 def activation_gib(part: Component, pixels: int, dtype_bytes: int, tiled: bool = False, vl_pixels: int = 0,
                    fused: bool = True) -> float:
     """Working memory of one forward, from the traced bytes per value (runtime/traced.json): a term
-    in tokens x width, plus on the math attention path (`fused` False) one in heads x tokens²."""
+    in tokens x width, plus on the math attention path (`fused` False) what the heads x tokens²
+    scores add."""
     c, fit = part.config, _traced()[part.name]
     extra = 0.0
     if part.name == "transformer":
@@ -142,7 +143,8 @@ def activation_gib(part: Component, pixels: int, dtype_bytes: int, tiled: bool =
             vision, patches = c["vision_config"], vl_pixels // 256
             linear += patches * vision["hidden_size"]
             scores += vision["num_heads"] * patches**2
-    values = (fit["fused"] * linear if fused else fit["math_linear"] * linear + fit["math"] * scores) + extra
+    added = 0.0 if fused else max(0.0, fit["math_linear"] * linear + fit["math"] * scores)  # the N x N scores
+    values = fit["fused"] * linear + added + extra
     return values * dtype_bytes / GiB
 
 

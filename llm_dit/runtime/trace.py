@@ -238,9 +238,10 @@ def _values(part: str, row: dict, shape: dict) -> tuple[float, float]:
 
 def fit(stages: dict, shapes: dict, dtype_bytes: int) -> dict:
     """Per part, bytes of activation per value of the linear term with a fused kernel (`fused`:
-    the most any traced stage needed); on the math path a least-squares fit of the linear term and
-    the attention scores (`math_linear`, `math`), scaled up until no traced stage is above it; for
-    the VAE also the bytes per output pixel the kept tiles add (`tiled`)."""
+    the most any traced stage needed); what the math path adds on top, a least-squares fit in the
+    linear term and the attention scores (`math_linear`, `math`; never below zero), scaled up
+    until no traced stage is above it; for the VAE also the bytes per output pixel the kept tiles
+    add (`tiled`)."""
     import numpy as np
 
     result = {}
@@ -248,11 +249,11 @@ def fit(stages: dict, shapes: dict, dtype_bytes: int) -> dict:
         rows = [r for r in stages.values() if r["part"] == part and not r.get("tiled")]
         values = np.array([_values(part, r, shape) for r in rows], dtype=np.float64)
         fused = max(r["fused"]["activation_gib"] * GiB / (lin * dtype_bytes) for (lin, _), r in zip(values, rows))
-        math_ = np.array([r["math"]["activation_gib"] * GiB / dtype_bytes for r in rows])
-        coef = np.linalg.lstsq(values, math_, rcond=None)[0] if len(rows) > 1 else np.array([-1.0, 0.0])
-        if (coef < 0).any():  # one stage, or no positive fit: the fused term plus the most per score
-            coef = np.array([fused, max(max((m - fused * lin) / quad for (lin, quad), m in zip(values, math_)), 0.0)])
-        coef *= max(m / (values[i] @ coef) for i, m in enumerate(math_))
+        added = np.array([r["math"]["activation_gib"] * GiB / dtype_bytes - fused * lin
+                          for (lin, _), r in zip(values, rows)])
+        coef = (np.linalg.lstsq(values, added, rcond=None)[0] if len(rows) > 1
+                else np.array([0.0, max(added[0], 0.0) / values[0][1]]))
+        coef *= max(1.0, *(a / max(v @ coef, 1e-9) for v, a in zip(values, added)))
         result[part] = {"fused": round(float(fused), 4), "math_linear": round(float(coef[0]), 4),
                         "math": round(float(coef[1]), 4)}
         if part == "vae":
