@@ -169,13 +169,12 @@ def _row(model, call, weights: int, kernels, flops: bool) -> dict:
 
 
 def trace(zimage: Path, vl: Path | None, dtype: str = "bfloat16", kernels=KERNELS, dit_sizes=DIT_SIZES,
-          vae_sides=VAE_SIDES, vl_pixels: int = VL_PIXELS, fake: bool = True, flops: bool = True,
-          log=print) -> dict:
-    """Weights, activations and peak of every stage (GiB), per attention kernel."""
+          vae_sides=VAE_SIDES, vl_pixels: int = VL_PIXELS, flops: bool = True, log=print) -> dict:
+    """Weights, activations and peak of every stage (GiB), per attention kernel, on fake tensors."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     torch_dtype = DTYPES[dtype]
-    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
     stages, started = {}, time.perf_counter()
 
     def done(name, row):
