@@ -143,7 +143,8 @@ class Proof:
             twin = self.model(part, fake, cls)
             traced = trace.measure(twin, make(twin, fake), self.kernel)["peak_bytes"]
             model = self.model(part, None, cls)
-            measured = _peak(self.device, model, make(model, None), self.kernel)
+            with torch.device(self.device):  # the inputs, and what the forward makes, on the device
+                measured = _peak(self.device, model, make(model, None), self.kernel)
             weights = sum(p.numel() * p.element_size() for p in model.parameters())
             planned = weights + activation_gib(self.parts[part], pixels, self.dtype.itemsize, tiled, pixels,
                                                fused=self.device == "cuda") * GiB
