@@ -6,6 +6,7 @@ M2 one generation per memory plan, each in a fresh process: seconds per image, p
    `--budgets 24,16` simulates smaller cards with `torch.cuda.set_per_process_memory_fraction`;
    `--vl` adds a VL extraction (time, memory returned after unload);
 M3 tiled vs whole-image VAE decode at 2048²: peak memory and agreement.
+`stage_probe` sets the resident memory a forward adds beside its trace (runtime/trace.py).
 """
 
 from __future__ import annotations
