@@ -9,7 +9,7 @@ first (each may import only the rooms listed before it; `tests/test_layers.py` k
     runtime/       settings, the model manager, memory plan and levers, downloads, tiny models
     pipelines/     txt2img / img2img, the VL recipe, token preview, prompt rewriting
     studies/       sweeps, grids, metrics, accelerate distribution
-    cli.py, bench.py, bench_memory.py: the entry points, above every room
+    cli.py, bench.py, bench_memory.py, gpu_proof.py: the entry points, above every room
 
 The names most scripts need are importable from here (`from llm_dit import ModelManager, ...`);
 they load on first use, so `import llm_dit` stays cheap.

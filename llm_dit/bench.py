@@ -12,11 +12,16 @@ sides and reports medians and the ratio ours / reference. Cases:
   P4 cold start: `app.py --tiny` to the first HTTP 200 vs the bare import of gradio+diffusers+transformers;
   P5 (GPU only; `--size full --image 1024`) attention backends × torch.compile, TFLOP/s, peak memory;
   P6 sweep throughput with 1 vs 2 processes (`accelerate launch -m llm_dit sweep`), end to end;
+  P7 the text encoder on the CPU (the 16 GB plan): a 512-token encode in float32 (today) vs bfloat16;
   M1-M3 memory (llm_dit.bench_memory): VL cost vs pixel budget, one generation per memory plan,
      tiled vs whole VAE decode.
 Speed targets are read from the printed ratios, never asserted in tests.
 
-The GPU proof (the released architecture, random weights, bf16):
+The GPU proof in one command, within one short loan (llm_dit/gpu_proof.py; `--dry-run` on a CPU):
+
+    python -m llm_dit.bench gpu-proof
+
+The longer GPU grid (the released architecture, random weights, bf16):
 
     python -m llm_dit.bench --size full --image 1024 --repeats 3 --cases P5,M1,M2,M3 \
         --budgets 0,24,16 --vl --json gpu.json
@@ -282,13 +287,39 @@ def p5(folder: Path, size: int, repeats: int) -> dict:
     return rows
 
 
+def p7(folder: Path, repeats: int) -> dict:
+    """The CPU text encode in float32 (what the app runs there today) against bfloat16, which CPUs
+    with AMX / AVX-512 BF16 run natively: seconds for 512 tokens, the ratio, and how far the
+    hidden states the DiT reads (layer -2) move, relative to their largest value."""
+    from transformers import Qwen3Model
+
+    ids = torch.randint(0, 600, (1, 512), generator=torch.Generator().manual_seed(0))
+    models = {dtype: Qwen3Model.from_pretrained(str(folder / "text_encoder"), dtype=dtype).eval()
+              for dtype in (torch.float32, torch.bfloat16)}
+
+    def encode(dtype):
+        with torch.no_grad():
+            return models[dtype](input_ids=ids, output_hidden_states=True).hidden_states[-2].float()
+
+    t32, t16 = _ab(lambda i: encode(torch.float32), lambda i: encode(torch.bfloat16), repeats)
+    exact = encode(torch.float32)
+    return {"float32_s": t32, "bfloat16_s": t16, "bf16_vs_float32": round(t16 / t32, 3),
+            "max_rel_diff": round(float((encode(torch.bfloat16) - exact).abs().max() / exact.abs().max()), 4),
+            "threads": torch.get_num_threads()}
+
+
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gpu-proof"]:  # the one-command GPU proof (llm_dit/gpu_proof.py)
+        from .gpu_proof import main as gpu_proof
+
+        return gpu_proof(argv[1:])
     parser = argparse.ArgumentParser(description="Z-Image VL Studio benchmark (ours vs raw diffusers)")
     parser.add_argument("--size", default="medium", choices=["tiny", "medium", "full"],
                         help="model size to build (full = the released architecture, for GPUs)")
     parser.add_argument("--image", type=int, default=256, help="image side in pixels (multiple of 16)")
     parser.add_argument("--repeats", type=int, default=5, help="runs per side of each case")
-    parser.add_argument("--cases", default="P1,P2,P3,P4,P5,P6",
+    parser.add_argument("--cases", default="P1,P2,P3,P4,P5,P6,P7",
                         help="comma-separated subset of P1..P6 and M1..M3 (memory)")
     parser.add_argument("--budgets", default="0", help="M2: GiB budgets to simulate on a GPU (0 = the whole card)")
     parser.add_argument("--plans", default=",".join(PLANS), help="M2: lever sets to run, comma-separated")
@@ -319,6 +350,8 @@ def main(argv=None) -> dict:
         results["P5"] = p5(folder, args.image, args.repeats)
     if "P6" in cases:
         results["P6"] = p6(folder, vl_folder, args.image)
+    if "P7" in cases:
+        results["P7"] = p7(folder, args.repeats)
     if "M1" in cases:
         results["M1"] = vl_pixel_budget(vl_folder, args.repeats)
     if "M2" in cases:
@@ -362,6 +395,10 @@ def table(results: dict) -> str:
                          f"{r['1_process']['seconds']} s vs {r['2_process']['seconds']} s end to end |")
         else:
             lines.append(f"| P6 sweep over processes | — | {r} |")
+    if "P7" in results:
+        r = results["P7"]
+        lines.append(f"| P7 CPU text encode, bf16 / float32 | {r['bf16_vs_float32']} | 512 tokens: "
+                     f"{r['bfloat16_s']} s vs {r['float32_s']} s; layer -2 moves by {r['max_rel_diff']} of its max |")
     p5_rows = results.get("P5", {})
     if "skipped" in p5_rows:
         lines.append(f"| P5 GPU | — | skipped: {p5_rows['skipped']} |")

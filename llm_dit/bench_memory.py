@@ -6,6 +6,7 @@ M2 one generation per memory plan, each in a fresh process: seconds per image, p
    `--budgets 24,16` simulates smaller cards with `torch.cuda.set_per_process_memory_fraction`;
    `--vl` adds a VL extraction (time, memory returned after unload);
 M3 tiled vs whole-image VAE decode at 2048²: peak memory and agreement.
+`stage_probe` sets the resident memory a forward adds beside its trace (runtime/trace.py).
 """
 
 from __future__ import annotations
@@ -207,4 +208,36 @@ def plans(folder: Path, vl_folder: Path, image: int, repeats: int, budgets: list
             key = f"{name} @ {budget} GiB" if budget else name
             rows[key] = child("plan_probe", folder=str(folder), vl_folder=str(vl_folder), levers=PLANS[name],
                               image=image, repeats=repeats, budget_gib=budget, vl=vl)
+    return rows
+
+
+def stage_probe(folder: str, stages: list, caption: int = 256) -> list[dict]:
+    """For each (part, height, width): the resident memory one forward adds (a DiT step at height x
+    width, or a VAE decode of it), weights loaded first, and the trace of the same call in float32
+    on this CPU beside it."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from .runtime.trace import build, dit_step, measure, vae_decode
+
+    def call(model, part, h, w, fake=None):
+        if part == "transformer":
+            return dit_step(model, h, w, torch.float32, fake, caption)
+        return vae_decode(model, max(h, w), tiled=False, dtype=torch.float32, fake=fake)
+
+    rows = []
+    for part, height, width in stages:
+        model = build(Path(folder) / part, torch.float32, None)
+        with torch.no_grad():
+            call(model, part, 64, 64)()  # warm-up: thread pools, kernels
+            forward = call(model, part, height, width)
+            before = _reset_peak()
+            forward()
+        measured = _peak_added(before)
+        del model, forward
+        fake = FakeTensorMode(allow_non_fake_inputs=True)
+        twin = build(Path(folder) / part, torch.float32, fake)
+        weights = sum(p.numel() * 4 for p in twin.parameters())
+        traced = measure(twin, call(twin, part, height, width, fake), "default")["peak_bytes"] - weights
+        rows.append({"part": part, "height": height, "width": width, "measured_bytes": measured,
+                     "traced_bytes": traced})
     return rows

@@ -20,3 +20,5 @@ def test_benchmark_smoke(tiny_cache, tmp_path):
     assert counts["extractions_run"] == counts["distinct_extractions"] == 1
     assert counts["encodes_run"] == counts["distinct_texts"] == 1
     assert "| P1 a_new_prompt |" in bench.table(results)
+    # P7: the bf16 CPU encode gives the hidden states the DiT reads within a few % of float32
+    assert 0 < saved["P7"]["max_rel_diff"] < 0.05 and "| P7 CPU text encode" in bench.table(results)

@@ -12,11 +12,13 @@ Exact placements come before quantized ones (int8 weight-only changes the pictur
 Qwen3-VL model gets its own small ladder: beside the resident models, alone on the GPU while the
 others are parked on the CPU, the same in int8, else on the CPU. Explicit settings override the
 plan field by field. All sizes are in GiB (a "24 GB" card has 24 GiB). The activation estimates
-are coarse (constants below); the GPU benchmark measures the real peaks.
+come from the traced forward passes at the released sizes (`runtime/trace.py` -> traced.json):
+bytes per value of tokens x width, and on the math attention path per attention score.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -135,25 +137,41 @@ def _text_config(part: Component) -> dict:
     return part.config.get("text_config", part.config)
 
 
-def activation_gib(part: Component, pixels: int, dtype_bytes: int, tiled: bool = False, vl_pixels: int = 0) -> float:
-    """Working memory of one forward: hidden states kept, attention and MLP transients."""
-    c = part.config
+TRACED = Path(__file__).with_name("traced.json")  # written by `python -m llm_dit.runtime.trace`
+
+
+@functools.cache
+def _traced() -> dict:
+    return json.loads(TRACED.read_text())["fit"]
+
+
+def activation_gib(part: Component, pixels: int, dtype_bytes: int, tiled: bool = False, vl_pixels: int = 0,
+                   fused: bool = True) -> float:
+    """Working memory of one forward, from the traced bytes per value (runtime/traced.json): a term
+    in tokens x width, plus on the math attention path (`fused` False) what the heads x tokens²
+    scores add."""
+    c, fit = part.config, _traced()[part.name]
+    extra = 0.0
     if part.name == "transformer":
         tokens = pixels // 256 + CAPTION_TOKENS  # 8x VAE, 2x2 patches
-        return tokens * c["dim"] * dtype_bytes * 24 / GiB
-    if part.name == "vae":
+        linear, scores = tokens * c["dim"], c["n_heads"] * tokens**2
+    elif part.name == "vae":
         tile = c.get("sample_size", 1024)
-        if isinstance(tile, (list, tuple)):
-            tile = tile[0]
-        px = min(pixels, tile * tile) if tiled else pixels
-        return px * c["block_out_channels"][0] * dtype_bytes * 8 / GiB
-    text = _text_config(part)
-    tokens = CAPTION_TOKENS + (vl_pixels // 1024 if part.name == "vl" else 0)
-    hidden = tokens * text["hidden_size"] * dtype_bytes * (text["num_hidden_layers"] + 8)
-    if part.name == "vl":
-        vision = c["vision_config"]
-        hidden += (vl_pixels // 256) * vision["hidden_size"] * dtype_bytes * 16
-    return hidden / GiB
+        tile = (tile[0] if isinstance(tile, (list, tuple)) else tile) ** 2
+        px = min(pixels, tile) if tiled else pixels
+        linear, scores = px * c["block_out_channels"][0], (px / 64) ** 2  # mid-block: one head over latents
+        extra = fit["tiled"] * pixels if tiled and pixels > tile else 0.0  # the decoded tiles, kept to blend
+    else:
+        text = _text_config(part)
+        tokens = CAPTION_TOKENS + (vl_pixels // 1024 if part.name == "vl" else 0)
+        linear, scores = tokens * text["hidden_size"], text["num_attention_heads"] * tokens**2
+        if part.name == "vl":
+            vision, patches = c["vision_config"], vl_pixels // 256
+            linear += patches * vision["hidden_size"]
+            scores += vision["num_heads"] * patches**2
+    added = 0.0 if fused else max(0.0, fit["math_linear"] * linear + fit["math"] * scores)  # the N x N scores
+    values = fit["fused"] * linear + added + extra
+    return values * dtype_bytes / GiB
 
 
 def _layers(part: Component) -> int:
@@ -172,11 +190,12 @@ class Placement:
 
 
 def peaks(parts: dict[str, Component], placement: Placement, pixels: int, dtype_bytes: int,
-          vl_pixels: int) -> dict[str, float]:
-    """Estimated peak GPU memory (GiB, with the reserve) while generating and while extracting."""
+          vl_pixels: int, fused: bool = True) -> dict[str, float]:
+    """Estimated peak GPU memory (GiB, with the reserve) while generating and while extracting
+    (`fused`: attention by a fused kernel, as on CUDA; else the math path's N x N scores)."""
     q = placement.quantize
     size = {n: weights_gib(p, dtype_bytes, q.get(n, "none")) for n, p in parts.items()}
-    act = {n: activation_gib(p, pixels, dtype_bytes, placement.vae_tiling, vl_pixels) for n, p in parts.items()}
+    act = {n: activation_gib(p, pixels, dtype_bytes, placement.vae_tiling, vl_pixels, fused) for n, p in parts.items()}
     on_gpu = ["transformer", "vae"] + (["text_encoder"] if placement.text_encoder_on_gpu else [])
     if placement.offload == "none":
         resident = sum(size[n] for n in on_gpu)
@@ -269,6 +288,7 @@ def plan(parts: dict[str, Component], budget_gib: float | None, device: str = "c
 
     `can_park`: the VL model is unloaded after use, so the others may wait on the CPU meanwhile."""
     pixels = height * width
+    fused = device.startswith("cuda")  # CUDA's flash / memory-efficient attention keep no N x N scores
     sizes = {n: weights_gib(p, dtype_bytes) for n, p in parts.items()}
     sources = {n: p.source for n, p in parts.items()}
     if budget_gib is None:
@@ -284,7 +304,7 @@ def plan(parts: dict[str, Component], budget_gib: float | None, device: str = "c
         last = None
         for tiling in ((tiled,) if tiled else (False, True)):
             candidate_t = replace(candidate, vae_tiling=tiling, vl="cpu")
-            peak = peaks(parts, candidate_t, pixels, dtype_bytes, vl_pixels)["generate"]
+            peak = peaks(parts, candidate_t, pixels, dtype_bytes, vl_pixels, fused)["generate"]
             if peak == last:
                 continue  # the image fits in one tile: tiling saves nothing here
             last = peak
@@ -300,20 +320,20 @@ def plan(parts: dict[str, Component], budget_gib: float | None, device: str = "c
         reasons.append(f"VAE tiling: {height}x{width} is above {tiling_pixels:,} pixels")
     if "vl" in parts:
         placement = _place_vl(parts, placement, budget_gib, pixels, dtype_bytes, vl_pixels, quantizable, can_park,
-                              reasons)
+                              reasons, fused)
     placement, explicit = _explicit(placement, overrides or {})
-    peak = peaks(parts, placement, pixels, dtype_bytes, vl_pixels)
+    peak = peaks(parts, placement, pixels, dtype_bytes, vl_pixels, fused)
     fits = fits and all(v <= budget_gib for v in peak.values())
     return Plan(budget_gib, device, name, placement, fits, {k: round(v, 2) for k, v in peak.items()},
                 sizes, sources, tuple(reasons + explicit))
 
 
-def _place_vl(parts, placement, budget, pixels, dtype_bytes, vl_pixels, quantizable, can_park, reasons):
+def _place_vl(parts, placement, budget, pixels, dtype_bytes, vl_pixels, quantizable, can_park, reasons, fused):
     for where, quant in VL_LADDER:
         if (quant != "none" and not quantizable) or (where == "gpu-park" and not can_park):
             continue
         candidate = replace(placement, vl=where, quantize={**placement.quantize, "vl": quant})
-        need = peaks(parts, candidate, pixels, dtype_bytes, vl_pixels)["vl"]
+        need = peaks(parts, candidate, pixels, dtype_bytes, vl_pixels, fused)["vl"]
         if need <= budget:
             how = "beside the other models" if where == "gpu" else "on the GPU while the others are parked on the CPU"
             reasons.append(f"VL model {how}{' in int8' if quant != 'none' else ''} (needs {need:.1f} GiB)")
