@@ -1,4 +1,4 @@
-"""The command line: `llm-dit generate | img2img | vl | extract | sweep | rewrite | info`.
+"""The command line: `llm-dit generate | img2img | vl | extract | sweep | study | rewrite | info`.
 
 Every request flag is made from a request dataclass field (its name, type, choices, range and
 default, as declared in `request.py`), and the settings flags are the app's own (`settings.py`), so
@@ -29,6 +29,9 @@ DESCRIPTIONS = {
     "extract": "VL conditioning without the DiT: the blended prompt embeddings as .safetensors",
     "sweep": "a comparison sweep over up to three axes -> labelled grids, cell PNGs, a table "
              "(several processes with `accelerate launch -m llm_dit sweep ...`)",
+    "study": "a study file (TOML: references × axes × seeds) -> a study folder that `datasets` loads "
+             "(imagefolder), with summary.csv, grids and plots: `study run FILE --output-dir DIR`, "
+             "`study resume DIR`, `study rerun DIR --cell N`, `study plot DIR`",
     "rewrite": "prompt rewriting with a rewriter template (local Qwen3 / Qwen3-VL, or an OpenAI-compatible server)",
     "info": "settings, devices, library versions, the models in use and what is loaded",
 }
@@ -86,6 +89,22 @@ def _add_spec_arguments(parser) -> None:
                        "(default: <time>-sweep)")
 
 
+def _add_study_arguments(parser) -> None:
+    actions = parser.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    for action, what in (("run", "run a study file into a new folder (--output-dir; an existing one is refused)"),
+                         ("resume", "finish an interrupted study (finished cells are not redone)"),
+                         ("rerun", "regenerate one cell into DIR/rerun/ and compare it with the recorded one"),
+                         ("plot", "redraw the plots of DIR/summary.csv into DIR/plots/")):
+        sub = actions.add_parser(action, help=what, description=what, allow_abbrev=False)
+        if action == "run":
+            sub.add_argument("file", help="the study file (TOML)")
+        else:
+            sub.add_argument("folder", help="the study folder")
+        if action == "rerun":
+            sub.add_argument("--cell", type=_typed("cell", int), required=True, help="the cell (metadata.jsonl's `cell`)")
+        add_arguments(sub.add_argument_group("settings (also from LLM_DIT_* environment variables)"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-dit", description="Z-Image VL Studio from the command line. "
                                      "Prints one JSON summary on stdout; exit code 2 = bad input, 1 = failure.",
@@ -109,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="start from the parameters saved in this PNG (flags given win)")
         if name == "sweep":
             _add_spec_arguments(sub)
+        if name == "study":
+            _add_study_arguments(sub)
+            continue
         if name in REQUESTS:
             add_request_arguments(sub, *REQUESTS[name])
         add_arguments(sub.add_argument_group("settings (also from LLM_DIT_* environment variables)"))
@@ -188,6 +210,24 @@ def _sweep(args, manager, notes):
     return None if summary is None else {**summary, **notes}
 
 
+def _study(args, manager, notes):
+    from .studies import distributed, runner
+    from .studies.study import load_study
+    from .studies.summary import plot_summary
+
+    if args.study_command == "run":
+        if args.output_dir is None:
+            raise ValueError("--output-dir is missing: name the new folder the study writes.")
+        study = load_study(args.file, scorer=bool(manager.settings.metrics_model))
+        return distributed.study(manager, args.output_dir, study)
+    if args.study_command == "resume":
+        return distributed.study(manager, args.folder)
+    if args.study_command == "rerun":
+        return runner.rerun(manager, args.folder, args.cell)
+    runner.read_info(args.folder)
+    return {"plots": [str(p) for p in plot_summary(Path(args.folder) / "summary.csv", Path(args.folder) / "plots")]}
+
+
 def _rewrite(args, manager, notes):
     from .pipelines.rewrite import rewrite
 
@@ -212,7 +252,7 @@ def _info(args, manager, notes):
 
 
 COMMANDS = {"generate": _generate, "img2img": _generate, "vl": _vl, "extract": _extract, "sweep": _sweep,
-            "rewrite": _rewrite, "info": _info}
+            "study": _study, "rewrite": _rewrite, "info": _info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,3 +82,48 @@ def launch_command(num_processes: int, port: int = 29500) -> list[str]:
     if num_processes > 1:
         command += ["--multi_gpu", "--main_process_port", str(port)]
     return command + ["-m", "llm_dit"]
+
+
+def study(manager, folder: str, study=None) -> dict | None:
+    """Run a study (`study` given: a new folder) or resume the one in `folder`, its unfinished
+    cells split over every process of the launch; each process appends its own rows, the main
+    process merges them and writes the tables, grids and plots (others return None)."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    from .runner import create, finish, load_folder_study, rows, run_cells
+
+    state = PartialState(cpu=not _uses_gpu(manager.settings))
+    with state.main_process_first():  # checkpoints that are built (tiny) or fetched on first use: once
+        manager.zimage_source, manager.vl_source
+    error = [None]
+    if state.is_main_process and study is not None:
+        try:  # the main process's study (its drawn seeds) is the one every process runs
+            create(manager, study, folder)
+        except ValueError as err:
+            error = [str(err)]
+    if state.num_processes > 1:
+        broadcast_object_list(error)
+    if error[0]:
+        raise ValueError(error[0])
+    study = load_folder_study(folder)
+    done = rows(folder)
+    todo = [c.index for c in study.cells() if c.index not in done]
+    with state.split_between_processes(todo) as share:
+        mine = set(share)
+    counts = None
+    with tqdm(total=len(mine), desc=f"study (process {state.process_index + 1}/{state.num_processes})",
+              unit="cell", position=state.process_index) as bar:
+        run = run_cells(manager, study, folder, only=mine, process=state.process_index)
+        while True:
+            try:
+                next(run)
+            except StopIteration as stop:
+                counts = stop.value
+                break
+            bar.update(1)
+    counts = gather_object([counts]) if state.num_processes > 1 else [counts]
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    return finish(folder, study, {"processes": state.num_processes, "per_process": counts})
