@@ -69,12 +69,17 @@ def _revision(source: str) -> dict:
     return {"folder_sha256": h.hexdigest()}
 
 
-def _environment(manager) -> dict:
-    import datasets
-    import torch
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
 
-    import accelerate
-    import PIL
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _environment(manager) -> dict:
+    import torch
 
     devices = {"cpu": platform.processor() or platform.machine(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
@@ -86,8 +91,8 @@ def _environment(manager) -> dict:
                           **({"remote": True} if manager.remote_vl else _revision(manager.vl_source))},
                    "text_encoder": {"id": manager.text_encoder_id, "remote": bool(manager.remote_text)},
                    "metrics": settings.metrics_model or None},
-        "versions": {**_versions(), "accelerate": accelerate.__version__, "pillow": PIL.__version__,
-                     "datasets": datasets.__version__},
+        "versions": {**_versions(), **{p: _version(p) for p in ("accelerate", "pillow", "numpy", "matplotlib",
+                                                                 "datasets")}},
         "device": {**devices, "settings": {k: getattr(settings, k) for k in (
             "text_encoder_device", "transformer_device", "vae_device", "vl_device", "dtype")}},
         "memory_plan": manager.memory_plan().lines(),
@@ -107,7 +112,7 @@ def create(manager, study: Study, folder: str | Path, session: str = "") -> Path
     base.pop("seed")
     _write_json(folder / "study.json", {
         "study": study.to_dict(), "base_request": base, "cells": len(study.cells()), "status": "running",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None, "session": session,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None, "session": session_key(session),
         **_environment(manager)})
     return folder
 
@@ -341,3 +346,30 @@ def rerun(manager, folder: str | Path, index: int) -> dict:
     shutil.rmtree(scratch)
     identical = original.is_file() and np.array_equal(np.asarray(Image.open(original)), np.asarray(Image.open(target)))
     return {"cell": index, "original": str(original), "rerun": str(target), "identical": bool(identical)}
+
+
+def session_key(session: str) -> str:
+    """What a study folder records of the browser session that started it (a hash, never the id)."""
+    return hashlib.sha256(session.encode("utf-8", "replace")).hexdigest()[:16] if session else ""
+
+
+def list_studies(root: str | Path, session: str | None = None) -> list[dict]:
+    """The study folders directly in `root`, newest first: name, started, status, cells, size.
+    With `session` (hosted), only the studies that session started."""
+    root = Path(root)
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else ():
+        if not (folder / "study.json").is_file() or folder.is_symlink():
+            continue
+        try:
+            info = read_info(folder)
+        except ValueError:
+            continue
+        if session is not None and info.get("session") != session_key(session):
+            continue
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        status = info.get("status", "running")
+        done = info.get("finished_cells", len(rows(folder)) if status == "running" else 0)
+        found.append({"name": folder.name, "started": info.get("started", ""), "status": status,
+                      "cells": f"{done} / {info.get('cells', '?')}", "size_mb": round(size / 2**20, 2)})
+    return sorted(found, key=lambda s: s["started"], reverse=True)
