@@ -83,7 +83,7 @@ def _add_spec_arguments(parser) -> None:
         group.add_argument(_flag(f.name), default=None, choices=choices,
                            type=_typed(f.name, int) if kind is int else str,
                            help=f"default {f.default!r}" + (" (vl_text values: |-separated)" if "values" in f.name else ""))
-    group.add_argument("--preset", default=None, help="a sweep preset from presets/sweeps.toml (its axes and "
+    group.add_argument("--preset", default=None, help="a study preset from presets/studies/ (its axes and "
                        "base fields; flags given win)")
     group.add_argument("--name", default=None, help="file stem of the grids, table and cell folder "
                        "(default: <time>-sweep)")
@@ -97,7 +97,12 @@ def _add_study_arguments(parser) -> None:
                          ("plot", "redraw the plots of DIR/summary.csv into DIR/plots/")):
         sub = actions.add_parser(action, help=what, description=what, allow_abbrev=False)
         if action == "run":
-            sub.add_argument("file", help="the study file (TOML)")
+            sub.add_argument("file", help="the study file (TOML), e.g. one of presets/studies/")
+            sub.add_argument("--references", action="append", metavar="PATH",
+                             help="a folder of images, or image files (repeat): instead of the file's references")
+            sub.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                             help="a base request field (a TOML value; text may go unquoted), e.g. "
+                                  "--set 'prompt=a house by the sea' --set height=512")
         else:
             sub.add_argument("folder", help="the study folder")
         if action == "rerun":
@@ -210,6 +215,22 @@ def _sweep(args, manager, notes):
     return None if summary is None else {**summary, **notes}
 
 
+def _fields_of(pairs: list[str]) -> dict:
+    """`FIELD=VALUE` pairs: each VALUE read as a TOML value, else as text."""
+    import tomllib
+
+    values = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set {pair!r} is not FIELD=VALUE: e.g. --set 'prompt=a house by the sea'.")
+        try:
+            values[name.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[name.strip()] = raw
+    return values
+
+
 def _study(args, manager, notes):
     from .studies import distributed, runner
     from .studies.study import load_study
@@ -218,7 +239,7 @@ def _study(args, manager, notes):
     if args.study_command == "run":
         if args.output_dir is None:
             raise ValueError("--output-dir is missing: name the new folder the study writes.")
-        study = load_study(args.file, scorer=bool(manager.settings.metrics_model))
+        study = load_study(args.file, bool(manager.settings.metrics_model), args.references, _fields_of(args.set))
         return distributed.study(manager, args.output_dir, study)
     if args.study_command == "resume":
         return distributed.study(manager, args.folder)

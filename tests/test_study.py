@@ -190,3 +190,18 @@ def test_two_processes_give_the_one_process_study(settings, tmp_path):
     for i in range(8):
         name = f"cells/cell{i:04d}.png"
         assert np.array_equal(pixels(tmp_path / "p1" / name), pixels(tmp_path / "p2" / name)), name
+
+
+def test_every_study_preset_runs_over_given_references(tmp_path):
+    study_file(tmp_path)
+    presets = sorted((ROOT / "presets" / "studies").glob("*.toml"))
+    assert len(presets) >= 11
+    for path in presets:
+        with pytest.raises(ValueError, match="--references on the command line"):
+            load_study(path)  # a preset names no references: the run gives them
+        study = load_study(path, references=[str(tmp_path / "refs")], base={"prompt": "a house", "height": 64})
+        cells = study.check()
+        assert len(cells) == 2 * len(study.seeds) * np.prod([len(v) for _, v in study.axes]), path.name
+        assert all(c.request.prompt == "a house" and c.request.height == 64 for c in cells)
+        if "vl_text" in dict(study.axes):  # VL reads the text on the axis, not the prompt
+            assert not any(c.request.vl_use_prompt for c in cells)

@@ -371,30 +371,33 @@ def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict 
 
 
 
-def load_sweeps(path: Path | None = None) -> dict[str, dict]:
-    """Sweep presets: {name: {"description", "spec": SweepSpec fields, "base": request fields}}."""
+def load_sweeps(folder: Path | None = None) -> dict[str, dict]:
+    """Sweep presets from the study presets (`presets/studies/*.toml`): {name: {"description",
+    "spec": SweepSpec fields (the first axis across, then down, then one grid each), "base": request
+    fields}}. A study preset's references and seeds are a study's own: a sweep takes the tab's."""
     import tomllib
 
     from ..core.presets import PRESETS_DIR
 
-    path = Path(path or PRESETS_DIR / "sweeps.toml")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"sweep presets {path}: {err}") from None
+    names = {field: axis for axis, field in AXES.items()} | {"route": "route"}
     presets = {}
-    spec_fields = set(SweepSpec.__dataclass_fields__)
-    for name, table in data.items():
-        base = dict(table.get("base", {}))
-        spec = {k: v for k, v in table.items() if k in spec_fields}
-        unknown = set(table) - spec_fields - {"description", "base"}
+    for path in sorted(Path(folder or PRESETS_DIR / "studies").glob("*.toml")):
         try:
-            if unknown:
-                raise ValueError(f"unknown key(s) {sorted(unknown)}")
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            axes = list(data.get("axes", {}).items())
+            if not 1 <= len(axes) <= 3 or any(a not in names for a, _ in axes):
+                raise ValueError(f"a sweep takes one to three axes of {', '.join(names)}; got {[a for a, _ in axes]}")
+            spec = {}
+            for side, (field_name, values) in zip("xyz", axes):
+                separator = {"vl_text": " | ", "prompt": "\n"}.get(field_name, ", ")
+                spec[f"{side}_axis"] = names[field_name]
+                spec[f"{side}_values"] = separator.join(("on" if v else "off") if isinstance(v, bool) else str(v)
+                                                        for v in values)
+            base = dict(data.get("base", {}))
             SweepSpec(**spec).axes()
             for key, value in base.items():
                 check_field(key, value)
-        except (ValueError, KeyError, StopIteration) as err:
-            raise ValueError(f"sweep preset {name!r} in {path}: {err}") from None
-        presets[name] = {"description": table.get("description", ""), "spec": spec, "base": base}
+        except (ValueError, KeyError, tomllib.TOMLDecodeError) as err:
+            raise ValueError(f"study preset {path}: {err}") from None
+        presets[data.get("name", path.stem)] = {"description": data.get("description", ""), "spec": spec, "base": base}
     return presets

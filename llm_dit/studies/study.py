@@ -91,6 +91,8 @@ class Study:
                 coords = dict(zip(reversed(names), combo))
                 coords = {a: coords[a] for a in names}
                 fixed = {k: v for k, v in coords.items() if k != "route"}
+                if "vl_text" in fixed:  # VL reads the text on the axis, not the prompt (as in a sweep)
+                    fixed["vl_use_prompt"] = False
                 for seed in self.seeds:
                     request = VLRequest(**{**self.base, **fixed, "seed": seed})
                     cells.append(Cell(len(cells), reference, coords, seed, request, coords.get("route", "embedding")))
@@ -128,7 +130,8 @@ def _references(value, root: Path) -> list[Reference]:
     elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         paths = [(root / v).expanduser() for v in value]
     else:
-        raise ValueError(f"references={value!r}: give a folder (text) or a non-empty list of image files.")
+        raise ValueError(f"references={value!r}: give a folder (text) or a non-empty list of image files "
+                         f"(or --references on the command line).")
     refs = []
     for i, path in enumerate(paths):
         if not path.is_file():
@@ -215,8 +218,10 @@ def parse_study(data: dict, root: Path, name: str = "study", scorer: bool = Fals
                  axes, base, metrics, structure, str(data.get("description", "")))
 
 
-def load_study(path: str | Path, scorer: bool = False) -> Study:
-    """Read and check a study file (TOML)."""
+def load_study(path: str | Path, scorer: bool = False, references: list[str] | None = None,
+               base: dict | None = None) -> Study:
+    """Read and check a study file (TOML); `references` (a folder, or files) and `base` fields, when
+    given, take the place of the file's (e.g. a study preset run over your own images)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -224,4 +229,9 @@ def load_study(path: str | Path, scorer: bool = False) -> Study:
         raise ValueError(f"study file {str(path)!r} cannot be read ({err.strerror}): check the path.") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"study file {path}: {err}") from None
+    if references:
+        paths = [str(Path(r).resolve()) for r in references]
+        data["references"] = paths[0] if len(paths) == 1 and Path(paths[0]).is_dir() else paths
+    if base:
+        data["base"] = {**data.get("base", {}), **base}
     return parse_study(data, path.parent, path.stem, scorer)

@@ -68,7 +68,7 @@ def build(studio, vl_tab) -> None:
                     "on an axis is taken from there. One seed for all cells unless `seed` is an axis.")
         with gr.Row():
             with gr.Column(scale=1):
-                preset = gr.Dropdown(choices=list(presets), value=None, label="Sweep preset (presets/sweeps.toml)")
+                preset = gr.Dropdown(choices=list(presets), value=None, label="Sweep preset (presets/studies/)")
                 note = gr.Markdown()
                 axes = list(AXES)
                 c = {}
