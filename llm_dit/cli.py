@@ -190,9 +190,11 @@ def _extract(args, manager, notes):
     cond = condition(manager, request, args.reference)
     output = args.output or Path(manager.settings.output_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-vl-conditioning.safetensors"
     path = export(cond, request, output)
+    encoded = cond.encoding.encoded  # the warnings `llm-dit vl` prints about the same conditioning
+    warnings = cond.encoding.warnings + ([encoded.describe()] if encoded.long_prompt_applied else [])
     return {"conditioning": str(path), "effective_alpha": cond.report["effective_alpha"],
             "prompt_embeds_shape": list(cond.encoding.prompt_embeds.shape),
-            "extractions": cond.report["extractions"], **notes}
+            "extractions": cond.report["extractions"], "warnings": warnings, **notes}
 
 
 def _sweep(args, manager, notes):

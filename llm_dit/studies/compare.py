@@ -348,26 +348,28 @@ def _compatible(a, b) -> bool:
     return same and (ia is None) == (ib is None) and ca.request.strength == cb.request.strength
 
 
-def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict | None = None) -> dict:
-    """Grids (PNG), each cell's PNG with full metadata, and the table as CSV and JSON. Grids and
-    tables are rewritten under fixed names; a cell already in `saved` (index -> path) is not
-    written again, so saving after every cell stays linear."""
+def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict | None = None,
+                 grids: bool = True) -> dict:
+    """Grids (PNG; not with `grids=False`), each cell's PNG with full metadata, and the table as
+    CSV and JSON. Tables are rewritten under fixed names; a cell already in `saved` (index -> path)
+    is not written again, so saving after every cell stays linear, and a UI that passes
+    `grids=False` until the last cell draws each grid once."""
     folder = Path(getattr(folder, "path", folder))
     folder.mkdir(parents=True, exist_ok=True)
     saved = {} if saved is None else saved
-    grids = []
-    for kind, images in (("grid", sweep.grids()), ("diff", sweep.grids(diff=True))):
+    drawn = []
+    for kind, images in (("grid", sweep.grids()), ("diff", sweep.grids(diff=True))) if grids else ():
         for i, grid in enumerate(images):
             path = folder / f"{stem}-{kind}{i}.png"
             grid.save(path)
-            grids.append(str(path))
+            drawn.append(str(path))
     for c in sweep.finished():
         if c.index not in saved:
             saved[c.index] = str(c.result.save(folder / f"{stem}-cells", name=f"cell{c.index:03d}"))
     cells = [saved[c.index] for c in sweep.finished()]
     (folder / f"{stem}.csv").write_text(sweep.table_csv())
     (folder / f"{stem}.json").write_text(sweep.table_json())
-    return {"grids": grids, "cells": cells, "csv": str(folder / f"{stem}.csv"), "json": str(folder / f"{stem}.json")}
+    return {"grids": drawn, "cells": cells, "csv": str(folder / f"{stem}.csv"), "json": str(folder / f"{stem}.json")}
 
 
 
