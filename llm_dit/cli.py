@@ -32,12 +32,15 @@ DESCRIPTIONS = {
     "study": "a study file (TOML: references × axes × seeds) -> a study folder that `datasets` loads "
              "(imagefolder), with summary.csv, grids and plots: `study run FILE --output-dir DIR`, "
              "`study resume DIR`, `study rerun DIR --cell N`, `study plot DIR`",
+    "scan": "the VL layer scan over many references (files or folders) -> a folder with scan.csv, "
+            "scan.json and plots per layer",
     "rewrite": "prompt rewriting with a rewriter template (local Qwen3 / Qwen3-VL, or an OpenAI-compatible server)",
     "info": "settings, devices, library versions, the models in use and what is loaded",
 }
 # command -> (request class, fields it leaves out)
 REQUESTS = {"generate": (GenerationRequest, {"strength"}), "img2img": (GenerationRequest, set()),
             "vl": (VLRequest, set()), "extract": (VLRequest, set()), "sweep": (VLRequest, set()),
+            "scan": (VLRequest, set()),
             "rewrite": (RewriteRequest, set())}
 
 
@@ -121,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("img2img", "rewrite"):
             sub.add_argument("--image", default=None, required=name == "img2img",
                              help="init image" if name == "img2img" else "an image to describe (qwen3_vl, openai)")
-        if name in ("vl", "extract", "sweep"):
+        if name in ("vl", "extract", "sweep", "scan"):
             sub.add_argument("--reference", action="append", required=True, metavar="IMAGE",
-                             help="reference image (repeat for several)")
+                             help="reference image (repeat for several)" + (", or a folder of them" if name == "scan" else ""))
         if name in ("vl", "sweep"):
             sub.add_argument("--structure-image", default=None, help="init latents instead of the first reference")
         if name == "extract":
@@ -251,6 +254,12 @@ def _study(args, manager, notes):
     return {"plots": [str(p) for p in plot_summary(Path(args.folder) / "summary.csv", Path(args.folder) / "plots")]}
 
 
+def _scan(args, manager, notes):
+    from .studies.scan import run_scan
+
+    return {**run_scan(manager, _request(args, notes), args.reference, manager.settings.output_dir), **notes}
+
+
 def _rewrite(args, manager, notes):
     from .pipelines.rewrite import rewrite
 
@@ -275,7 +284,7 @@ def _info(args, manager, notes):
 
 
 COMMANDS = {"generate": _generate, "img2img": _generate, "vl": _vl, "extract": _extract, "sweep": _sweep,
-            "study": _study, "rewrite": _rewrite, "info": _info}
+            "study": _study, "scan": _scan, "rewrite": _rewrite, "info": _info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,8 @@ def test_a_2x3_sweep_runs_each_extraction_and_encode_once(settings, tmp_path):
     assert [(r["blend_mode"], r["alpha"]) for r in rows] == [
         ("linear", 0.2), ("adain", 0.2), ("linear", 0.5), ("adain", 0.5), ("linear", 0.8), ("adain", 0.8)]
     assert all(0 <= r["palette_distance"] <= 1 and -1 <= r["ssim"] <= 1 for r in rows)
+    early = save_outputs(sweep, tmp_path / "early", "s", grids=False)  # what the tab does before the last cell
+    assert early["grids"] == [] and not list((tmp_path / "early").glob("s-grid*")) and len(early["cells"]) == 6
     out = save_outputs(sweep, tmp_path, "s")
     assert len(out["grids"]) == 1 and len(out["cells"]) == 6
     assert "blend_mode,alpha" in open(out["csv"]).read().splitlines()[0]

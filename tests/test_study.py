@@ -205,3 +205,31 @@ def test_every_study_preset_runs_over_given_references(tmp_path):
         assert all(c.request.prompt == "a house" and c.request.height == 64 for c in cells)
         if "vl_text" in dict(study.axes):  # VL reads the text on the axis, not the prompt
             assert not any(c.request.vl_use_prompt for c in cells)
+
+
+def test_written_files_follow_the_umask(finished):
+    from llm_dit.serving.outputs import UMASK
+
+    _, folder, _ = finished
+    for path in [folder / "cells" / "cell0000.png"]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~UMASK  # not a temp file's 0600
+
+
+def test_scan_many_references_into_a_folder(settings, tmp_path, capsys):
+    import csv
+
+    study_file(tmp_path)
+    out = tmp_path / "scan"
+    assert cli(settings, "scan", "--reference", str(tmp_path / "refs"), "--output-dir", str(out)) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = list(csv.DictReader(open(out / "scan.csv")))
+    assert {r["reference"] for r in rows} == {"house.png", "noir.png"}
+    assert {r["reference_sha256"] for r in rows} == {file_sha256(tmp_path / "refs" / n) for n in ("house.png", "noir.png")}
+    for row in rows:  # the ratio relative to the median dimension, and the raw max / min std
+        assert float(row["std_ratio_raw"]) >= 1 and float(row["outlier_ratio"]) > 0
+    assert sorted(Path(p).name for p in summary["plots"]) == sorted(
+        f"{v}-{t}.png" for v in ("std_correlation", "outlier_dims", "outlier_ratio", "std_ratio_raw")
+        for t in ("image", "text"))
+    assert set(summary["best_layer"]) == {"house.png", "noir.png"}
+    assert [r["name"] for r in json.loads((out / "scan.json").read_text())["references"]] == ["house.png", "noir.png"]
+    assert cli(settings, "scan", "--reference", str(tmp_path / "refs"), "--output-dir", str(out)) == 2
