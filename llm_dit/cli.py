@@ -163,6 +163,17 @@ def _request(args, notes: dict, base: dict | None = None):
     return cls(**values)
 
 
+def _compare_png(args, manager, notes: dict, references=None, init=None) -> None:
+    """With --from-png: warn (stderr, and in the summary) per recorded hash or lever this run differs in."""
+    if getattr(args, "from_png", None):
+        from .pipelines.provenance import mismatches, recorded
+
+        found = mismatches(recorded(args.from_png), manager, references, init)
+        for line in found:
+            print(f"llm-dit {args.command}: warning: {line}", file=sys.stderr)
+        notes["from_png"]["mismatches"] = found
+
+
 def _generated(result, settings, notes: dict) -> dict:
     path = result.save(settings.output_dir)
     meta = result.metadata
@@ -174,6 +185,7 @@ def _generate(args, manager, notes):
     from .pipelines.generate import img2img, run
 
     request = _request(args, notes)
+    _compare_png(args, manager, notes, init=args.image if args.command == "img2img" else None)
     result = img2img(manager, request, args.image) if args.command == "img2img" else run(manager, request)
     return _generated(result, manager.settings, notes)
 
@@ -181,7 +193,10 @@ def _generate(args, manager, notes):
 def _vl(args, manager, notes):
     from .pipelines.recipe import vl_generate
 
-    result = vl_generate(manager, _request(args, notes), args.reference, args.structure_image)
+    request = _request(args, notes)
+    init = (args.structure_image or args.reference[0]) if request.strength < 1.0 else None
+    _compare_png(args, manager, notes, args.reference, init)
+    result = vl_generate(manager, request, args.reference, args.structure_image)
     summary = _generated(result, manager.settings, notes)
     return {**summary, "effective_alpha": result.metadata["vl"]["effective_alpha"]}
 
