@@ -30,6 +30,10 @@ def test_a_2x3_sweep_runs_each_extraction_and_encode_once(settings, tmp_path):
     assert [(r["blend_mode"], r["alpha"]) for r in rows] == [
         ("linear", 0.2), ("adain", 0.2), ("linear", 0.5), ("adain", 0.5), ("linear", 0.8), ("adain", 0.8)]
     assert all(0 <= r["palette_distance"] <= 1 and -1 <= r["ssim"] <= 1 for r in rows)
+    first = sweep.finished()[0].result.metadata["timings"]  # the models loaded for cell 0: the sweep's time
+    assert first["load"] > 0 and counts["load_seconds"] == pytest.approx(first["load"], abs=1e-3)
+    assert rows[0]["seconds_per_cell"] == pytest.approx(first["total"] - first["load"], abs=1e-3)
+    assert all(r["extract_seconds"] >= 0 for r in rows)  # its own column, apart from the cell's seconds
     early = save_outputs(sweep, tmp_path / "early", "s", grids=False)  # what the tab does before the last cell
     assert early["grids"] == [] and not list((tmp_path / "early").glob("s-grid*")) and len(early["cells"]) == 6
     out = save_outputs(sweep, tmp_path, "s")

@@ -14,6 +14,7 @@ import csv
 import io
 import itertools
 import json
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +38,7 @@ AXES = {
     "route": None,
 }
 ROUTES = ("embedding", "text")
+SHARED_STAGES = ("vae_encode", "denoise", "decode")  # one pipeline call for every cell of a batch
 MAX_CELLS = 1024  # the highest cell_limit one may ask for
 EXAMPLE_VALUES = {  # what an axis picker fills in when chosen
     "blend_mode": "linear, linear_rms, adain", "alpha": "0, 0.3, 0.6", "strength": "0.7, 0.8, 0.9",
@@ -148,6 +150,7 @@ class Cell:
     route: str = "embedding"
     result: GenerationResult | None = None
     metrics: dict = field(default_factory=dict)
+    extract_seconds: float = 0.0  # its own extractions (0 where an earlier cell's are reused)
 
 
 @dataclass
@@ -170,11 +173,15 @@ class SweepResult:
         rows = []
         for cell in self.finished():
             meta = cell.result.metadata
+            timings, size = meta["timings"], meta.get("batch_size", 1)
+            # the pipeline call is shared by the batch; model loading is the sweep's (counts), not a cell's
+            shared = sum(timings.get(k, 0.0) for k in SHARED_STAGES)
+            own = timings["total"] - shared - timings.get("load", 0.0)
             rows.append({"cell": cell.index, **{a: cell.coords[a] for a, _ in self.axes}, "route": cell.route,
                          "seed": cell.result.seed, "effective_alpha": meta.get("vl", {}).get("effective_alpha"),
-                         "batch_size": meta.get("batch_size", 1), "batch_seconds": meta["timings"]["total"],
-                         "seconds_per_cell": round(meta["timings"]["total"] / meta.get("batch_size", 1), 4),
-                         **cell.metrics})
+                         "batch_size": size, "batch_seconds": round(shared, 4),
+                         "extract_seconds": cell.extract_seconds,
+                         "seconds_per_cell": round(own + shared / size, 4), **cell.metrics})
         base = self._base_image()
         if base is not None:
             for row, cell in zip(rows, self.finished()):
@@ -277,7 +284,9 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
             sweep.caption = _caption(manager, images[0], base)
         for cell in mine:
             if cell.route == "embedding":
+                start = time.perf_counter()
                 prefetch(manager, cell.request, images)
+                cell.extract_seconds = round(time.perf_counter() - start, 4)
     pending: list[tuple[Cell, object, object]] = []
 
     def count():
@@ -285,6 +294,8 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
                         "distinct_texts": len(texts),
                         "extractions_run": manager.vl_cache.misses - before["extractions"],
                         "encodes_run": manager.text_cache.misses - before["encodes"], "batch_size": spec.batch_size,
+                        "load_seconds": round(sum(c.result.metadata["timings"].get("load", 0.0)
+                                                  for c in sweep.finished()), 4),
                         "vl_loads": manager.load_counts["vl"] - before["vl_loads"]}
 
     def flush():

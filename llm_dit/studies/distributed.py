@@ -21,7 +21,7 @@ from .compare import SweepResult, SweepSpec, iter_sweep, plan, save_outputs
 from ..pipelines.generate import resolve_seed
 from ..core.request import VLRequest, validate
 
-COUNTED = ("extractions_run", "encodes_run", "vl_loads")  # summed over the processes
+COUNTED = ("extractions_run", "encodes_run", "vl_loads", "load_seconds")  # summed over the processes
 
 
 def _uses_gpu(settings) -> bool:
@@ -56,7 +56,8 @@ def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure
               unit="cell", position=state.process_index) as bar:
         for result in iter_sweep(manager, spec, base, references, structure_image, only=mine):
             bar.update(len(result.finished()) - bar.n)
-    finished, counts, caption = result.finished(), [result.counts], result.caption
+    # each process reports its own share: the cells it was given, and what it ran for them
+    finished, counts, caption = result.finished(), [{**result.counts, "cells": len(mine)}], result.caption
     if state.num_processes > 1:
         finished, counts = gather_object(finished), gather_object(counts)
         caption = next((c for c in gather_object([caption]) if c), None)

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.images import load_image
-from ..core.request import GenerationRequest, VLRequest
+from ..core.request import VLRequest
 from ..pipelines.generate import _versions, run
 from ..pipelines.recipe import condition, prefetch
 from ..serving import cancel
@@ -108,7 +108,7 @@ def create(manager, study: Study, folder: str | Path, session: str = "") -> Path
                          f"that study, or choose another --output-dir.")
     study.check(manager.policy)  # every cell valid before anything is written or loaded
     (folder / "cells").mkdir(parents=True)
-    base = GenerationRequest.to_dict(study.base_request())
+    base = study.base_request().to_dict()
     base.pop("seed")
     _write_json(folder / "study.json", {
         "study": study.to_dict(), "base_request": base, "cells": len(study.cells()), "status": "running",
