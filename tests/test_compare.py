@@ -129,3 +129,15 @@ def test_sweep_presets_are_valid():
             "Think block", "VL vs Qwen3", "Prompt variations"} <= set(presets)
     for preset in presets.values():
         assert SweepSpec(**preset["spec"]).axes()
+
+
+def test_each_reference_of_a_blend_gets_its_own_score(manager):
+    from llm_dit.studies.metrics import palette_distance
+
+    other = Image.new("RGB", (128, 128), (20, 40, 220))
+    base = VLRequest(prompt="a fox in a meadow", height=64, width=64, seed=11, reference_weights="1, 3")
+    sweep = run_sweep(manager, SweepSpec("alpha", "0.3"), base, [REF, other])
+    (row,), image = sweep.rows(), sweep.finished()[0].result.image
+    own = [round(palette_distance(image, r), 4) for r in (REF, other)]
+    assert [row["palette_distance_ref0"], row["palette_distance_ref1"]] == own and own[0] != own[1]
+    assert row["palette_distance"] == pytest.approx((own[0] + 3 * own[1]) / 4, abs=1e-4)

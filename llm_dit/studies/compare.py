@@ -26,7 +26,8 @@ from .grid import axis_label, difference, draw_grid
 from ..pipelines.generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
 from ..core.images import load_image
 from .metrics import palette_distance, ssim
-from ..core.request import GenerationRequest, RewriteRequest, VLRequest, check_field, to_number, validate
+from ..core.request import (GenerationRequest, RewriteRequest, VLRequest, check_field, parse_weights, to_number,
+                           validate)
 from ..pipelines.rewrite import rewrite
 
 # axis name -> VLRequest field (None: the route axis)
@@ -304,10 +305,8 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
         results = run_batch(manager, requests, [i for _, i, _ in pending], [e for _, _, e in pending])
         for (cell, init, _), result in zip(pending, results):
             cell.result = result
-            cell.metrics = {"palette_distance": round(palette_distance(result.image, images[0]), 4),
+            cell.metrics = {**_against_references(result.image, images, cell.request, scorer),
                             "ssim": round(ssim(result.image, init or images[0]), 4)}
-            if scorer is not None:
-                cell.metrics.update(scorer.score(result.image, images[0], cell.request.prompt))
         pending.clear()
         count()
 
@@ -345,6 +344,29 @@ def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, struc
     for sweep in iter_sweep(manager, spec, base, references, structure_image, should_stop, only):
         pass
     return sweep
+
+
+def _against_references(image, references: list, request: VLRequest, scorer) -> dict:
+    """Palette distance (and with a scorer, style similarity) to each reference of the blend: with
+    several, one column each (`_ref0`, `_ref1`, ...) and their mean weighted by `reference_weights`
+    under the plain name; prompt similarity once."""
+    per = []
+    for reference in references:
+        scores = {"palette_distance": round(palette_distance(image, reference), 4)}
+        if scorer is not None:
+            scores.update(scorer.score(image, reference, request.prompt))
+        per.append(scores)
+    if len(per) == 1:
+        return per[0]
+    weights = parse_weights(request.reference_weights, len(per))
+    out = {}
+    for name in ("palette_distance", "style_similarity"):
+        if name in per[0]:
+            out.update({f"{name}_ref{i}": scores[name] for i, scores in enumerate(per)})
+            out[name] = round(sum(w * s[name] for w, s in zip(weights, per)) / sum(weights), 4)
+    if "prompt_similarity" in per[0]:
+        out["prompt_similarity"] = per[0]["prompt_similarity"]
+    return out
 
 
 def _text_request(request: VLRequest, caption: str) -> GenerationRequest:
