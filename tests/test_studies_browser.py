@@ -42,3 +42,15 @@ def test_the_studies_tab_opens_a_finished_study(page, manager, settings, tmp_pat
     first = plot.get_attribute("src")
     _choose(page, page.locator("#studies-value").get_by_label("Value"), "ssim")  # another value: another plot
     expect(page.locator("#studies-plot img")).not_to_have_attribute("src", first, timeout=30_000)
+
+
+def test_the_studies_tab_runs_an_uploaded_study_file(page, tmp_path):
+    study = study_file(tmp_path)
+    page.get_by_role("tab", name="Studies").click()
+    page.get_by_text("Run a study file").click()
+    page.locator("#studies-file input[type=file]").set_input_files(str(study))
+    page.locator("#studies-references input[type=file]").set_input_files(
+        [str(tmp_path / "refs" / "house.png"), str(tmp_path / "refs" / "noir.png")])
+    page.locator("#studies-run").click()
+    expect(page.locator("#studies-info")).to_contain_text("8 / 8 cells · finished", timeout=180_000)
+    expect(page.locator("#studies-list")).to_contain_text("-study-")  # the list, with the new study in it
