@@ -101,6 +101,8 @@ def test_text_route_captions_once(manager):
     assert len(text_cells) == 2 and sweep.caption
     assert all("The image's look:" in c.result.metadata["request"]["prompt"] for c in text_cells)
     assert all(c.result.metadata["mode"] == "img2img" for c in text_cells)
+    assert all(c.result.metadata["route"] == "text" and c.result.metadata["caption"] == sweep.caption
+               for c in text_cells)
 
 
 @pytest.mark.parametrize("spec,refs,message", [

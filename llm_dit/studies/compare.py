@@ -305,6 +305,8 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
         results = run_batch(manager, requests, [i for _, i, _ in pending], [e for _, _, e in pending])
         for (cell, init, _), result in zip(pending, results):
             cell.result = result
+            if cell.route == "text":  # the caption baseline says so in its own metadata
+                result.metadata.update(route="text", caption=sweep.caption)
             cell.metrics = {**_against_references(result.image, images, cell.request, scorer),
                             "ssim": round(ssim(result.image, init or images[0]), 4)}
         pending.clear()

@@ -108,9 +108,12 @@ def study(manager, folder: str, study=None) -> dict | None:
     if error[0]:
         raise ValueError(error[0])
     study = load_folder_study(folder)
-    done = rows(folder)
-    todo = [c.index for c in study.cells() if c.index not in done]
-    with state.split_between_processes(todo) as share:
+    # what is left, read once by the main process before anyone writes a row, and shared
+    done = rows(folder) if state.is_main_process else {}
+    todo = [[c.index for c in study.cells() if c.index not in done] if state.is_main_process else None]
+    if state.num_processes > 1:
+        broadcast_object_list(todo)
+    with state.split_between_processes(todo[0]) as share:
         mine = set(share)
     counts = None
     with tqdm(total=len(mine), desc=f"study (process {state.process_index + 1}/{state.num_processes})",
