@@ -154,6 +154,8 @@ def test_a_killed_study_resumes_without_touching_finished_cells(finished, manage
     ({"seeds": [1, 1]}, r"repeats a seed"),
     ({"references": "nowhere"}, r"references='nowhere' is not a folder"),
     ({"metrics": ["style_similarity"]}, r"needs a scoring model: start with --metrics-model"),
+    ({"axes": {"route": ["text"]}, "captioner": {"backend": "nope"}}, r"captioner: backend='nope' is unknown"),
+    ({"captioner": {"colour": "red"}}, r"captioner=\{'colour': 'red'\}: give a table of rewrite fields"),
 ])
 def test_bad_studies_are_refused_before_anything_runs(settings, tmp_path, change, message):
     study_file(tmp_path)
@@ -233,3 +235,19 @@ def test_scan_many_references_into_a_folder(settings, tmp_path, capsys):
     assert set(summary["best_layer"]) == {"house.png", "noir.png"}
     assert [r["name"] for r in json.loads((out / "scan.json").read_text())["references"]] == ["house.png", "noir.png"]
     assert cli(settings, "scan", "--reference", str(tmp_path / "refs"), "--output-dir", str(out)) == 2
+
+
+def test_the_text_route_is_labelled_and_made_once_per_distinct_caption(manager, tmp_path):
+    study_file(tmp_path)
+    data = {"references": ["refs/house.png"], "seeds": [4], "axes": {"route": ["embedding", "text"],
+                                                                   "alpha": [0.2, 0.6]},
+            "base": {"prompt": "a lighthouse", "height": 64, "width": 64, "num_inference_steps": 2}}
+    *_, summary = run_study(manager, parse_study(data, tmp_path), tmp_path / "out")
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metadata.jsonl").read_text().splitlines()]
+    text = [r for r in rows if r["route"] == "text"]
+    assert summary["finished"] == 4 and len(text) == 2 and all(r["vl_share"] == 0.0 for r in text)
+    metas = [json.loads(Image.open(tmp_path / "out" / r["file_name"]).text["llm_dit"]) for r in text]
+    assert all(m["route"] == "text" and "The image's look:" in m["request"]["prompt"] for m in metas)
+    # alpha means nothing to the caption route: one generation serves both of its cells
+    assert metas[0]["timeline"] == metas[1]["timeline"]
+    assert np.array_equal(pixels(tmp_path / "out" / text[0]["file_name"]), pixels(tmp_path / "out" / text[1]["file_name"]))

@@ -250,10 +250,16 @@ def plan(spec: SweepSpec, base: VLRequest) -> tuple[list, list[Cell]]:
     return axes, cells
 
 
-def _caption(manager, reference, request: VLRequest) -> str:
+def caption_request(request: VLRequest, captioner: dict | None = None) -> RewriteRequest:
+    """The text route's captioning: the "Image captioner" template on local Qwen3-VL, or on any
+    rewrite backend `captioner` names (RewriteRequest fields, e.g. an OpenAI-compatible server)."""
     seed = request.seed if request.seed != -1 else 0
-    ask = RewriteRequest(prompt="", template=CAPTION_TEMPLATE, backend="qwen3_vl", seed=seed, max_new_tokens=160)
-    return rewrite(manager, ask, reference).text
+    return replace(RewriteRequest(prompt="", template=CAPTION_TEMPLATE, backend="qwen3_vl", seed=seed,
+                                  max_new_tokens=160), **(captioner or {}))
+
+
+def _caption(manager, reference, request: VLRequest, captioner: dict | None = None) -> str:
+    return rewrite(manager, caption_request(request, captioner), reference).text
 
 
 def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,

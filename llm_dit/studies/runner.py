@@ -191,7 +191,9 @@ def run_cells(manager, study: Study, folder: str | Path, only: set | None = None
     scorer = manager.scorer()
     extract_seconds, captions = {}, {}
     with manager.vl_session():
-        if not manager.remote_vl and any(c.request.alpha > 0 or c.route == "text" for c in todo):
+        local_captions = study.captioner.get("backend", "qwen3_vl") == "qwen3_vl"
+        if not manager.remote_vl and any(c.request.alpha > 0 if c.route == "embedding" else local_captions
+                                         for c in todo):
             start = time.perf_counter()
             with manager.vl_model():
                 counts["load_seconds"]["vl"] = round(time.perf_counter() - start, 4)
@@ -200,7 +202,8 @@ def run_cells(manager, study: Study, folder: str | Path, only: set | None = None
             start = time.perf_counter()
             if cell.route == "text":
                 if cell.reference.name not in captions:
-                    captions[cell.reference.name] = _caption(manager, images[cell.reference.name], cell.request)
+                    captions[cell.reference.name] = _caption(manager, images[cell.reference.name], cell.request,
+                                                             study.captioner)
             else:
                 prefetch(manager, cell.request, [images[cell.reference.name]])
             extract_seconds[cell.index] = round(time.perf_counter() - start, 4)
@@ -212,6 +215,7 @@ def run_cells(manager, study: Study, folder: str | Path, only: set | None = None
     if progress.is_file() and not progress.read_bytes().endswith(b"\n"):
         with open(progress, "a", encoding="utf-8") as f:  # a row cut short by a kill stays on its own line
             f.write("\n")
+    made = {}  # text-route cells whose generation is the same (only VL fields differ): made once
     for cell in todo:
         cancel.check()
         if should_stop is not None and should_stop():
@@ -220,14 +224,16 @@ def run_cells(manager, study: Study, folder: str | Path, only: set | None = None
         init = (structure or reference) if cell.request.strength < 1.0 else None
         start = time.perf_counter()
         if cell.route == "text":
-            request, encoding = _text_request(cell.request, captions[cell.reference.name]), None
+            request = _text_request(cell.request, captions[cell.reference.name])
+            key = (cell.reference.name, json.dumps(request.to_dict(), sort_keys=True))
+            result = made.get(key) or run(manager, request, init)
+            made[key] = result
         else:
-            request = cell.request
             try:  # prefetched above; only a VL cache smaller than the study's keys can miss
-                encoding = condition(manager, request, [reference], cache_only=True).encoding
+                encoding = condition(manager, cell.request, [reference], cache_only=True).encoding
             except LookupError:
-                encoding = condition(manager, request, [reference]).encoding
-        result = run(manager, request, init, encoding=encoding)
+                encoding = condition(manager, cell.request, [reference]).encoding
+            result = run(manager, cell.request, init, encoding=encoding)
         timings = {"extract_seconds": extract_seconds[cell.index],
                    "generate_seconds": round(time.perf_counter() - start, 4)}
         if cell.route == "text":

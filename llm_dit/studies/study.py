@@ -27,13 +27,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..core.images import load_image
-from ..core.request import SEED_MAX, VLRequest, check_field, validate
+from .compare import caption_request
+from ..core.request import SEED_MAX, RewriteRequest, VLRequest, check_field, validate, validate_rewrite
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 ROUTES = ("embedding", "text")  # `route`: the VL embedding blend, or Qwen3-VL's caption as text
 CHEAP_METRICS = ("palette_distance", "ssim")
 MODEL_METRICS = ("style_similarity", "prompt_similarity")  # --metrics-model (CLIP / SigLIP)
-KEYS = ("name", "description", "references", "seeds", "axes", "base", "metrics", "structure_image")
+KEYS = ("name", "description", "references", "seeds", "axes", "base", "metrics", "structure_image", "captioner")
 REQUEST_FIELDS = {f.name: f for f in fields(VLRequest)}
 
 
@@ -64,19 +65,20 @@ class Study:
     metrics: list[str] = field(default_factory=lambda: list(CHEAP_METRICS))
     structure_image: str = ""
     description: str = ""
+    captioner: dict = field(default_factory=dict)  # the text route's rewrite backend (RewriteRequest fields)
 
     def to_dict(self) -> dict:
         """The study as run: resolved paths, hashes and seeds (what `from_dict` reads back)."""
         return {"name": self.name, "description": self.description,
                 "references": [vars(r) for r in self.references], "seeds": self.seeds,
                 "axes": {a: v for a, v in self.axes}, "base": self.base, "metrics": self.metrics,
-                "structure_image": self.structure_image}
+                "structure_image": self.structure_image, "captioner": self.captioner}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Study":
         return cls(data["name"], [Reference(**r) for r in data["references"]], list(data["seeds"]),
                    list(data["axes"].items()), dict(data["base"]), list(data["metrics"]),
-                   data.get("structure_image", ""), data.get("description", ""))
+                   data.get("structure_image", ""), data.get("description", ""), dict(data.get("captioner", {})))
 
     def base_request(self) -> VLRequest:
         return VLRequest(**self.base)
@@ -99,8 +101,15 @@ class Study:
         return cells
 
     def check(self, policy=None) -> list[Cell]:
-        """Validate every cell's request (before any runs); the cells."""
+        """Validate every cell's request, and the captioner when a cell takes the text route
+        (before any runs); the cells."""
         cells = self.cells()
+        text = next((c for c in cells if c.route == "text"), None)
+        if text is not None:
+            try:
+                validate_rewrite(caption_request(text.request, self.captioner), has_image=True, policy=policy)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"study {self.name!r}, captioner: {err}") from None
         for cell in cells:
             try:
                 validate(cell.request, img2img=cell.request.strength < 1.0, policy=policy)
@@ -214,8 +223,12 @@ def parse_study(data: dict, root: Path, name: str = "study", scorer: bool = Fals
         path = (root / structure).expanduser()
         load_image(str(path), field="structure_image")
         structure = str(path.resolve())
+    captioner = data.get("captioner", {})
+    if not isinstance(captioner, dict) or set(captioner) - {f.name for f in fields(RewriteRequest)}:
+        raise ValueError(f"captioner={captioner!r}: give a table of rewrite fields ({', '.join(f.name for f in fields(RewriteRequest))}), "
+                         f'e.g. captioner = {{ backend = "openai", server = "NAME", model = "MODEL" }}.')
     return Study(str(data.get("name", name)), _references(data.get("references"), root), _seeds(data.get("seeds")),
-                 axes, base, metrics, structure, str(data.get("description", "")))
+                 axes, base, metrics, structure, str(data.get("description", "")), dict(captioner))
 
 
 def load_study(path: str | Path, scorer: bool = False, references: list[str] | None = None,
