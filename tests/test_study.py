@@ -251,3 +251,17 @@ def test_the_text_route_is_labelled_and_made_once_per_distinct_caption(manager, 
     # alpha means nothing to the caption route: one generation serves both of its cells
     assert metas[0]["timeline"] == metas[1]["timeline"]
     assert np.array_equal(pixels(tmp_path / "out" / text[0]["file_name"]), pixels(tmp_path / "out" / text[1]["file_name"]))
+
+
+def test_a_hosted_visitor_lists_only_their_own_studies(manager, tmp_path):
+    from llm_dit.studies.runner import list_studies
+
+    study = load_study(study_file(tmp_path / "files"))
+    create(manager, study, tmp_path / "studies" / "mine", session="session-a")
+    create(manager, study, tmp_path / "studies" / "cli")  # from the command line: no session
+    root = tmp_path / "studies"
+    assert [s["name"] for s in list_studies(root, "session-a")] == ["mine"]
+    assert list_studies(root, "session-b") == list_studies(root, "") == []  # no session: none
+    assert len(list_studies(root)) == 2  # locally: every study
+    assert "session-a" not in (root / "mine" / "study.json").read_text()  # the id itself is never written
+    assert list_studies(root)[0]["cells"] == "0 / 8" and list_studies(root)[0]["status"] == "running"

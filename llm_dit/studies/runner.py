@@ -371,8 +371,8 @@ def list_studies(root: str | Path, session: str | None = None) -> list[dict]:
             info = read_info(folder)
         except ValueError:
             continue
-        if session is not None and info.get("session") != session_key(session):
-            continue
+        if session is not None and (not session or info.get("session") != session_key(session)):
+            continue  # hosted: a visitor's own studies only (none without a session)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         status = info.get("status", "running")
         done = info.get("finished_cells", len(rows(folder)) if status == "running" else 0)
