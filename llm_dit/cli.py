@@ -230,6 +230,11 @@ def _sweep(args, manager, notes):
             spec_values[f.name] = getattr(args, f.name)
     spec = SweepSpec(**spec_values)
     stem = args.name or f"{time.strftime('%Y%m%d-%H%M%S')}-sweep"
+    taken = [p for p in (Path(manager.settings.output_dir) / f"{stem}{end}" for end in (".csv", ".json", "-cells"))
+             if p.exists()]
+    if taken:  # never a new table over old cells: a sweep's files are all its own
+        raise ValueError(f"--name {stem!r} is taken in the output folder ({taken[0].name} exists): choose another "
+                         f"name, or a study (`llm-dit study run`), which can be resumed.")
     summary = run_sweep(manager, spec, _request(args, notes, base), args.reference, args.structure_image,
                         manager.settings.output_dir, stem)
     return None if summary is None else {**summary, **notes}

@@ -129,6 +129,8 @@ def test_sweep_writes_the_grid_table_and_cells(run, tmp_path):
     code, _, err = run("sweep", "--reference", str(tmp_path / "ref.png"), "--prompt", "x", "--x-axis", "alpha",
                        "--x-values", "0, 2")
     assert code == 2 and "axis 'alpha': alpha=2.0 is out of range" in err
+    code, _, err = run("sweep", "--reference", str(tmp_path / "ref.png"), "--prompt", "x", "--name", "run1")
+    assert code == 2 and "--name 'run1' is taken in the output folder (run1.csv exists)" in err
 
 
 def test_rewrite_and_info(run):
