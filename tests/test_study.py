@@ -265,3 +265,24 @@ def test_a_hosted_visitor_lists_only_their_own_studies(manager, tmp_path):
     assert len(list_studies(root)) == 2  # locally: every study
     assert "session-a" not in (root / "mine" / "study.json").read_text()  # the id itself is never written
     assert list_studies(root)[0]["cells"] == "0 / 8" and list_studies(root)[0]["status"] == "running"
+
+
+def test_each_cell_is_scored_against_its_own_reference(settings, tmp_path):
+    from dataclasses import replace
+
+    from llm_dit.runtime.tiny import ensure_tiny_clip
+
+    study_file(tmp_path)
+    scored = ModelManager(replace(settings, metrics_model=str(ensure_tiny_clip(cache_dir=settings.cache_dir))))
+    data = {"references": "refs", "seeds": [3], "axes": {"alpha": [0.5]},
+            "base": {"prompt": "a lighthouse", "height": 64, "width": 64, "num_inference_steps": 2}}
+    *_, summary = run_study(scored, parse_study(data, tmp_path, scorer=True), tmp_path / "out")
+    scorer, refs = scored.scorer(), {n: Image.open(tmp_path / "refs" / n) for n in ("house.png", "noir.png")}
+    for line in (tmp_path / "out" / "metadata.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        image = Image.open(tmp_path / "out" / row["file_name"])
+        own = scorer.score(image, refs[row["reference"]], "a lighthouse")
+        other = scorer.score(image, refs[({"house.png", "noir.png"} - {row["reference"]}).pop()], "a lighthouse")
+        assert row["style_similarity"] == own["style_similarity"] != other["style_similarity"]
+        assert row["prompt_similarity"] == own["prompt_similarity"]
+    assert "style_similarity_mean" in read_summary(Path(summary["summary"]))[2][0]
