@@ -40,7 +40,6 @@ from .compare import _caption, _text_request
 from .metrics import palette_distance, ssim
 from .study import Study, file_sha256
 
-GRID_MAX_PIXELS = 16_000_000  # a grid's cells shrink to keep the whole grid under this
 ROW_FIELDS = [f.name for f in fields(VLRequest) if f.name != "seed"]
 
 
@@ -284,7 +283,7 @@ def finish(folder: str | Path, study: Study, counts: dict | None = None) -> dict
 def draw_grids(folder: Path, study: Study, found: dict) -> list[Path]:
     """One labelled grid per reference (first axis across, second axis, or else the seeds, down;
     the first seed when the seeds are not on the grid, one grid per value of any further axis),
-    drawn once, its cells shrunk to keep it under GRID_MAX_PIXELS."""
+    drawn once (its cells shrunk to keep it bounded: `grid.draw_grid`)."""
     from .grid import axis_label, draw_grid
 
     axes = study.axes or [("reference", [None])]
@@ -306,10 +305,6 @@ def draw_grids(folder: Path, study: Study, found: dict) -> list[Path]:
         for c, combo in enumerate(combos):
             images = {(x, y): Image.open(folder / cell_name(i)).convert("RGB")
                       for (name, rest_key, x, y), i in by_key.items() if name == ref.name and rest_key == combo}
-            w, h = next(iter(images.values())).size
-            scale = min(1.0, (GRID_MAX_PIXELS / max(1, w * h * len(xs) * len(ys))) ** 0.5)
-            size = (max(16, int(w * scale)), max(16, int(h * scale)))
-            images = {k: v.resize(size) for k, v in images.items()}
             title = " · ".join([f"{ref.name} ({ref.sha256[:12]})"] + [axis_label(a, v) for (a, _), v in zip(rest, combo)]
                                + ([f"seed: {study.seeds[0]}"] if y_axis != "seed" else []))
             path = out / f"grid-{r:02d}-{c:02d}.png"
