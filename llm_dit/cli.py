@@ -1,4 +1,4 @@
-"""The command line: `llm-dit generate | img2img | vl | extract | sweep | rewrite | info`.
+"""The command line: `llm-dit generate | img2img | vl | extract | sweep | study | rewrite | info`.
 
 Every request flag is made from a request dataclass field (its name, type, choices, range and
 default, as declared in `request.py`), and the settings flags are the app's own (`settings.py`), so
@@ -29,12 +29,18 @@ DESCRIPTIONS = {
     "extract": "VL conditioning without the DiT: the blended prompt embeddings as .safetensors",
     "sweep": "a comparison sweep over up to three axes -> labelled grids, cell PNGs, a table "
              "(several processes with `accelerate launch -m llm_dit sweep ...`)",
+    "study": "a study file (TOML: references × axes × seeds) -> a study folder that `datasets` loads "
+             "(imagefolder), with summary.csv, grids and plots: `study run FILE --output-dir DIR`, "
+             "`study resume DIR`, `study rerun DIR --cell N`, `study plot DIR`",
+    "scan": "the VL layer scan over many references (files or folders) -> a folder with scan.csv, "
+            "scan.json and plots per layer",
     "rewrite": "prompt rewriting with a rewriter template (local Qwen3 / Qwen3-VL, or an OpenAI-compatible server)",
     "info": "settings, devices, library versions, the models in use and what is loaded",
 }
 # command -> (request class, fields it leaves out)
 REQUESTS = {"generate": (GenerationRequest, {"strength"}), "img2img": (GenerationRequest, set()),
             "vl": (VLRequest, set()), "extract": (VLRequest, set()), "sweep": (VLRequest, set()),
+            "scan": (VLRequest, set()),
             "rewrite": (RewriteRequest, set())}
 
 
@@ -80,10 +86,31 @@ def _add_spec_arguments(parser) -> None:
         group.add_argument(_flag(f.name), default=None, choices=choices,
                            type=_typed(f.name, int) if kind is int else str,
                            help=f"default {f.default!r}" + (" (vl_text values: |-separated)" if "values" in f.name else ""))
-    group.add_argument("--preset", default=None, help="a sweep preset from presets/sweeps.toml (its axes and "
+    group.add_argument("--preset", default=None, help="a study preset from presets/studies/ (its axes and "
                        "base fields; flags given win)")
     group.add_argument("--name", default=None, help="file stem of the grids, table and cell folder "
                        "(default: <time>-sweep)")
+
+
+def _add_study_arguments(parser) -> None:
+    actions = parser.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    for action, what in (("run", "run a study file into a new folder (--output-dir; an existing one is refused)"),
+                         ("resume", "finish an interrupted study (finished cells are not redone)"),
+                         ("rerun", "regenerate one cell into DIR/rerun/ and compare it with the recorded one"),
+                         ("plot", "redraw the plots of DIR/summary.csv into DIR/plots/")):
+        sub = actions.add_parser(action, help=what, description=what, allow_abbrev=False)
+        if action == "run":
+            sub.add_argument("file", help="the study file (TOML), e.g. one of presets/studies/")
+            sub.add_argument("--references", action="append", metavar="PATH",
+                             help="a folder of images, or image files (repeat): instead of the file's references")
+            sub.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                             help="a base request field (a TOML value; text may go unquoted), e.g. "
+                                  "--set 'prompt=a house by the sea' --set height=512")
+        else:
+            sub.add_argument("folder", help="the study folder")
+        if action == "rerun":
+            sub.add_argument("--cell", type=_typed("cell", int), required=True, help="the cell (metadata.jsonl's `cell`)")
+        add_arguments(sub.add_argument_group("settings (also from LLM_DIT_* environment variables)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("img2img", "rewrite"):
             sub.add_argument("--image", default=None, required=name == "img2img",
                              help="init image" if name == "img2img" else "an image to describe (qwen3_vl, openai)")
-        if name in ("vl", "extract", "sweep"):
+        if name in ("vl", "extract", "sweep", "scan"):
             sub.add_argument("--reference", action="append", required=True, metavar="IMAGE",
-                             help="reference image (repeat for several)")
+                             help="reference image (repeat for several)" + (", or a folder of them" if name == "scan" else ""))
         if name in ("vl", "sweep"):
             sub.add_argument("--structure-image", default=None, help="init latents instead of the first reference")
         if name == "extract":
@@ -109,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="start from the parameters saved in this PNG (flags given win)")
         if name == "sweep":
             _add_spec_arguments(sub)
+        if name == "study":
+            _add_study_arguments(sub)
+            continue
         if name in REQUESTS:
             add_request_arguments(sub, *REQUESTS[name])
         add_arguments(sub.add_argument_group("settings (also from LLM_DIT_* environment variables)"))
@@ -133,6 +163,17 @@ def _request(args, notes: dict, base: dict | None = None):
     return cls(**values)
 
 
+def _compare_png(args, manager, notes: dict, references=None, init=None) -> None:
+    """With --from-png: warn (stderr, and in the summary) per recorded hash or lever this run differs in."""
+    if getattr(args, "from_png", None):
+        from .pipelines.provenance import mismatches, recorded
+
+        found = mismatches(recorded(args.from_png), manager, references, init)
+        for line in found:
+            print(f"llm-dit {args.command}: warning: {line}", file=sys.stderr)
+        notes["from_png"]["mismatches"] = found
+
+
 def _generated(result, settings, notes: dict) -> dict:
     path = result.save(settings.output_dir)
     meta = result.metadata
@@ -144,6 +185,7 @@ def _generate(args, manager, notes):
     from .pipelines.generate import img2img, run
 
     request = _request(args, notes)
+    _compare_png(args, manager, notes, init=args.image if args.command == "img2img" else None)
     result = img2img(manager, request, args.image) if args.command == "img2img" else run(manager, request)
     return _generated(result, manager.settings, notes)
 
@@ -151,7 +193,10 @@ def _generate(args, manager, notes):
 def _vl(args, manager, notes):
     from .pipelines.recipe import vl_generate
 
-    result = vl_generate(manager, _request(args, notes), args.reference, args.structure_image)
+    request = _request(args, notes)
+    init = (args.structure_image or args.reference[0]) if request.strength < 1.0 else None
+    _compare_png(args, manager, notes, args.reference, init)
+    result = vl_generate(manager, request, args.reference, args.structure_image)
     summary = _generated(result, manager.settings, notes)
     return {**summary, "effective_alpha": result.metadata["vl"]["effective_alpha"]}
 
@@ -163,9 +208,11 @@ def _extract(args, manager, notes):
     cond = condition(manager, request, args.reference)
     output = args.output or Path(manager.settings.output_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-vl-conditioning.safetensors"
     path = export(cond, request, output)
+    encoded = cond.encoding.encoded  # the warnings `llm-dit vl` prints about the same conditioning
+    warnings = cond.encoding.warnings + ([encoded.describe()] if encoded.long_prompt_applied else [])
     return {"conditioning": str(path), "effective_alpha": cond.report["effective_alpha"],
             "prompt_embeds_shape": list(cond.encoding.prompt_embeds.shape),
-            "extractions": cond.report["extractions"], **notes}
+            "extractions": cond.report["extractions"], "warnings": warnings, **notes}
 
 
 def _sweep(args, manager, notes):
@@ -183,9 +230,54 @@ def _sweep(args, manager, notes):
             spec_values[f.name] = getattr(args, f.name)
     spec = SweepSpec(**spec_values)
     stem = args.name or f"{time.strftime('%Y%m%d-%H%M%S')}-sweep"
+    taken = [p for p in (Path(manager.settings.output_dir) / f"{stem}{end}" for end in (".csv", ".json", "-cells"))
+             if p.exists()]
+    if taken:  # never a new table over old cells: a sweep's files are all its own
+        raise ValueError(f"--name {stem!r} is taken in the output folder ({taken[0].name} exists): choose another "
+                         f"name, or a study (`llm-dit study run`), which can be resumed.")
     summary = run_sweep(manager, spec, _request(args, notes, base), args.reference, args.structure_image,
                         manager.settings.output_dir, stem)
     return None if summary is None else {**summary, **notes}
+
+
+def _fields_of(pairs: list[str]) -> dict:
+    """`FIELD=VALUE` pairs: each VALUE read as a TOML value, else as text."""
+    import tomllib
+
+    values = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set {pair!r} is not FIELD=VALUE: e.g. --set 'prompt=a house by the sea'.")
+        try:
+            values[name.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[name.strip()] = raw
+    return values
+
+
+def _study(args, manager, notes):
+    from .studies import distributed, runner
+    from .studies.study import load_study
+    from .studies.summary import plot_summary
+
+    if args.study_command == "run":
+        if args.output_dir is None:
+            raise ValueError("--output-dir is missing: name the new folder the study writes.")
+        study = load_study(args.file, bool(manager.settings.metrics_model), args.references, _fields_of(args.set))
+        return distributed.study(manager, args.output_dir, study)
+    if args.study_command == "resume":
+        return distributed.study(manager, args.folder)
+    if args.study_command == "rerun":
+        return runner.rerun(manager, args.folder, args.cell)
+    runner.read_info(args.folder)
+    return {"plots": [str(p) for p in plot_summary(Path(args.folder) / "summary.csv", Path(args.folder) / "plots")]}
+
+
+def _scan(args, manager, notes):
+    from .studies.scan import run_scan
+
+    return {**run_scan(manager, _request(args, notes), args.reference, manager.settings.output_dir), **notes}
 
 
 def _rewrite(args, manager, notes):
@@ -212,7 +304,7 @@ def _info(args, manager, notes):
 
 
 COMMANDS = {"generate": _generate, "img2img": _generate, "vl": _vl, "extract": _extract, "sweep": _sweep,
-            "rewrite": _rewrite, "info": _info}
+            "study": _study, "scan": _scan, "rewrite": _rewrite, "info": _info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,9 +102,13 @@ def test_img2img_vl_and_extract(run, tmp_path):
     assert code == 0 and out["mode"] == "vl" and 0 < out["effective_alpha"] <= 1
     assert json.loads(Image.open(out["image"]).text["llm_dit"])["request"]["alpha"] == 0.5
     code, again, _ = run("vl", "--reference", ref, "--from-png", out["image"])
-    assert np.array_equal(_pixels(again["image"]), _pixels(out["image"]))
+    assert np.array_equal(_pixels(again["image"]), _pixels(out["image"])) and again["from_png"]["mismatches"] == []
+    Image.new("RGB", (64, 64), (20, 200, 30)).save(tmp_path / "other.png")
+    code, other, err = run("vl", "--reference", str(tmp_path / "other.png"), "--from-png", out["image"])
+    assert [m.split(" ")[:2] for m in other["from_png"]["mismatches"]] == [["references", "differ"], ["the", "init"]]
+    assert "warning: references differ from the PNG's" in err
     code, out, _ = run("extract", "--reference", ref, "--prompt", "a boat", "--output", str(tmp_path / "c.safetensors"))
-    assert code == 0 and out["conditioning"] == str(tmp_path / "c.safetensors")
+    assert code == 0 and out["conditioning"] == str(tmp_path / "c.safetensors") and out["warnings"] == []
     with safe_open(out["conditioning"], "pt") as f:
         assert list(f.get_tensor("prompt_embeds").shape) == out["prompt_embeds_shape"]
     code, _, err = run("vl", "--reference", str(tmp_path / "missing.png"), "--prompt", "a boat")
@@ -125,6 +129,8 @@ def test_sweep_writes_the_grid_table_and_cells(run, tmp_path):
     code, _, err = run("sweep", "--reference", str(tmp_path / "ref.png"), "--prompt", "x", "--x-axis", "alpha",
                        "--x-values", "0, 2")
     assert code == 2 and "axis 'alpha': alpha=2.0 is out of range" in err
+    code, _, err = run("sweep", "--reference", str(tmp_path / "ref.png"), "--prompt", "x", "--name", "run1")
+    assert code == 2 and "--name 'run1' is taken in the output folder (run1.csv exists)" in err
 
 
 def test_rewrite_and_info(run):

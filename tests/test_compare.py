@@ -30,6 +30,12 @@ def test_a_2x3_sweep_runs_each_extraction_and_encode_once(settings, tmp_path):
     assert [(r["blend_mode"], r["alpha"]) for r in rows] == [
         ("linear", 0.2), ("adain", 0.2), ("linear", 0.5), ("adain", 0.5), ("linear", 0.8), ("adain", 0.8)]
     assert all(0 <= r["palette_distance"] <= 1 and -1 <= r["ssim"] <= 1 for r in rows)
+    first = sweep.finished()[0].result.metadata["timings"]  # the models loaded for cell 0: the sweep's time
+    assert first["load"] > 0 and counts["load_seconds"] == pytest.approx(first["load"], abs=1e-3)
+    assert rows[0]["seconds_per_cell"] == pytest.approx(first["total"] - first["load"], abs=1e-3)
+    assert all(r["extract_seconds"] >= 0 for r in rows)  # its own column, apart from the cell's seconds
+    early = save_outputs(sweep, tmp_path / "early", "s", grids=False)  # what the tab does before the last cell
+    assert early["grids"] == [] and not list((tmp_path / "early").glob("s-grid*")) and len(early["cells"]) == 6
     out = save_outputs(sweep, tmp_path, "s")
     assert len(out["grids"]) == 1 and len(out["cells"]) == 6
     assert "blend_mode,alpha" in open(out["csv"]).read().splitlines()[0]
@@ -95,6 +101,8 @@ def test_text_route_captions_once(manager):
     assert len(text_cells) == 2 and sweep.caption
     assert all("The image's look:" in c.result.metadata["request"]["prompt"] for c in text_cells)
     assert all(c.result.metadata["mode"] == "img2img" for c in text_cells)
+    assert all(c.result.metadata["route"] == "text" and c.result.metadata["caption"] == sweep.caption
+               for c in text_cells)
 
 
 @pytest.mark.parametrize("spec,refs,message", [
@@ -123,3 +131,15 @@ def test_sweep_presets_are_valid():
             "Think block", "VL vs Qwen3", "Prompt variations"} <= set(presets)
     for preset in presets.values():
         assert SweepSpec(**preset["spec"]).axes()
+
+
+def test_each_reference_of_a_blend_gets_its_own_score(manager):
+    from llm_dit.studies.metrics import palette_distance
+
+    other = Image.new("RGB", (128, 128), (20, 40, 220))
+    base = VLRequest(prompt="a fox in a meadow", height=64, width=64, seed=11, reference_weights="1, 3")
+    sweep = run_sweep(manager, SweepSpec("alpha", "0.3"), base, [REF, other])
+    (row,), image = sweep.rows(), sweep.finished()[0].result.image
+    own = [round(palette_distance(image, r), 4) for r in (REF, other)]
+    assert [row["palette_distance_ref0"], row["palette_distance_ref1"]] == own and own[0] != own[1]
+    assert row["palette_distance"] == pytest.approx((own[0] + 3 * own[1]) / 4, abs=1e-4)

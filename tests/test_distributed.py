@@ -12,7 +12,7 @@ from PIL import Image
 from llm_dit.studies.distributed import launch_command
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMING = {"batch_seconds", "seconds_per_cell"}
+TIMING = {"batch_seconds", "seconds_per_cell", "extract_seconds"}
 
 
 def _free_port() -> int:
@@ -46,6 +46,7 @@ def test_two_processes_give_the_single_process_sweep(settings, tmp_path):
     one = _sweep(1, settings, reference, tmp_path / "one", seed=two["seed"])
     assert two["counts"]["processes"] == 2 and two["counts"]["finished"] == 6
     assert [c["extractions_run"] for c in two["counts"]["per_process"]] == [1, 1]  # shared within a process
+    assert [(c["cells"], c["finished"]) for c in two["counts"]["per_process"]] == [(3, 3), (3, 3)]  # each its own
     # The same files under the same names...
     for key in ("grids", "cells"):
         assert _relative(two[key], tmp_path / "two") == _relative(one[key], tmp_path / "one")

@@ -116,3 +116,13 @@ def test_grid_captions_name_the_axes_and_the_z_value():
     assert sweep.captions() == ["strength × alpha (2 × 2) · think_block: off", "strength × alpha (2 × 2) · think_block: on"]
     assert sweep.captions(diff=True) == []  # no difference maps until the base cell is done
     assert SweepResult([("alpha", [0.0, 0.3, 0.6])], [], {}).captions() == ["alpha (3)"]
+
+
+def test_a_grid_of_large_cells_is_bounded_and_small_cells_keep_their_size():
+    from llm_dit.studies.grid import GRID_MAX_PIXELS
+
+    big = {(x, y): Image.new("RGB", (2048, 2048), (x * 80, y * 80, 90)) for x in range(3) for y in range(3)}
+    grid = draw_grid(big, "alpha", [0, 1, 2], "strength", [0, 1, 2])  # 9 × 4 MP of cells
+    assert GRID_MAX_PIXELS / 2 < grid.size[0] * grid.size[1] < 1.5 * GRID_MAX_PIXELS  # ~80 MP unbounded
+    small = draw_grid({(0, None): Image.new("RGB", (64, 64))}, "alpha", [0], "", [None])
+    assert layout((64, 64), "alpha", [0], "", [None]).size == small.size

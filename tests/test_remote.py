@@ -60,6 +60,7 @@ def test_remote_text_embeddings_and_images_are_bit_identical(manager, split):
     assert split._lm is None and "text_encoder" not in [p["component"] for p in split.memory_report()]
     a, b = run(manager, request), run(split, request)
     assert (torch.tensor(list(a.image.getdata())) == torch.tensor(list(b.image.getdata()))).all()
+    assert b.metadata["remote"] == {"text_encoder": split.settings.text_encoder_url} and "remote" not in a.metadata
 
 
 def test_remote_text_encodings_are_cached(split):
@@ -79,7 +80,7 @@ def test_remote_vl_blend_and_image_are_bit_identical(manager, split, reference):
     assert split.load_counts["vl"] == 0 and not split.vl_loaded
     a, b = vl_generate(manager, request, [reference]), vl_generate(split, request, [reference])
     assert list(a.image.getdata()) == list(b.image.getdata())
-    assert b.metadata["vl"]["vl_model"] == split.settings.vl_url
+    assert b.metadata["vl"]["vl_model"] == split.settings.vl_url == b.metadata["remote"]["vl"]
 
 
 def test_remote_dual_composition_sends_a_text_only_extraction(manager, split, reference):

@@ -15,7 +15,7 @@ from llm_dit.runtime.settings import Settings
 
 from . import first_run, history, remote
 from .limits import BodyLimit
-from .tabs import compare, img2img, pnginfo, rewrite, status, txt2img, vl
+from .tabs import compare, img2img, pnginfo, rewrite, status, studies, txt2img, vl
 from .studio import QUEUE_SIZE, Studio
 
 log = logging.getLogger("llm_dit.app")
@@ -118,6 +118,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             parts = {p.name: p for p in (txt2img.build(studio), img2img.build(studio), vl.build(studio))}
             compare.build(studio, parts["vl"])
+            studies.build(studio)
             rewriter = rewrite.build(studio)
             png = pnginfo.build()
             status.build(studio)

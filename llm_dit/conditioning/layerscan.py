@@ -18,7 +18,7 @@ from . import blend
 from ..core.images import image_sha256, load_image
 from .vl import ExtractionParams, build_inputs, cache_key, token_masks
 
-COLUMNS = ("layer", "tokens", "count", "std", "std_correlation", "outlier_dims")
+COLUMNS = ("layer", "tokens", "count", "std", "std_correlation", "outlier_dims", "outlier_ratio", "std_ratio_raw")
 
 
 def _rows_for(states, masks: dict, ref: blend.ReferenceStats, threshold: float) -> list[dict]:
@@ -32,10 +32,15 @@ def _rows_for(states, masks: dict, ref: blend.ReferenceStats, threshold: float) 
                 continue
             dim_std = x.std(dim=0, correction=0)
             corr = torch.corrcoef(torch.stack([dim_std, ref.std.float()]))[0, 1]
+            ratio = blend.dim_std_ratio(x, ref)
             rows.append({"layer": layer, "tokens": kind, "count": int(x.shape[0]),
                          "std": round(float(x.std(correction=0)), 6),
                          "std_correlation": round(float(torch.nan_to_num(corr)), 4),
-                         "outlier_dims": int((blend.dim_std_ratio(x, ref) > threshold).sum())})
+                         "outlier_dims": int((ratio > threshold).sum()),
+                         # the widest dimension against the typical one (vs the text encoder's profile,
+                         # what `outlier_dims` counts), and raw: max / min per-dim std, as the lab notes quote it
+                         "outlier_ratio": round(float(ratio.max()), 4),
+                         "std_ratio_raw": round(float(dim_std.max() / dim_std.min().clamp_min(1e-12)), 4)})
     return rows
 
 

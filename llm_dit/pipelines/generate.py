@@ -412,6 +412,10 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
                                            "conditioned": [i for i, x in enumerate(on) if x],
                                            "outside": [i for i, x in enumerate(on) if not x]}
         metadata.update(encoding.metadata)
+        remote = {name: encoder.shown for name, encoder, used in (
+            ("text_encoder", manager.remote_text, True), ("vl", manager.remote_vl, "vl" in metadata)) if encoder and used}
+        if remote:  # another instance encoded the prompt or extracted the references
+            metadata["remote"] = remote
         results.append(GenerationResult(picture, request.seed, metadata))
     return results
 

@@ -15,6 +15,8 @@ from pathlib import Path
 # sweep tables and a sweep's cell folder (no suffix). An operator's own files never match.
 MADE_HERE = re.compile(r"\d{8}-\d{6}-(?:txt2img|img2img|vl|compare)-[0-9a-z-]+(?:\.(?:png|safetensors|csv|json))?")
 RANDOM_PART = re.compile(r"-[0-9a-f]{16}(?:-|\.|$)")  # what every hosted name carries
+UMASK = os.umask(0o022)  # read once, at import (os.umask both sets and returns it), and put back
+os.umask(UMASK)
 
 
 class OutputFolder:
@@ -52,6 +54,7 @@ class OutputFolder:
             fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=Path(name).suffix, dir=self.path)
             os.close(fd)
             write_to(tmp)
+            os.chmod(tmp, 0o666 & ~UMASK)  # a temp file is 0600: the file gets what open() would give it
             with self._lock:
                 target = self._free_name(self._private(name))
                 os.replace(tmp, target)

@@ -1,5 +1,5 @@
-"""Studies: many cells from one specification — sweeps, grids, image metrics and their spread over
-accelerate processes.
+"""Studies: many cells from one specification — study files (study, runner, summary, scan),
+sweeps and their grids, image metrics, and their spread over accelerate processes.
 
 May import every room below it (`pipelines` and down).
 """

@@ -14,6 +14,7 @@ import csv
 import io
 import itertools
 import json
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from .grid import axis_label, difference, draw_grid
 from ..pipelines.generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
 from ..core.images import load_image
 from .metrics import palette_distance, ssim
-from ..core.request import GenerationRequest, RewriteRequest, VLRequest, check_field, to_number, validate
+from ..core.request import (GenerationRequest, RewriteRequest, VLRequest, check_field, parse_weights, to_number,
+                           validate)
 from ..pipelines.rewrite import rewrite
 
 # axis name -> VLRequest field (None: the route axis)
@@ -37,6 +39,7 @@ AXES = {
     "route": None,
 }
 ROUTES = ("embedding", "text")
+SHARED_STAGES = ("vae_encode", "denoise", "decode")  # one pipeline call for every cell of a batch
 MAX_CELLS = 1024  # the highest cell_limit one may ask for
 EXAMPLE_VALUES = {  # what an axis picker fills in when chosen
     "blend_mode": "linear, linear_rms, adain", "alpha": "0, 0.3, 0.6", "strength": "0.7, 0.8, 0.9",
@@ -148,6 +151,7 @@ class Cell:
     route: str = "embedding"
     result: GenerationResult | None = None
     metrics: dict = field(default_factory=dict)
+    extract_seconds: float = 0.0  # its own extractions (0 where an earlier cell's are reused)
 
 
 @dataclass
@@ -170,11 +174,15 @@ class SweepResult:
         rows = []
         for cell in self.finished():
             meta = cell.result.metadata
+            timings, size = meta["timings"], meta.get("batch_size", 1)
+            # the pipeline call is shared by the batch; model loading is the sweep's (counts), not a cell's
+            shared = sum(timings.get(k, 0.0) for k in SHARED_STAGES)
+            own = timings["total"] - shared - timings.get("load", 0.0)
             rows.append({"cell": cell.index, **{a: cell.coords[a] for a, _ in self.axes}, "route": cell.route,
                          "seed": cell.result.seed, "effective_alpha": meta.get("vl", {}).get("effective_alpha"),
-                         "batch_size": meta.get("batch_size", 1), "batch_seconds": meta["timings"]["total"],
-                         "seconds_per_cell": round(meta["timings"]["total"] / meta.get("batch_size", 1), 4),
-                         **cell.metrics})
+                         "batch_size": size, "batch_seconds": round(shared, 4),
+                         "extract_seconds": cell.extract_seconds,
+                         "seconds_per_cell": round(own + shared / size, 4), **cell.metrics})
         base = self._base_image()
         if base is not None:
             for row, cell in zip(rows, self.finished()):
@@ -242,10 +250,16 @@ def plan(spec: SweepSpec, base: VLRequest) -> tuple[list, list[Cell]]:
     return axes, cells
 
 
-def _caption(manager, reference, request: VLRequest) -> str:
+def caption_request(request: VLRequest, captioner: dict | None = None) -> RewriteRequest:
+    """The text route's captioning: the "Image captioner" template on local Qwen3-VL, or on any
+    rewrite backend `captioner` names (RewriteRequest fields, e.g. an OpenAI-compatible server)."""
     seed = request.seed if request.seed != -1 else 0
-    ask = RewriteRequest(prompt="", template=CAPTION_TEMPLATE, backend="qwen3_vl", seed=seed, max_new_tokens=160)
-    return rewrite(manager, ask, reference).text
+    return replace(RewriteRequest(prompt="", template=CAPTION_TEMPLATE, backend="qwen3_vl", seed=seed,
+                                  max_new_tokens=160), **(captioner or {}))
+
+
+def _caption(manager, reference, request: VLRequest, captioner: dict | None = None) -> str:
+    return rewrite(manager, caption_request(request, captioner), reference).text
 
 
 def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
@@ -277,7 +291,9 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
             sweep.caption = _caption(manager, images[0], base)
         for cell in mine:
             if cell.route == "embedding":
+                start = time.perf_counter()
                 prefetch(manager, cell.request, images)
+                cell.extract_seconds = round(time.perf_counter() - start, 4)
     pending: list[tuple[Cell, object, object]] = []
 
     def count():
@@ -285,6 +301,8 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
                         "distinct_texts": len(texts),
                         "extractions_run": manager.vl_cache.misses - before["extractions"],
                         "encodes_run": manager.text_cache.misses - before["encodes"], "batch_size": spec.batch_size,
+                        "load_seconds": round(sum(c.result.metadata["timings"].get("load", 0.0)
+                                                  for c in sweep.finished()), 4),
                         "vl_loads": manager.load_counts["vl"] - before["vl_loads"]}
 
     def flush():
@@ -293,10 +311,10 @@ def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, stru
         results = run_batch(manager, requests, [i for _, i, _ in pending], [e for _, _, e in pending])
         for (cell, init, _), result in zip(pending, results):
             cell.result = result
-            cell.metrics = {"palette_distance": round(palette_distance(result.image, images[0]), 4),
+            if cell.route == "text":  # the caption baseline says so in its own metadata
+                result.metadata.update(route="text", caption=sweep.caption)
+            cell.metrics = {**_against_references(result.image, images, cell.request, scorer),
                             "ssim": round(ssim(result.image, init or images[0]), 4)}
-            if scorer is not None:
-                cell.metrics.update(scorer.score(result.image, images[0], cell.request.prompt))
         pending.clear()
         count()
 
@@ -336,6 +354,29 @@ def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, struc
     return sweep
 
 
+def _against_references(image, references: list, request: VLRequest, scorer) -> dict:
+    """Palette distance (and with a scorer, style similarity) to each reference of the blend: with
+    several, one column each (`_ref0`, `_ref1`, ...) and their mean weighted by `reference_weights`
+    under the plain name; prompt similarity once."""
+    per = []
+    for reference in references:
+        scores = {"palette_distance": round(palette_distance(image, reference), 4)}
+        if scorer is not None:
+            scores.update(scorer.score(image, reference, request.prompt))
+        per.append(scores)
+    if len(per) == 1:
+        return per[0]
+    weights = parse_weights(request.reference_weights, len(per))
+    out = {}
+    for name in ("palette_distance", "style_similarity"):
+        if name in per[0]:
+            out.update({f"{name}_ref{i}": scores[name] for i, scores in enumerate(per)})
+            out[name] = round(sum(w * s[name] for w, s in zip(weights, per)) / sum(weights), 4)
+    if "prompt_similarity" in per[0]:
+        out["prompt_similarity"] = per[0]["prompt_similarity"]
+    return out
+
+
 def _text_request(request: VLRequest, caption: str) -> GenerationRequest:
     """The text route: the prompt plus the VL caption, as a plain generation request."""
     plain, _ = GenerationRequest.from_dict({**request.to_dict(), "prompt": f"{request.prompt}\n\nThe image's look: {caption}"})
@@ -348,53 +389,58 @@ def _compatible(a, b) -> bool:
     return same and (ia is None) == (ib is None) and ca.request.strength == cb.request.strength
 
 
-def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict | None = None) -> dict:
-    """Grids (PNG), each cell's PNG with full metadata, and the table as CSV and JSON. Grids and
-    tables are rewritten under fixed names; a cell already in `saved` (index -> path) is not
-    written again, so saving after every cell stays linear."""
+def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict | None = None,
+                 grids: bool = True) -> dict:
+    """Grids (PNG; not with `grids=False`), each cell's PNG with full metadata, and the table as
+    CSV and JSON. Tables are rewritten under fixed names; a cell already in `saved` (index -> path)
+    is not written again, so saving after every cell stays linear, and a UI that passes
+    `grids=False` until the last cell draws each grid once."""
     folder = Path(getattr(folder, "path", folder))
     folder.mkdir(parents=True, exist_ok=True)
     saved = {} if saved is None else saved
-    grids = []
-    for kind, images in (("grid", sweep.grids()), ("diff", sweep.grids(diff=True))):
+    drawn = []
+    for kind, images in (("grid", sweep.grids()), ("diff", sweep.grids(diff=True))) if grids else ():
         for i, grid in enumerate(images):
             path = folder / f"{stem}-{kind}{i}.png"
             grid.save(path)
-            grids.append(str(path))
+            drawn.append(str(path))
     for c in sweep.finished():
         if c.index not in saved:
             saved[c.index] = str(c.result.save(folder / f"{stem}-cells", name=f"cell{c.index:03d}"))
     cells = [saved[c.index] for c in sweep.finished()]
     (folder / f"{stem}.csv").write_text(sweep.table_csv())
     (folder / f"{stem}.json").write_text(sweep.table_json())
-    return {"grids": grids, "cells": cells, "csv": str(folder / f"{stem}.csv"), "json": str(folder / f"{stem}.json")}
+    return {"grids": drawn, "cells": cells, "csv": str(folder / f"{stem}.csv"), "json": str(folder / f"{stem}.json")}
 
 
 
-def load_sweeps(path: Path | None = None) -> dict[str, dict]:
-    """Sweep presets: {name: {"description", "spec": SweepSpec fields, "base": request fields}}."""
+def load_sweeps(folder: Path | None = None) -> dict[str, dict]:
+    """Sweep presets from the study presets (`presets/studies/*.toml`): {name: {"description",
+    "spec": SweepSpec fields (the first axis across, then down, then one grid each), "base": request
+    fields}}. A study preset's references and seeds are a study's own: a sweep takes the tab's."""
     import tomllib
 
     from ..core.presets import PRESETS_DIR
 
-    path = Path(path or PRESETS_DIR / "sweeps.toml")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"sweep presets {path}: {err}") from None
+    names = {field: axis for axis, field in AXES.items()} | {"route": "route"}
     presets = {}
-    spec_fields = set(SweepSpec.__dataclass_fields__)
-    for name, table in data.items():
-        base = dict(table.get("base", {}))
-        spec = {k: v for k, v in table.items() if k in spec_fields}
-        unknown = set(table) - spec_fields - {"description", "base"}
+    for path in sorted(Path(folder or PRESETS_DIR / "studies").glob("*.toml")):
         try:
-            if unknown:
-                raise ValueError(f"unknown key(s) {sorted(unknown)}")
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            axes = list(data.get("axes", {}).items())
+            if not 1 <= len(axes) <= 3 or any(a not in names for a, _ in axes):
+                raise ValueError(f"a sweep takes one to three axes of {', '.join(names)}; got {[a for a, _ in axes]}")
+            spec = {}
+            for side, (field_name, values) in zip("xyz", axes):
+                separator = {"vl_text": " | ", "prompt": "\n"}.get(field_name, ", ")
+                spec[f"{side}_axis"] = names[field_name]
+                spec[f"{side}_values"] = separator.join(("on" if v else "off") if isinstance(v, bool) else str(v)
+                                                        for v in values)
+            base = dict(data.get("base", {}))
             SweepSpec(**spec).axes()
             for key, value in base.items():
                 check_field(key, value)
-        except (ValueError, KeyError, StopIteration) as err:
-            raise ValueError(f"sweep preset {name!r} in {path}: {err}") from None
-        presets[name] = {"description": table.get("description", ""), "spec": spec, "base": base}
+        except (ValueError, KeyError, tomllib.TOMLDecodeError) as err:
+            raise ValueError(f"study preset {path}: {err}") from None
+        presets[data.get("name", path.stem)] = {"description": data.get("description", ""), "spec": spec, "base": base}
     return presets

@@ -21,7 +21,7 @@ from .compare import SweepResult, SweepSpec, iter_sweep, plan, save_outputs
 from ..pipelines.generate import resolve_seed
 from ..core.request import VLRequest, validate
 
-COUNTED = ("extractions_run", "encodes_run", "vl_loads")  # summed over the processes
+COUNTED = ("extractions_run", "encodes_run", "vl_loads", "load_seconds")  # summed over the processes
 
 
 def _uses_gpu(settings) -> bool:
@@ -56,7 +56,8 @@ def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure
               unit="cell", position=state.process_index) as bar:
         for result in iter_sweep(manager, spec, base, references, structure_image, only=mine):
             bar.update(len(result.finished()) - bar.n)
-    finished, counts, caption = result.finished(), [result.counts], result.caption
+    # each process reports its own share: the cells it was given, and what it ran for them
+    finished, counts, caption = result.finished(), [{**result.counts, "cells": len(mine)}], result.caption
     if state.num_processes > 1:
         finished, counts = gather_object(finished), gather_object(counts)
         caption = next((c for c in gather_object([caption]) if c), None)
@@ -82,3 +83,51 @@ def launch_command(num_processes: int, port: int = 29500) -> list[str]:
     if num_processes > 1:
         command += ["--multi_gpu", "--main_process_port", str(port)]
     return command + ["-m", "llm_dit"]
+
+
+def study(manager, folder: str, study=None) -> dict | None:
+    """Run a study (`study` given: a new folder) or resume the one in `folder`, its unfinished
+    cells split over every process of the launch; each process appends its own rows, the main
+    process merges them and writes the tables, grids and plots (others return None)."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    from .runner import create, finish, load_folder_study, rows, run_cells
+
+    state = PartialState(cpu=not _uses_gpu(manager.settings))
+    with state.main_process_first():  # checkpoints that are built (tiny) or fetched on first use: once
+        manager.zimage_source, manager.vl_source
+    error = [None]
+    if state.is_main_process and study is not None:
+        try:  # the main process's study (its drawn seeds) is the one every process runs
+            create(manager, study, folder)
+        except ValueError as err:
+            error = [str(err)]
+    if state.num_processes > 1:
+        broadcast_object_list(error)
+    if error[0]:
+        raise ValueError(error[0])
+    study = load_folder_study(folder)
+    # what is left, read once by the main process before anyone writes a row, and shared
+    done = rows(folder) if state.is_main_process else {}
+    todo = [[c.index for c in study.cells() if c.index not in done] if state.is_main_process else None]
+    if state.num_processes > 1:
+        broadcast_object_list(todo)
+    with state.split_between_processes(todo[0]) as share:
+        mine = set(share)
+    counts = None
+    with tqdm(total=len(mine), desc=f"study (process {state.process_index + 1}/{state.num_processes})",
+              unit="cell", position=state.process_index) as bar:
+        run = run_cells(manager, study, folder, only=mine, process=state.process_index)
+        while True:
+            try:
+                next(run)
+            except StopIteration as stop:
+                counts = stop.value
+                break
+            bar.update(1)
+    counts = gather_object([counts]) if state.num_processes > 1 else [counts]
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    return finish(folder, study, {"processes": state.num_processes, "per_process": counts})

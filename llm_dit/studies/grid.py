@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 HEAT_FULL = 0.25  # a mean RGB difference of a quarter of the range shows at full heat
+GRID_MAX_PIXELS = 16_000_000  # a grid's cells shrink to keep the whole grid's cells under this
 
 
 def _font(size: int):
@@ -100,9 +101,12 @@ def layout(cell: tuple[int, int], x_axis: str, xs: list, y_axis: str, ys: list, 
 
 
 def draw_grid(images: dict, x_axis: str, xs: list, y_axis: str, ys: list, title: str = "") -> Image.Image:
-    """Cells laid out X across, Y down; each column and row labelled `axis: value` (see `layout`)."""
+    """Cells laid out X across, Y down; each column and row labelled `axis: value` (see `layout`).
+    Cells shrink (aspect kept) so that all of them together stay under GRID_MAX_PIXELS."""
     sample = next(iter(images.values()), None)
     w, h = sample.size if sample else (256, 256)
+    scale = min(1.0, (GRID_MAX_PIXELS / (w * h * max(1, len(xs)) * max(1, len(ys)))) ** 0.5)
+    w, h = max(16, int(w * scale)), max(16, int(h * scale))
     plan = layout((w, h), x_axis, xs, y_axis, ys, title)
     font = _font(plan.font_size)
     grid = Image.new("RGB", plan.size, "white")

@@ -71,7 +71,7 @@ def build(studio, vl_tab) -> None:
                     "on an axis is taken from there. One seed for all cells unless `seed` is an axis.")
         with gr.Row():
             with gr.Column(scale=1):
-                preset = gr.Dropdown(choices=list(presets), value=None, label="Sweep preset (presets/sweeps.toml)")
+                preset = gr.Dropdown(choices=list(presets), value=None, label="Sweep preset (presets/studies/)")
                 note = gr.Markdown()
                 axes = list(AXES)
                 c = {}
@@ -124,27 +124,28 @@ def build(studio, vl_tab) -> None:
                 stopping = STOPS.stopped(session_hash, clicked)  # read once: the page and what happens agree
                 result = SweepResult(axes, done, counts, caption, stopped=stopping,
                                      diff_base=int(chosen.diff_base))
+                # The grids are drawn once, after the last cell (or a stop): while it runs, the page
+                # shows the cells' thumbnails and the table, and nothing grows with the cells squared.
+                last = stopping or len(done) >= counts["cells"]
                 try:
-                    out = save_outputs(result, output_dir, stem, saved)
+                    out = save_outputs(result, output_dir, stem, saved, grids=last)
                     output_dir.prune(protect=stem)
-                    files, indexes = out["grids"] + [out["csv"], out["json"]] + out["cells"], sorted(saved)
+                    files = out["grids"] + [out["csv"], out["json"]] + out["cells"] if last else gr.skip()
+                    indexes = sorted(saved)
                 except OSError as err:  # full or read-only disk: show the sweep, keep serving
                     gr.Warning(f"output_dir: could not save the sweep in {output_dir.shown_as} "
                                f"({err.strerror or type(err).__name__}): free space or point --output-dir elsewhere.")
-                    out = {"grids": result.grids(), "cells": [c.result.image for c in result.finished()]}
+                    out = {"grids": result.grids() if last else [], "cells": [c.result.image for c in result.finished()]}
                     files, indexes = None, [c.index for c in result.finished()]
                 text = f"**{len(done)} / {counts['cells']} cells**" + (" — stopped" if result.stopped else "")
                 if caption:
                     text += f"\n\nText-route caption: _{caption[:300]}_"
                 rows = result.rows()
                 captions = result.captions() + result.captions(diff=True)
-                # The first grid opens large; later values keep it open. Selecting on every update
-                # would make gradio focus the thumbnail each time: the page would jump per cell.
-                # The last value stays plain (it is what an API client gets back); `open_grid` below
-                # opens it after the sweep, since streaming may drop the first update.
-                shown = list(zip(out["grids"], captions))
-                last = stopping or len(done) >= counts["cells"]
-                yield (text, gr.Gallery(shown, selected_index=0) if len(done) == len(new) and not last else shown,
+                # The grids arrive once, with the last value (what an API client gets back);
+                # `open_grid` below then shows the first one large.
+                shown = list(zip(out["grids"], captions)) if last else gr.skip()
+                yield (text, shown,
                        {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
                        [(p, f"cell {i}") for i, p in zip(indexes, out["cells"])], files, counts)
                 if stopping:  # stop after the cell that just finished; keep everything so far
