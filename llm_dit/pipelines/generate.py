@@ -388,6 +388,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             "request": request.to_dict(),
             "seed": request.seed,
             "model": manager.zimage_model_id,
+            "checkpoint": manager.checkpoint_info(),
             "versions": _versions(),
             "chat_text": encoding.chat,
             "template": request.template or None,

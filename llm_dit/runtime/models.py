@@ -15,7 +15,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import download, levers
+from . import checkpoints, download, levers
 
 from ..serving import policy
 from .cache import LRUCache
@@ -48,6 +48,7 @@ class ModelManager(Placement):
         self._vl_depth = 0  # nesting of vl_session()
         self._vl_config = None
         self._text_config = None
+        self._checkpoint_info: dict | None = None
         self._reference_stats: dict = {}
         self._plan: Plan | None = None
         self._offload_hooks: list = []
@@ -165,9 +166,13 @@ class ModelManager(Placement):
             "default": torch.float32,
         }
         dit_quant = self._quantization("transformer", "diffusers", dit_device, dtypes["transformer"])
+        parts = {}
+        if self.settings.transformer_file:  # quantized (or not) as it loads: no pipeline-level config
+            parts["transformer"] = self._transformer_file(source, dtypes["transformer"], dit_quant)
+            dit_quant = None
         try:
             pipe = ZImagePipeline.from_pretrained(
-                source, text_encoder=None, dtype=dtypes, use_safetensors=True,
+                source, text_encoder=None, dtype=dtypes, use_safetensors=True, **parts,
                 quantization_config=PipelineQuantizationConfig(quant_mapping={"transformer": dit_quant})
                 if dit_quant else None,
             )
@@ -198,6 +203,33 @@ class ModelManager(Placement):
         self._views = self._make_views(pipe)
         self._pipe = pipe
         self.load_counts["zimage"] += 1
+
+    def _transformer_file(self, source: str, dtype, quantization):
+        """The DiT from `--transformer-file` (single file or GGUF), with `source`'s transformer config."""
+        path = self.settings.transformer_file
+        try:
+            return checkpoints.load_transformer(path, source, dtype, quantization).eval()
+        except Exception as err:  # noqa: BLE001
+            raise ModelLoadError(
+                f"Could not load the transformer file {path!r} ({type(err).__name__}: {err}). Give a Z-Image "
+                f"transformer as one .safetensors (ComfyUI/official key layout) or .gguf file, matching the "
+                f"architecture of --model-path (its transformer/config.json), or leave --transformer-file empty."
+            ) from err
+
+    @property
+    def variant(self) -> str:
+        """'turbo' or 'base': `--model-variant`, else read from the checkpoint's name."""
+        return checkpoints.detect_variant(self.zimage_source, self.settings.model_variant)
+
+    def checkpoint_info(self) -> dict:
+        """What metadata records about the checkpoint: its variant and, for a transformer file, the
+        file's name, hash and quantization (computed once)."""
+        if self._checkpoint_info is None:
+            info = {"variant": self.variant}
+            if self.settings.transformer_file:
+                info.update(checkpoints.describe(self.settings.transformer_file))
+            self._checkpoint_info = info
+        return self._checkpoint_info
 
     def _text_encoder_model(self, source: str):
         from transformers import Qwen3ForCausalLM
