@@ -115,11 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _request(args, notes: dict, base: dict | None = None):
-    """The command's request: field defaults < `base` (a preset) < --from-png < flags given."""
+def _request(args, notes: dict, base: dict | None = None, manager=None):
+    """The command's request: field defaults < the checkpoint's (Base: CFG, steps) < `base` (a
+    preset) < --from-png < flags given."""
     cls, leave_out = REQUESTS[args.command]
     names = {f.name for f in fields(cls)} - leave_out
-    values = {k: v for k, v in (base or {}).items() if k in names}
+    defaults = manager.request_defaults() if manager is not None else {}
+    values = {k: v for k, v in {**defaults, **(base or {})}.items() if k in names}
     if getattr(args, "from_png", None):
         from .core.pnginfo import read_parameters
 
@@ -143,7 +145,7 @@ def _generated(result, settings, notes: dict) -> dict:
 def _generate(args, manager, notes):
     from .pipelines.generate import img2img, run
 
-    request = _request(args, notes)
+    request = _request(args, notes, manager=manager)
     result = img2img(manager, request, args.image) if args.command == "img2img" else run(manager, request)
     return _generated(result, manager.settings, notes)
 
@@ -151,7 +153,7 @@ def _generate(args, manager, notes):
 def _vl(args, manager, notes):
     from .pipelines.recipe import vl_generate
 
-    result = vl_generate(manager, _request(args, notes), args.reference, args.structure_image)
+    result = vl_generate(manager, _request(args, notes, manager=manager), args.reference, args.structure_image)
     summary = _generated(result, manager.settings, notes)
     return {**summary, "effective_alpha": result.metadata["vl"]["effective_alpha"]}
 
@@ -183,7 +185,7 @@ def _sweep(args, manager, notes):
             spec_values[f.name] = getattr(args, f.name)
     spec = SweepSpec(**spec_values)
     stem = args.name or f"{time.strftime('%Y%m%d-%H%M%S')}-sweep"
-    summary = run_sweep(manager, spec, _request(args, notes, base), args.reference, args.structure_image,
+    summary = run_sweep(manager, spec, _request(args, notes, base, manager), args.reference, args.structure_image,
                         manager.settings.output_dir, stem)
     return None if summary is None else {**summary, **notes}
 

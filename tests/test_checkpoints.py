@@ -103,3 +103,60 @@ def test_wrong_files_are_refused_with_the_fix(settings, zimage_dir, tmp_path):
 ])
 def test_variant_is_read_from_the_name_and_the_setting_wins(source, setting, variant):
     assert checkpoints.detect_variant(source, setting) == variant
+
+
+@pytest.fixture(scope="module")
+def base_dir(zimage_dir, tmp_path_factory):
+    """The tiny checkpoint in a folder named like the Base repo, its scheduler at shift 6."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("hub") / "Z-Image"
+    shutil.copytree(zimage_dir, folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "shift": 6.0}))
+    return folder
+
+
+def test_a_base_checkpoint_switches_the_defaults_and_the_override_wins(settings, base_dir):
+    from llm_dit.core.variants import BASE_NEGATIVE
+
+    base = ModelManager(replace(settings, tiny=False, model_path=str(base_dir)))
+    assert base.variant == "base"
+    assert base.request_defaults() == {"num_inference_steps": 28, "guidance_scale": 4.0,
+                                       "negative_prompt": BASE_NEGATIVE, "shift": 6.0}
+    forced = ModelManager(replace(settings, tiny=False, model_path=str(base_dir), model_variant="turbo"))
+    assert forced.variant == "turbo" and forced.request_defaults() == {"shift": 6.0}
+    assert ModelManager(settings).request_defaults() == {"shift": 3.0}  # Turbo: the declared defaults
+
+
+def test_base_without_guidance_is_warned_and_metadata_names_the_variant(settings, base_dir):
+    base = ModelManager(replace(settings, tiny=False, model_path=str(base_dir)))
+    plain = txt2img(base, small())
+    assert plain.metadata["checkpoint"] == {"variant": "base"}
+    assert any("guidance_scale=0 on Z-Image Base" in w for w in plain.metadata["warnings"])
+    guided = txt2img(base, small(num_inference_steps=28, guidance_scale=4.0, negative_prompt="blurry"))
+    assert not guided.metadata["warnings"]
+
+
+def test_the_cli_and_the_ui_start_from_the_base_defaults(settings, base_dir, tmp_path):
+    from llm_dit.cli import main
+    from llm_dit.core.variants import BASE_NEGATIVE
+    from llm_dit.core.pnginfo import read_parameters
+    from ui import build_demo
+
+    args = ["generate", "--prompt", "a fox", "--height", "64", "--width", "64", "--seed", "1",
+            "--num-inference-steps", "2", "--model-path", str(base_dir), "--cache-dir", settings.cache_dir, "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    png = sorted(tmp_path.glob("*.png"))[-1]
+    values = read_parameters(png).values
+    assert (values["guidance_scale"], values["shift"], values["negative_prompt"]) == (4.0, 6.0, BASE_NEGATIVE)
+    demo = build_demo(replace(settings, tiny=False, model_path=str(base_dir)))
+    props = [c["props"] for c in demo.config["components"]]
+    for label, value in (("Steps", 28), ("Guidance scale", 4.0), ("Shift", 6.0)):
+        shown = {p["value"] for p in props if p.get("label") == label}
+        assert shown == {value}, (label, shown)
+    readouts = {p.get("elem_id"): p["value"] for p in props if p.get("elem_id", "").endswith("readout")}
+    assert readouts["img2img-readout"].startswith("25 of 28 forwards")  # Turbo's advice read "7 of 8"
+    assert readouts["vl-strength-readout"].startswith("25 of 28 forwards")
+    assert readouts["txt2img-readout"].startswith("28 forwards")

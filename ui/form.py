@@ -85,6 +85,11 @@ def lora_picker(box, names: list[str]) -> None:
     pick.input(add, [pick, box], [box, pick], api_visibility="private", queue=False)
 
 
+def _default(name: str, defaults: dict) -> dict:
+    """The checkpoint's own default for a field, where it differs from the declared one."""
+    return {"value": defaults[name]} if name in defaults else {}
+
+
 def generation_form(fields: list[str], studio, preset_file: str = "generation.toml", main=None,
                     extra=None) -> Form:
     """The controls of a generation tab, the main ones first: the prompt, `main(c)` (the tab's own
@@ -93,6 +98,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
     among them."""
     presets = {name: p for name, p in load_presets(PRESETS_DIR / preset_file).items()
                if set(p["values"]) <= set(fields)}
+    defaults = studio.manager.request_defaults()  # Z-Image Base: CFG, negative prompt, more steps
     c = {"prompt": control("prompt")}
     preview = prompt_preview()  # under the prompt; wired below, once the fields it reads exist
     if main is not None:
@@ -106,7 +112,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
     with gr.Row(equal_height=True):
         for f in ("num_inference_steps", "seed"):
             if f not in c:
-                c[f] = control(f)
+                c[f] = control(f, **_default(f, defaults))
         with gr.Column(min_width=120, scale=0):
             randomize = gr.Checkbox(label="Random seed", value=True)
             reuse = gr.Button("♻ Reuse last", size="sm")
@@ -124,12 +130,12 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
     wire_preview(preview, c, studio)
     if extra is not None:
         extra(c)
-    with gr.Accordion("Sampling, LoRA, attention", open=False):
+    with gr.Accordion("Sampling, LoRA, attention", open="guidance_scale" in defaults):
         with gr.Row():
             for f in ("shift", "guidance_scale"):
-                c[f] = control(f)
+                c[f] = control(f, **_default(f, defaults))
         for f in ("negative_prompt", "loras"):
-            c[f] = control(f, hosted=studio.hosted)
+            c[f] = control(f, hosted=studio.hosted, **_default(f, defaults))
         lora_picker(c["loras"], studio.policy.lora_names())
         c["attention_backend"] = control("attention_backend", hosted=studio.hosted)
     names = [n for n in c if not n.startswith("_")]

@@ -29,6 +29,7 @@ from ..runtime.models import ModelManager
 from ..serving.outputs import OutputFolder
 from ..core.prompt import format_chat
 from ..core.templates import get_template
+from ..core.variants import variant_warnings
 from ..serving.timeline import Timeline
 from ..core.request import GenerationRequest, field_meta, parse_loras, scheduled_steps, strength_forwards, validate
 
@@ -326,10 +327,11 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             raise ValueError(f"batch item {i} differs from item 0 ({what}): a batch must share "
                              f"{', '.join(keys)} and init-image use; run differing requests separately.")
     inits = [load_image(image, field="image") if img2img else None for image in images]
+    warnings = variant_warnings(manager.variant, first.num_inference_steps, first.guidance_scale)
     loras = parse_loras(first.loras, manager.policy.lora_path)
     requests = [resolve_seed(r) for r in requests]
     encodings = [e or encode_prompt(manager, r) for r, e in zip(requests, encodings)]
-    shared, warnings = Timeline(), []
+    shared = Timeline()
     with manager.generation_lock:  # an unload waits for this block; read the pipeline inside it
         pipe = manager.pipeline()
         transformer = pipe.transformer

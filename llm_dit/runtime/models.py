@@ -9,6 +9,7 @@ the one loaded DiT.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from contextlib import contextmanager, nullcontext
@@ -220,6 +221,17 @@ class ModelManager(Placement):
     def variant(self) -> str:
         """'turbo' or 'base': `--model-variant`, else read from the checkpoint's name."""
         return checkpoints.detect_variant(self.zimage_source, self.settings.model_variant)
+
+    def request_defaults(self) -> dict:
+        """The request defaults that differ for this checkpoint: its variant's (Base: CFG, negative
+        prompt, steps) and its scheduler config's shift. Read from names and configs, nothing loads."""
+        from ..core.variants import variant_defaults
+        from .memory import metadata_folder
+
+        folder = metadata_folder(self.zimage_source)  # None: a hub id not downloaded yet
+        config = folder / "scheduler" / "scheduler_config.json" if folder else None
+        shift = json.loads(config.read_text()).get("shift") if config and config.is_file() else None
+        return variant_defaults(self.variant, shift)
 
     def checkpoint_info(self) -> dict:
         """What metadata records about the checkpoint: its variant and, for a transformer file, the

@@ -9,7 +9,7 @@ import gradio as gr
 
 from llm_dit.pipelines.generate import img2img_plan, run
 from llm_dit.core.images import load_image
-from llm_dit.core.request import GenerationRequest, validate
+from llm_dit.core.request import GenerationRequest, field_meta, validate
 
 from ..common import Endpoint, control, image_input, saved
 from ..form import TabParts, generation_form, result_panel, run_bar, wire_reuse
@@ -40,8 +40,11 @@ def strength_readout(num_inference_steps, strength, shift) -> str:
     return line
 
 
+READOUT = ("num_inference_steps", "strength", "shift")  # what the strength readout reads
+
+
 def wire_strength_readout(c: dict, readout) -> None:
-    plan = [c["num_inference_steps"], c["strength"], c["shift"]]
+    plan = [c[f] for f in READOUT]
     for component in plan:
         component.change(strength_readout, plan, readout, api_visibility="private", queue=False)
 
@@ -49,10 +52,10 @@ def wire_strength_readout(c: dict, readout) -> None:
 INIT_HEIGHT = 260  # px: the init image, the prompt and strength fit above the fold
 
 
-def main_controls(c: dict) -> None:
-    """Under the prompt: strength beside the step count it takes a share of."""
+def main_controls(c: dict, steps: int) -> None:
+    """Under the prompt: strength beside the step count (the checkpoint's) it takes a share of."""
     with gr.Row():
-        c["strength"], c["num_inference_steps"] = control("strength"), control("num_inference_steps")
+        c["strength"], c["num_inference_steps"] = control("strength"), control("num_inference_steps", value=steps)
 
 
 def check(request, image, policy) -> None:
@@ -75,12 +78,14 @@ def build(studio) -> TabParts:
         with gr.Row():
             with gr.Column():
                 image = image_input("Init image", height=INIT_HEIGHT, elem_id="img2img-image")
-                form = generation_form(FIELDS, studio, main=main_controls)
+                steps = manager.request_defaults().get("num_inference_steps", field_meta("num_inference_steps")["default"])
+                form = generation_form(FIELDS, studio, main=lambda c: main_controls(c, steps))
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
                 button, export = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
                 with gr.Group(elem_classes="run-readout"):
-                    readout = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="img2img-readout")
+                    readout = gr.Markdown(strength_readout(*(form.controls[f].value for f in READOUT)),
+                                          elem_id="img2img-readout")
                 result = result_panel("img2img")
         c = form.controls
         wire_strength_readout(c, readout)

@@ -26,6 +26,9 @@ EXAMPLES = [
 ]
 
 
+READOUT = ("num_inference_steps", "width", "height")  # what the run readout reads
+
+
 def run_readout(num_inference_steps, width, height) -> str:
     """What Generate will run: the forwards (all from pure noise) and the size."""
     try:
@@ -75,10 +78,11 @@ def build(studio) -> TabParts:
             with gr.Column():
                 button, export = run_bar("txt2img", ("Export embeddings", "txt2img-export-embeddings"))
                 with gr.Group(elem_classes="run-readout"):
-                    readout = gr.Markdown(run_readout(8, 1024, 1024), elem_id="txt2img-readout")
+                    readout = gr.Markdown(run_readout(*(form.controls[f].value for f in READOUT)),
+                                          elem_id="txt2img-readout")
                 result = result_panel("txt2img")
         c = form.controls
-        plan = [c["num_inference_steps"], c["width"], c["height"]]
+        plan = [c[f] for f in READOUT]
         gr.on([p.change for p in plan], run_readout, plan, readout, api_visibility="private", queue=False)
         endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request: saved(generate(request), studio),
                             check=lambda request: validate(request, policy=studio.policy), outputs=3)

@@ -19,7 +19,7 @@ from ..common import Endpoint, control, image_input, saved
 from ..form import TabParts, generation_form, result_panel, run_bar, reveal_export, wire_reuse
 from ..gpu import gpu_seconds, on_gpu
 from ..studio import GPU, PREVIEW
-from .img2img import strength_readout, wire_strength_readout
+from .img2img import READOUT, strength_readout, wire_strength_readout
 
 FIELDS = [f.name for f in fields(VLRequest)]
 # The research knobs, one collapsed accordion per group (the main ones, alpha and strength, sit
@@ -176,7 +176,8 @@ def build(studio) -> TabParts:
             with gr.Column():
                 go, extract_button = run_bar("vl", ("Extract only", "vl-extract"))
                 with gr.Group(elem_classes="run-readout"):
-                    strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="vl-strength-readout")
+                    strength_md = gr.Markdown(strength_readout(*(c[f].value for f in READOUT)),
+                                              elem_id="vl-strength-readout")
                     readout = gr.Markdown(alpha_readout(None, 0.3), elem_id="vl-effective-alpha")
                 result = result_panel("vl", "Conditioning export (.safetensors)", more=diagnostics)
                 export, (tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested,
