@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--structure-image", default=None, help="init latents instead of the first reference")
         if name == "extract":
             sub.add_argument("--output", default=None, help="the .safetensors file (default: in --output-dir)")
+        if name in ("generate", "vl"):
+            sub.add_argument("--control-image", default=None, metavar="IMAGE",
+                             help="layout from this image through the ControlNet (--controlnet-path; its canny edges, "
+                                  "or itself with --control-preprocess none)")
         if name in ("generate", "img2img", "vl"):
             sub.add_argument("--from-png", default=None, metavar="FILE",
                              help="start from the parameters saved in this PNG (flags given win)")
@@ -146,14 +150,16 @@ def _generate(args, manager, notes):
     from .pipelines.generate import img2img, run
 
     request = _request(args, notes, manager=manager)
-    result = img2img(manager, request, args.image) if args.command == "img2img" else run(manager, request)
+    result = (img2img(manager, request, args.image) if args.command == "img2img"
+              else run(manager, request, control_image=args.control_image))
     return _generated(result, manager.settings, notes)
 
 
 def _vl(args, manager, notes):
     from .pipelines.recipe import vl_generate
 
-    result = vl_generate(manager, _request(args, notes, manager=manager), args.reference, args.structure_image)
+    result = vl_generate(manager, _request(args, notes, manager=manager), args.reference, args.structure_image,
+                         args.control_image)
     summary = _generated(result, manager.settings, notes)
     return {**summary, "effective_alpha": result.metadata["vl"]["effective_alpha"]}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..serving.outputs import OutputFolder
 from ..core.prompt import format_chat
 from ..core.templates import get_template
 from ..core.variants import variant_warnings
+from .control import control_map, window, windowed
 from ..serving.timeline import Timeline
 from ..core.request import GenerationRequest, field_meta, parse_loras, scheduled_steps, strength_forwards, validate
 
@@ -302,20 +304,24 @@ def resolve_seed(request: GenerationRequest) -> GenerationRequest:
     return replace(request, seed=random.randrange(2**32))
 
 
-BATCH_KEY = ("height", "width", "num_inference_steps", "shift", "guidance_scale", "loras", "attention_backend")
+BATCH_KEY = ("height", "width", "num_inference_steps", "shift", "guidance_scale", "loras", "attention_backend",
+             "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end", "control_preprocess")
 
 
 def run(manager: ModelManager, request: GenerationRequest, image=None,
-        encoding: PromptEncoding | None = None) -> GenerationResult:
+        encoding: PromptEncoding | None = None, control_image=None) -> GenerationResult:
     """Generate one image: txt2img when `image` is None, img2img from `image` otherwise.
-    `encoding` supplies the caption embeddings (e.g. a VL blend); by default the prompt's."""
-    return run_batch(manager, [request], [image], [encoding])[0]
+    `encoding` supplies the caption embeddings (e.g. a VL blend); by default the prompt's.
+    `control_image` (txt2img only) sets the layout through the ControlNet (--controlnet-path)."""
+    return run_batch(manager, [request], [image], [encoding], control_image)[0]
 
 
-def run_batch(manager: ModelManager, requests: list, images: list, encodings: list) -> list[GenerationResult]:
+def run_batch(manager: ModelManager, requests: list, images: list, encodings: list,
+              control_image=None) -> list[GenerationResult]:
     """Several images in one pipeline call. They must agree on size, steps, shift, guidance,
-    LoRAs, attention and (for img2img) strength; each keeps its own seed, prompt and init image,
-    and comes out as its single run would (within float tolerance of batched kernels)."""
+    LoRAs, attention, control settings and (for img2img) strength; each keeps its own seed, prompt
+    and init image, and comes out as its single run would (within float tolerance of batched
+    kernels). A `control_image` is shared by the batch."""
     img2img = images[0] is not None
     first = requests[0]
     for i, (request, image) in enumerate(zip(requests, images)):
@@ -326,7 +332,12 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             what = ", ".join(f"{k}={getattr(request, k)!r} vs {getattr(first, k)!r}" for k in differ) or "init image"
             raise ValueError(f"batch item {i} differs from item 0 ({what}): a batch must share "
                              f"{', '.join(keys)} and init-image use; run differing requests separately.")
+    if control_image is not None and img2img:
+        raise ValueError("control_image works from pure noise (txt2img, or the VL tab at strength 1.0): diffusers "
+                         "0.42.1 has no Z-Image ControlNet img2img pipeline. Set strength to 1.0, or leave the "
+                         "control image empty.")
     inits = [load_image(image, field="image") if img2img else None for image in images]
+    control = control_map(control_image, first) if control_image is not None else None
     warnings = variant_warnings(manager.variant, first.num_inference_steps, first.guidance_scale)
     loras = parse_loras(first.loras, manager.policy.lora_path)
     requests = [resolve_seed(r) for r in requests]
@@ -354,6 +365,10 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             extra = {"image": torch.cat(latents), "strength": 1.0}
             if forwards == first.num_inference_steps:
                 warnings.append("strength runs every step from sigma 1.0: the reference image is ignored.")
+        elif control is not None:
+            view = manager.controlnet_view(scheduler)
+            extra = {"control_image": control, "controlnet_conditioning_scale": first.controlnet_conditioning_scale}
+            control_steps, control_calls = window(first, len(sigmas)), []
         else:
             view = manager.view("txt2img", scheduler)
         schedules = [e.steps(len(sigmas)) for e in encodings]
@@ -368,7 +383,8 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         steps_run = []
 
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
-        with shared.stage("denoise"):
+        held = windowed(view.controlnet, control_steps, control_calls) if control is not None else nullcontext()
+        with shared.stage("denoise"), held:
             latents = view(
                 **call, **extra, height=first.height, width=first.width,
                 num_inference_steps=len(sigmas), sigmas=sigmas, guidance_scale=first.guidance_scale,
@@ -409,6 +425,9 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         }
         if img2img:
             metadata["init_image"] = {"sha256": image_sha256(init), "size": list(init.size)}
+        if control is not None:
+            metadata["control"] = {"controlnet": manager.controlnet_id, "map_sha256": image_sha256(control),
+                                   "steps": [i for i in control_steps if i < len(steps_run)]}
         if encoding.outside is not None:
             on = encoding.steps(len(steps_run))
             metadata["scheduled_steps"] = {"window": list(encoding.window),

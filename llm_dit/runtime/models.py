@@ -20,7 +20,7 @@ from . import checkpoints, download, levers
 
 from ..serving import policy
 from .cache import LRUCache
-from ..core.devices import ModelLoadError, module_bytes, release_memory, resolve_device, resolve_dtype  # noqa: F401 - re-exported
+from ..core.devices import ModelLoadError, input_device, module_bytes, release_memory, resolve_device, resolve_dtype  # noqa: F401 - re-exported
 from .download import load_error
 from .memory import Plan
 from .placement import Placement
@@ -50,6 +50,7 @@ class ModelManager(Placement):
         self._vl_config = None
         self._text_config = None
         self._checkpoint_info: dict | None = None
+        self._controlnet = None  # ZImageControlNetModel (--controlnet-path), loaded on first use
         self._reference_stats: dict = {}
         self._plan: Plan | None = None
         self._offload_hooks: list = []
@@ -87,6 +88,14 @@ class ModelManager(Placement):
     @property
     def zimage_model_id(self) -> str:
         return "tiny-random-zimage" if self.settings.tiny else self.policy.public_name(self.settings.model_path)
+
+    @property
+    def controlnet_id(self) -> str:
+        """How metadata names the ControlNet: its hub id, or its file or folder name."""
+        from pathlib import Path
+
+        path = self.settings.controlnet_path
+        return path if path.count("/") == 1 and not Path(path).exists() else Path(path).name
 
     @property
     def vl_model_id(self) -> str:
@@ -216,6 +225,46 @@ class ModelManager(Placement):
                 f"transformer as one .safetensors (ComfyUI/official key layout) or .gguf file, matching the "
                 f"architecture of --model-path (its transformer/config.json), or leave --transformer-file empty."
             ) from err
+
+    def controlnet_view(self, scheduler):
+        """The `ZImageControlNetPipeline` view (the loaded DiT and VAE, the ControlNet of
+        `--controlnet-path`, loaded on first use and sharing the DiT's embedders and refiners as
+        diffusers' pipeline makes it), with `scheduler` installed. Call under `generation_lock`."""
+        if not self.settings.controlnet_path:
+            raise ValueError("control_image: this instance has no ControlNet: start it with --controlnet-path (e.g. "
+                             "alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union), or leave the control image empty.")
+        with self._lock:
+            pipe = self.pipeline()
+            if "controlnet" not in self._views:
+                with self._recording():
+                    self._load_controlnet(pipe)
+            view = self._views["controlnet"]
+        view.scheduler = scheduler
+        return view
+
+    def _load_controlnet(self, pipe) -> None:
+        from diffusers import ZImageControlNetModel, ZImageControlNetPipeline
+
+        path = self.settings.controlnet_path
+        dit = pipe.transformer
+        dtype = next(p.dtype for p in dit.parameters() if p.dtype.is_floating_point)
+        try:
+            if path.lower().endswith(".safetensors"):
+                model = ZImageControlNetModel.from_single_file(path, torch_dtype=dtype)
+            else:
+                model = ZImageControlNetModel.from_pretrained(path, torch_dtype=dtype, use_safetensors=True)
+        except Exception as err:  # noqa: BLE001
+            raise ModelLoadError(
+                f"Could not load the ControlNet {path!r} ({type(err).__name__}: {err}). Give a Z-Image ControlNet: "
+                f"a hub id or folder in diffusers' layout, or its single .safetensors file (a single file reads its "
+                f"config from the hub on first use), or leave --controlnet-path empty."
+            ) from err
+        view = ZImageControlNetPipeline(scheduler=pipe.scheduler, vae=pipe.vae, text_encoder=None, tokenizer=None,
+                                        transformer=dit, controlnet=model.to(input_device(dit)).eval())
+        view.set_progress_bar_config(desc="controlnet")
+        self._controlnet = view.controlnet
+        self._views["controlnet"] = view
+        self.load_counts["controlnet"] += 1
 
     @property
     def variant(self) -> str:
@@ -353,6 +402,7 @@ class ModelManager(Placement):
         lock), so unloading never breaks a job; the next request loads again."""
         with self.generation_lock, self._lock:
             self._pipe, self._lm, self._views, self._offload_hooks = None, None, {}, []
+            self._controlnet = None
         self.unload_vl()
         release_memory()
 
@@ -460,6 +510,9 @@ class ModelManager(Placement):
         vl = self._vl
         if vl is not None:
             parts["vl"] = vl[0]
+        if self._controlnet is not None:  # its own blocks (the embedders and refiners are the DiT's)
+            parts["controlnet"] = torch.nn.ModuleList(m for n, m in self._controlnet.named_children()
+                                                      if n.startswith("control_") and m is not None)
         report = []
         for name, module in parts.items():
             param = next(module.parameters())

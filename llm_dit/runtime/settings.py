@@ -32,6 +32,7 @@ class Settings:
     model_path: str = ZIMAGE_REPO
     transformer_file: str = ""  # a single-file (.safetensors) or GGUF DiT replacing model_path's transformer
     model_variant: str = "auto"  # turbo or base (auto: from the checkpoint's name)
+    controlnet_path: str = ""  # a Z-Image ControlNet (union): hub id, folder or single .safetensors
     vl_model_path: str = VL_REPO
     tiny: bool = False
     hub_timeout: int = 5  # seconds the hub has to say what a first-use download fetches
@@ -133,6 +134,9 @@ _HELP = {
                         "('' = the transformer of --model-path)",
     "model_variant": "Z-Image variant: turbo (distilled: 8 steps, no CFG) or base (CFG, negative prompt, more "
                      "steps); auto = from the checkpoint's name (Z-Image-Turbo vs Z-Image)",
+    "controlnet_path": "a Z-Image ControlNet (e.g. the union model alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union): "
+                       "a hub id or folder in diffusers' layout, or one .safetensors file; loaded on the first "
+                       "request with a control image ('' = no structure control)",
     "vl_model_path": "Qwen3-VL checkpoint: a hub id or a local folder",
     "hub_timeout": "seconds the Hugging Face hub has to answer what a first-use download of a hub id fetches; "
                    "without an answer the load fails at once with the fix (the download itself has no limit)",

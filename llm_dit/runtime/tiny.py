@@ -354,6 +354,30 @@ def ensure_tiny_qwen3_vl(seed: int = 0, cache_dir: Path | None = None, size: str
     return _ensure("qwen3vl", _build_qwen3_vl, seed, cache_dir, size)
 
 
+def _build_controlnet(folder: Path, seed: int, size: str = "tiny") -> None:
+    """A tiny `ZImageControlNetModel` for the tiny DiT (union layout: control blocks on every DiT
+    layer plus a control noise refiner). Its projections are random, not zero as at the start
+    of training, so the control image visibly steers the tiny model."""
+    from diffusers import ZImageControlNetModel
+
+    torch.manual_seed(seed + 2)
+    dit = SIZES[size]["dit"]
+    model = ZImageControlNetModel(
+        control_layers_places=list(range(dit["n_layers"])), control_refiner_layers_places=[0, 1],
+        control_in_dim=16, add_control_noise_refiner="control_noise_refiner", dim=dit["dim"],
+        n_refiner_layers=dit["n_refiner_layers"], n_heads=dit["n_heads"], n_kv_heads=dit["n_kv_heads"])
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "_proj." in name:
+                param.normal_(0.0, 0.2)
+    model.save_pretrained(folder)
+
+
+def ensure_tiny_controlnet(seed: int = 0, cache_dir: Path | None = None) -> Path:
+    """Folder of a tiny Z-Image ControlNet in diffusers' layout (built on first use)."""
+    return _ensure("controlnet", _build_controlnet, seed, cache_dir)
+
+
 def ensure_tiny_clip(seed: int = 0, cache_dir: Path | None = None) -> Path:
     """Folder of a tiny CLIP in the hub layout, for `--metrics-model` (built on first use)."""
     return _ensure("clip", _build_clip, seed, cache_dir)

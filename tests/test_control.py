@@ -1,0 +1,98 @@
+"""Structure control: a tiny real `ZImageControlNetModel` beside text and VL conditioning; scale 0
+is no ControlNet bit for bit, the window reaches exactly the steps it names, errors say the fix."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from llm_dit.core.request import VLRequest
+from llm_dit.pipelines.control import canny
+from llm_dit.pipelines.generate import run, txt2img
+from llm_dit.pipelines.recipe import vl_generate
+from llm_dit.runtime.models import ModelManager
+from llm_dit.runtime.tiny import ensure_tiny_controlnet
+
+from .conftest import small
+
+
+def _square() -> Image.Image:
+    image = Image.new("RGB", (64, 64), "black")
+    ImageDraw.Draw(image).rectangle((16, 16, 47, 47), fill="white")
+    return image
+
+
+SQUARE = _square()
+
+
+@pytest.fixture(scope="module")
+def controlled(settings):
+    return ModelManager(replace(settings, controlnet_path=str(ensure_tiny_controlnet(cache_dir=settings.tiny_cache_dir))))
+
+
+def _pixels(result):
+    return np.asarray(result.image, dtype=np.int16)
+
+
+def test_canny_draws_the_edges_only():
+    edges = np.asarray(canny(SQUARE).convert("L")) > 0
+    assert edges[16:48, 15:17].any() and edges[15:17, 16:48].any()  # on the square's border
+    assert not edges[24:40, 24:40].any() and not edges[:8, :8].any()  # not inside it, not outside
+
+
+def test_scale_zero_is_no_controlnet_bit_for_bit_and_a_scale_steers(controlled):
+    plain = _pixels(txt2img(controlled, small()))
+    zero = run(controlled, small(controlnet_conditioning_scale=0.0), control_image=SQUARE)
+    assert controlled.load_counts["controlnet"] == 1  # the ControlNet did run, with its residuals at 0
+    assert np.array_equal(_pixels(zero), plain)
+    steered = run(controlled, small(), control_image=SQUARE)
+    assert np.abs(_pixels(steered) - plain).mean() > 1
+    assert steered.metadata["control"]["steps"] == list(range(8))
+    assert steered.metadata["request"]["controlnet_conditioning_scale"] == 0.75
+
+
+def test_the_window_reaches_the_steps_it_names(controlled):
+    seen = []
+
+    def record(module, args, kwargs):  # what the DiT receives from the ControlNet at each step
+        seen.append(bool(kwargs.get("controlnet_block_samples")))
+
+    handle = controlled.pipeline().transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        result = run(controlled, small(control_guidance_start=0.25, control_guidance_end=0.75), control_image=SQUARE)
+    finally:
+        handle.remove()
+    assert [i for i, on in enumerate(seen) if on] == [2, 3, 4, 5] == result.metadata["control"]["steps"]
+    assert len(seen) == 8
+
+
+def test_style_from_vl_and_layout_from_the_controlnet(controlled):
+    reference = Image.new("RGB", (96, 96), (210, 40, 30))
+    request = VLRequest(prompt="a fox", height=64, width=64, seed=5, strength=1.0, alpha=0.5)
+    with_control = vl_generate(controlled, request, [reference], control_image=SQUARE)
+    without = vl_generate(controlled, request, [reference])
+    assert with_control.metadata["vl"]["effective_alpha"] == without.metadata["vl"]["effective_alpha"]
+    assert np.abs(_pixels(with_control) - _pixels(without)).mean() > 1
+    zero = vl_generate(controlled, replace(request, controlnet_conditioning_scale=0.0), [reference],
+                       control_image=SQUARE)
+    assert np.array_equal(_pixels(zero), _pixels(without))
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"control_guidance_start": 0.9, "control_guidance_end": 0.95},
+     r"control_guidance_start=0.9, control_guidance_end=0.95 covers none of the 8 steps"),
+    ({"controlnet_conditioning_scale": 3.0}, r"controlnet_conditioning_scale=3.0 is out of range"),
+    ({"control_preprocess": "depth"}, r"control_preprocess='depth' is unknown: use one of canny, none"),
+])
+def test_bad_control_settings_name_the_field(controlled, fields, message):
+    with pytest.raises(ValueError, match=message):
+        run(controlled, small(**fields), control_image=SQUARE)
+
+
+def test_without_a_controlnet_or_with_img2img_the_fix_is_named(manager, controlled):
+    with pytest.raises(ValueError, match=r"control_image: this instance has no ControlNet: start it with "
+                                         r"--controlnet-path"):
+        run(manager, small(), control_image=SQUARE)
+    with pytest.raises(ValueError, match=r"control_image works from pure noise .* Set strength to 1.0"):
+        run(controlled, small(), SQUARE, control_image=SQUARE)
