@@ -8,7 +8,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from llm_dit.runtime.models import ModelManager
-from llm_dit.core.request import GenerationRequest
+from llm_dit.core.request import CONTROL_FIELDS, GenerationRequest
 from ui import build_demo
 from ui.tabs.img2img import strength_readout
 
@@ -24,8 +24,10 @@ def served(settings, manager):
 def test_api_parameters_are_the_request_fields(served):
     api = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
     names = [f.name for f in fields(GenerationRequest)]
-    assert [p["parameter_name"] for p in api["/txt2img"]["parameters"]] == [n for n in names if n != "strength"]
-    assert [p["parameter_name"] for p in api["/img2img"]["parameters"]] == ["image"] + names
+    assert [p["parameter_name"] for p in api["/txt2img"]["parameters"]] == ["control_image"] + [
+        n for n in names if n != "strength"]
+    assert [p["parameter_name"] for p in api["/img2img"]["parameters"]] == ["image"] + [
+        n for n in names if n not in CONTROL_FIELDS]  # no ControlNet img2img in diffusers
     assert not any("strength_readout" in name for name in api)  # helpers are private
 
 

@@ -96,3 +96,25 @@ def test_without_a_controlnet_or_with_img2img_the_fix_is_named(manager, controll
         run(manager, small(), control_image=SQUARE)
     with pytest.raises(ValueError, match=r"control_image works from pure noise .* Set strength to 1.0"):
         run(controlled, small(), SQUARE, control_image=SQUARE)
+
+
+def test_the_app_serves_control_on_txt2img_and_vl(controlled, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from ui import build_demo
+
+    path = tmp_path / "square.png"
+    SQUARE.save(path)
+    demo = build_demo(controlled.settings, controlled)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        params = [p["parameter_name"] for p in api["/vl_generate"]["parameters"]]
+        assert params[:3] == ["references", "structure_image", "control_image"]
+        assert "controlnet_conditioning_scale" in params and "control_guidance_end" in params
+        _, _, metadata = client.predict(control_image=handle_file(str(path)), prompt="a box", height=64, width=64,
+                                        seed=3, control_guidance_end=0.5, api_name="/txt2img")
+        assert metadata["control"]["steps"] == [0, 1, 2, 3]
+    finally:
+        demo.close()

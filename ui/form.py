@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from llm_dit.core.presets import PRESETS_DIR, load_presets, load_resolutions
+from llm_dit.core.request import CONTROL_FIELDS
 
-from .common import control
+from .common import control, image_input
 from .preview import prompt_preview
 from .preview import wire as wire_preview
 
@@ -90,6 +91,17 @@ def _default(name: str, defaults: dict) -> dict:
     return {"value": defaults[name]} if name in defaults else {}
 
 
+def _control_group(c: dict, studio) -> None:
+    """The control image (`c["_control_image"]`, an input of the event, not a request field) and
+    the ControlNet's fields."""
+    with gr.Accordion("Structure control (ControlNet)", open=False):
+        note = "" if studio.settings.controlnet_path else " · this instance has no ControlNet (--controlnet-path)"
+        c["_control_image"] = image_input("Control image: its layout (edges, or a ready depth/pose map)" + note)
+        with gr.Row():
+            for f in CONTROL_FIELDS:
+                c[f] = control(f)
+
+
 def generation_form(fields: list[str], studio, preset_file: str = "generation.toml", main=None,
                     extra=None) -> Form:
     """The controls of a generation tab, the main ones first: the prompt, `main(c)` (the tab's own
@@ -130,6 +142,8 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
     wire_preview(preview, c, studio)
     if extra is not None:
         extra(c)
+    if "controlnet_conditioning_scale" in fields:
+        _control_group(c, studio)
     with gr.Accordion("Sampling, LoRA, attention", open="guidance_scale" in defaults):
         with gr.Row():
             for f in ("shift", "guidance_scale"):

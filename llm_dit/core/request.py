@@ -18,6 +18,8 @@ OUTLIER_MODES = ("none", "zero", "clamp", "scale")
 BLEND_MODES = ("linear", "linear_rms", "adain", "adain_per_dim", "style_delta", "concat")
 
 CONTROL_PREPROCESS = ("canny", "none")  # the union ControlNet reads any map; canny is made here
+CONTROL_FIELDS = ("controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end",
+                  "control_preprocess")  # used only with a control image (txt2img, VL at strength 1)
 
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 TEXT_MAX_CHARS = 4000  # any text field but the prompt (checked before the queue)

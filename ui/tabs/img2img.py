@@ -9,7 +9,7 @@ import gradio as gr
 
 from llm_dit.pipelines.generate import img2img_plan, run
 from llm_dit.core.images import load_image
-from llm_dit.core.request import GenerationRequest, field_meta, validate
+from llm_dit.core.request import CONTROL_FIELDS, GenerationRequest, field_meta, validate
 
 from ..common import Endpoint, control, image_input, saved
 from ..form import TabParts, generation_form, result_panel, run_bar, wire_reuse
@@ -17,7 +17,7 @@ from ..gpu import gpu_seconds, on_gpu
 from ..studio import GPU
 from .txt2img import wire_export
 
-FIELDS = [f.name for f in fields(GenerationRequest)]
+FIELDS = [f.name for f in fields(GenerationRequest) if f.name not in CONTROL_FIELDS]  # no ControlNet img2img
 EXAMPLES = [
     "The same scene as a loose watercolour on rough paper.",
     "The same composition at night, lit by neon signs in the rain.",

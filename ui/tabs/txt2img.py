@@ -69,7 +69,8 @@ def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> 
 
 def build(studio) -> TabParts:
     manager = studio.manager
-    generate = on_gpu(lambda request: run(manager, request), duration=gpu_seconds)
+    generate = on_gpu(lambda request, control_image: run(manager, request, control_image=control_image),
+                      duration=lambda request, control_image: gpu_seconds(request))
     with gr.Tab("txt2img", id="txt2img", elem_id="txt2img"):
         with gr.Row():
             with gr.Column():
@@ -84,9 +85,10 @@ def build(studio) -> TabParts:
         c = form.controls
         plan = [c[f] for f in READOUT]
         gr.on([p.change for p in plan], run_readout, plan, readout, api_visibility="private", queue=False)
-        endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request: saved(generate(request), studio),
-                            check=lambda request: validate(request, policy=studio.policy), outputs=3)
-        event = button.click(endpoint.fn, inputs=[c[f] for f in FIELDS],
+        endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request, control_image: saved(
+                                generate(request, control_image), studio), leading=("control_image",),
+                            check=lambda request, control_image: validate(request, policy=studio.policy), outputs=3)
+        event = button.click(endpoint.fn, inputs=[c["_control_image"]] + [c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
                              api_name="txt2img", concurrency_id=GPU, validator=endpoint.validator)
         wire_export(studio, "txt2img", FIELDS, c, export, result.files)

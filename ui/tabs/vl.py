@@ -125,8 +125,9 @@ def example_reference() -> str:
 
 def build(studio) -> TabParts:
     manager = studio.manager
-    gpu_vl = on_gpu(lambda request, refs, structure: recipe.vl_generate(manager, request, refs, structure),
-                    duration=lambda request, refs, structure: gpu_seconds(request, extractions=2 * len(refs)))
+    gpu_vl = on_gpu(lambda request, refs, structure, control: recipe.vl_generate(manager, request, refs, structure,
+                                                                                 control),
+                    duration=lambda request, refs, structure, control: gpu_seconds(request, extractions=2 * len(refs)))
     gpu_scan = on_gpu(lambda image, params, layer, threshold: layerscan.scan(manager, image, params, layer, threshold),
                       duration=lambda *args: gpu_seconds(None, extractions=2))
     gpu_condition = on_gpu(lambda request, refs: recipe.condition(manager, request, refs),
@@ -183,8 +184,8 @@ def build(studio) -> TabParts:
                 export, (tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested,
                          use_layer) = result.files, result.extra
 
-        def generate_action(request, references, structure_image):
-            generated = gpu_vl(request, _references(references), structure_image)
+        def generate_action(request, references, structure_image, control_image):
+            generated = gpu_vl(request, _references(references), structure_image, control_image)
             report = generated.metadata["vl"]
             return (*saved(generated, studio), report, token_map(report), alpha_readout(report, request.alpha))
 
@@ -223,11 +224,11 @@ def build(studio) -> TabParts:
             return alpha_readout(cond.report, request.alpha)
 
         inputs = [c[f] for f in FIELDS]
-        generate = Endpoint(studio, "vl_generate", FIELDS, generate_action, ("references", "structure_image"),
-                            VLRequest, outputs=6,
-                            check=lambda request, references, structure_image: check(
+        generate = Endpoint(studio, "vl_generate", FIELDS, generate_action,
+                            ("references", "structure_image", "control_image"), VLRequest, outputs=6,
+                            check=lambda request, references, structure_image, control_image: check(
                                 request, references, studio.policy, structure_image))
-        event = go.click(generate.fn, inputs=[references, structure] + inputs,
+        event = go.click(generate.fn, inputs=[references, structure, c["_control_image"]] + inputs,
                          outputs=[result.image, result.seed, result.metadata, stats, tokens, readout],
                          api_name="vl_generate", concurrency_id=GPU, validator=generate.validator)
         extract = Endpoint(studio, "vl_extract", FIELDS, extract_action, ("references",), VLRequest, outputs=4,
