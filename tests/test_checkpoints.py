@@ -69,6 +69,16 @@ def test_metadata_names_the_file_its_hash_and_quantization(settings, zimage_dir,
     assert checkpoints.quantization(str(files["bf16"])) == "BF16"
 
 
+def test_the_planner_reads_the_stored_size_from_the_header(manager, files):
+    from llm_dit.core.devices import module_bytes
+
+    float32 = module_bytes(manager.pipeline().transformer)
+    assert checkpoints.weights_bytes(str(files["single"])) == float32
+    assert checkpoints.weights_bytes(str(files["bf16"])) == float32 // 2
+    # Q8_0: 34 bytes per 32 weights (vs 128 in float32) for the linear weights; norms stay float32
+    assert 0.25 * float32 < checkpoints.weights_bytes(str(files["q8"])) < 0.45 * float32
+
+
 def test_big_files_are_named_by_size_and_head(tmp_path, monkeypatch):
     path = tmp_path / "big.gguf"
     path.write_bytes(b"a" * 4096)

@@ -68,6 +68,16 @@ def quantization(path: str) -> str:
     return types.most_common(1)[0][0]
 
 
+def weights_bytes(path: str) -> int:
+    """Bytes of the file's tensors as stored (quantized for GGUF and fp8), from its header only:
+    what the DiT holds once loaded (fp8 files upcast at load hold twice this in bf16)."""
+    if file_format(path) == "gguf":
+        from gguf import GGUFReader
+
+        return sum(int(t.n_bytes) for t in GGUFReader(path).tensors)
+    return sum(t["data_offsets"][1] - t["data_offsets"][0] for t in _safetensors_header(Path(path)).values())
+
+
 def fingerprint(path: str) -> str:
     """`sha256:<hex>` of the whole file up to 1 GiB; above, `size:<bytes>+head-sha256:<hex>` of its
     first 16 MiB (its header and first tensors), so a multi-GB file is named without reading it all."""
