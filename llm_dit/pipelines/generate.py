@@ -17,8 +17,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .. import __version__
 from ..core.attention import attention_backends
@@ -160,8 +161,6 @@ def _check_size(request: GenerationRequest, transformer) -> None:
 
 def _prepare_init_latents(pipe, image: Image.Image, height: int, width: int) -> torch.Tensor:
     """The reference as scaled VAE latents (`latent_dist.mode()`), encoded on the VAE's device."""
-    from PIL import ImageOps
-
     fitted = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
     vae = pipe.vae
     pixels = pipe.image_processor.preprocess(fitted, height=height, width=width)
@@ -309,19 +308,20 @@ BATCH_KEY = ("height", "width", "num_inference_steps", "shift", "guidance_scale"
 
 
 def run(manager: ModelManager, request: GenerationRequest, image=None,
-        encoding: PromptEncoding | None = None, control_image=None) -> GenerationResult:
+        encoding: PromptEncoding | None = None, control_image=None, mask_image=None) -> GenerationResult:
     """Generate one image: txt2img when `image` is None, img2img from `image` otherwise.
     `encoding` supplies the caption embeddings (e.g. a VL blend); by default the prompt's.
-    `control_image` (txt2img only) sets the layout through the ControlNet (--controlnet-path)."""
-    return run_batch(manager, [request], [image], [encoding], control_image)[0]
+    `control_image` (txt2img only) sets the layout through the ControlNet (--controlnet-path);
+    `mask_image` (img2img only) inpaints: white is redrawn, black kept from `image`."""
+    return run_batch(manager, [request], [image], [encoding], control_image, mask_image)[0]
 
 
 def run_batch(manager: ModelManager, requests: list, images: list, encodings: list,
-              control_image=None) -> list[GenerationResult]:
+              control_image=None, mask_image=None) -> list[GenerationResult]:
     """Several images in one pipeline call. They must agree on size, steps, shift, guidance,
     LoRAs, attention, control settings and (for img2img) strength; each keeps its own seed, prompt
     and init image, and comes out as its single run would (within float tolerance of batched
-    kernels). A `control_image` is shared by the batch."""
+    kernels). A `control_image` or `mask_image` is shared by the batch."""
     img2img = images[0] is not None
     first = requests[0]
     for i, (request, image) in enumerate(zip(requests, images)):
@@ -336,7 +336,11 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         raise ValueError("control_image works from pure noise (txt2img, or the VL tab at strength 1.0): diffusers "
                          "0.42.1 has no Z-Image ControlNet img2img pipeline. Set strength to 1.0, or leave the "
                          "control image empty.")
+    if mask_image is not None and not img2img:
+        raise ValueError("mask_image: inpainting redraws part of an init image: give one (img2img, or the VL tab's "
+                         "structure image at strength < 1), or leave the mask empty.")
     inits = [load_image(image, field="image") if img2img else None for image in images]
+    mask = load_image(mask_image, field="mask_image").convert("L") if mask_image is not None else None
     control = control_map(control_image, first) if control_image is not None else None
     warnings = variant_warnings(manager.variant, first.num_inference_steps, first.guidance_scale)
     loras = parse_loras(first.loras, manager.policy.lora_path)
@@ -359,10 +363,15 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         if img2img:
             forwards = strength_forwards(first.num_inference_steps, first.strength)
             sigmas = sigmas[first.num_inference_steps - forwards:]
-            view = manager.view("img2img", scheduler)
-            with shared.stage("vae_encode"):
-                latents = [_prepare_init_latents(pipe, init, first.height, first.width) for init in inits]
-            extra = {"image": torch.cat(latents), "strength": 1.0}
+            if mask is not None:  # the inpaint pipeline encodes the init images itself
+                view, size = manager.inpaint_view(scheduler), (first.width, first.height)
+                extra = {"image": [ImageOps.fit(init, size, method=Image.Resampling.LANCZOS) for init in inits],
+                         "mask_image": mask.resize(size, Image.Resampling.NEAREST), "strength": 1.0}
+            else:
+                view = manager.view("img2img", scheduler)
+                with shared.stage("vae_encode"):
+                    latents = [_prepare_init_latents(pipe, init, first.height, first.width) for init in inits]
+                extra = {"image": torch.cat(latents), "strength": 1.0}
             if forwards == first.num_inference_steps:
                 warnings.append("strength runs every step from sigma 1.0: the reference image is ignored.")
         elif control is not None:
@@ -425,6 +434,9 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         }
         if img2img:
             metadata["init_image"] = {"sha256": image_sha256(init), "size": list(init.size)}
+        if mask is not None:
+            metadata["mask_image"] = {"sha256": image_sha256(mask),
+                                      "redrawn_fraction": round(float((np.asarray(mask) >= 128).mean()), 4)}
         if control is not None:
             metadata["control"] = {"controlnet": manager.controlnet_id, "map_sha256": image_sha256(control),
                                    "steps": [i for i in control_steps if i < len(steps_run)]}

@@ -242,6 +242,22 @@ class ModelManager(Placement):
         view.scheduler = scheduler
         return view
 
+    def inpaint_view(self, scheduler):
+        """The `ZImageInpaintPipeline` view (the loaded DiT and VAE: it encodes the init image and
+        mask itself), with `scheduler` installed. Call under `generation_lock`."""
+        from diffusers import ZImageInpaintPipeline
+
+        with self._lock:
+            pipe = self.pipeline()
+            if "inpaint" not in self._views:
+                view = ZImageInpaintPipeline(scheduler=pipe.scheduler, vae=pipe.vae, text_encoder=None,
+                                             tokenizer=None, transformer=pipe.transformer)
+                view.set_progress_bar_config(desc="inpaint")
+                self._views["inpaint"] = view
+            view = self._views["inpaint"]
+        view.scheduler = scheduler
+        return view
+
     def _load_controlnet(self, pipe) -> None:
         from diffusers import ZImageControlNetModel, ZImageControlNetPipeline
 
