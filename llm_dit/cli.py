@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--control-image", default=None, metavar="IMAGE",
                              help="layout from this image through the ControlNet (--controlnet-path; its canny edges, "
                                   "or itself with --control-preprocess none)")
+        if name in ("img2img", "vl"):
+            sub.add_argument("--mask-image", default=None, metavar="IMAGE",
+                             help="inpaint: redraw the mask's white part of the init (or structure) image, keep the rest")
         if name in ("generate", "img2img", "vl"):
             sub.add_argument("--from-png", default=None, metavar="FILE",
                              help="start from the parameters saved in this PNG (flags given win)")
@@ -147,10 +150,10 @@ def _generated(result, settings, notes: dict) -> dict:
 
 
 def _generate(args, manager, notes):
-    from .pipelines.generate import img2img, run
+    from .pipelines.generate import run
 
     request = _request(args, notes, manager=manager)
-    result = (img2img(manager, request, args.image) if args.command == "img2img"
+    result = (run(manager, request, args.image, mask_image=args.mask_image) if args.command == "img2img"
               else run(manager, request, control_image=args.control_image))
     return _generated(result, manager.settings, notes)
 
@@ -159,7 +162,7 @@ def _vl(args, manager, notes):
     from .pipelines.recipe import vl_generate
 
     result = vl_generate(manager, _request(args, notes, manager=manager), args.reference, args.structure_image,
-                         args.control_image)
+                         args.control_image, args.mask_image)
     summary = _generated(result, manager.settings, notes)
     return {**summary, "effective_alpha": result.metadata["vl"]["effective_alpha"]}
 

@@ -98,7 +98,7 @@ def test_without_a_controlnet_or_with_img2img_the_fix_is_named(manager, controll
         run(controlled, small(), SQUARE, control_image=SQUARE)
 
 
-def test_the_app_serves_control_on_txt2img_and_vl(controlled, tmp_path):
+def test_the_app_serves_control_and_inpainting(controlled, tmp_path):
     from gradio_client import Client, handle_file
 
     from ui import build_demo
@@ -116,5 +116,10 @@ def test_the_app_serves_control_on_txt2img_and_vl(controlled, tmp_path):
         _, _, metadata = client.predict(control_image=handle_file(str(path)), prompt="a box", height=64, width=64,
                                         seed=3, control_guidance_end=0.5, api_name="/txt2img")
         assert metadata["control"]["steps"] == [0, 1, 2, 3]
+        mask = tmp_path / "mask.png"
+        Image.new("L", (64, 64), 255).save(mask)
+        _, _, metadata = client.predict(image=handle_file(str(path)), mask_image=handle_file(str(mask)), prompt="a box",
+                                        height=64, width=64, seed=3, strength=0.5, api_name="/img2img")
+        assert metadata["mask_image"]["redrawn_fraction"] == 1.0
     finally:
         demo.close()

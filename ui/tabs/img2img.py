@@ -68,16 +68,18 @@ def check(request, image, policy) -> None:
 
 def build(studio) -> TabParts:
     manager = studio.manager
-    generate = on_gpu(lambda request, image: run(manager, request, image),
-                      duration=lambda request, image: gpu_seconds(request))
+    generate = on_gpu(lambda request, image, mask: run(manager, request, image, mask_image=mask),
+                      duration=lambda request, image, mask: gpu_seconds(request))
 
-    def action(request, image):
-        return saved(generate(request, image), studio)
+    def action(request, image, mask_image):
+        return saved(generate(request, image, mask_image), studio)
 
     with gr.Tab("img2img", id="img2img", elem_id="img2img"):
         with gr.Row():
             with gr.Column():
                 image = image_input("Init image", height=INIT_HEIGHT, elem_id="img2img-image")
+                with gr.Accordion("Inpaint mask (optional)", open=False):
+                    mask = image_input("Mask: white is redrawn, black kept from the init image")
                 steps = manager.request_defaults().get("num_inference_steps", field_meta("num_inference_steps")["default"])
                 form = generation_form(FIELDS, studio, main=lambda c: main_controls(c, steps))
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
@@ -89,9 +91,9 @@ def build(studio) -> TabParts:
                 result = result_panel("img2img")
         c = form.controls
         wire_strength_readout(c, readout)
-        endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image",), outputs=3,
-                            check=lambda request, image: check(request, image, studio.policy))
-        event = button.click(endpoint.fn, inputs=[image] + [c[f] for f in FIELDS],
+        endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image", "mask_image"), outputs=3,
+                            check=lambda request, image, mask_image: check(request, image, studio.policy))
+        event = button.click(endpoint.fn, inputs=[image, mask] + [c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
                              api_name="img2img", concurrency_id=GPU, validator=endpoint.validator)
         wire_export(studio, "img2img", FIELDS, c, export, result.files)

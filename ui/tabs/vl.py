@@ -125,9 +125,9 @@ def example_reference() -> str:
 
 def build(studio) -> TabParts:
     manager = studio.manager
-    gpu_vl = on_gpu(lambda request, refs, structure, control: recipe.vl_generate(manager, request, refs, structure,
-                                                                                 control),
-                    duration=lambda request, refs, structure, control: gpu_seconds(request, extractions=2 * len(refs)))
+    gpu_vl = on_gpu(lambda request, refs, structure, control, mask: recipe.vl_generate(
+                        manager, request, refs, structure, control, mask),
+                    duration=lambda request, refs, *images: gpu_seconds(request, extractions=2 * len(refs)))
     gpu_scan = on_gpu(lambda image, params, layer, threshold: layerscan.scan(manager, image, params, layer, threshold),
                       duration=lambda *args: gpu_seconds(None, extractions=2))
     gpu_condition = on_gpu(lambda request, refs: recipe.condition(manager, request, refs),
@@ -171,6 +171,8 @@ def build(studio) -> TabParts:
                 with gr.Accordion("Structure image (optional: init latents instead of the first reference)",
                                   open=False):
                     structure = image_input("Structure image")
+                    mask = image_input("Inpaint mask (optional): white is restyled, black kept from the "
+                                       "structure image (or the first reference)")
                 gr.Examples([[[example_reference()], "A fox on a hill, in the colours of the reference"],
                              [[example_reference()], "A quiet harbour town"]],
                             inputs=[references, c["prompt"]], cache_examples=False)
@@ -184,8 +186,8 @@ def build(studio) -> TabParts:
                 export, (tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested,
                          use_layer) = result.files, result.extra
 
-        def generate_action(request, references, structure_image, control_image):
-            generated = gpu_vl(request, _references(references), structure_image, control_image)
+        def generate_action(request, references, structure_image, control_image, mask_image):
+            generated = gpu_vl(request, _references(references), structure_image, control_image, mask_image)
             report = generated.metadata["vl"]
             return (*saved(generated, studio), report, token_map(report), alpha_readout(report, request.alpha))
 
@@ -225,10 +227,10 @@ def build(studio) -> TabParts:
 
         inputs = [c[f] for f in FIELDS]
         generate = Endpoint(studio, "vl_generate", FIELDS, generate_action,
-                            ("references", "structure_image", "control_image"), VLRequest, outputs=6,
-                            check=lambda request, references, structure_image, control_image: check(
+                            ("references", "structure_image", "control_image", "mask_image"), VLRequest, outputs=6,
+                            check=lambda request, references, structure_image, control_image, mask_image: check(
                                 request, references, studio.policy, structure_image))
-        event = go.click(generate.fn, inputs=[references, structure, c["_control_image"]] + inputs,
+        event = go.click(generate.fn, inputs=[references, structure, c["_control_image"], mask] + inputs,
                          outputs=[result.image, result.seed, result.metadata, stats, tokens, readout],
                          api_name="vl_generate", concurrency_id=GPU, validator=generate.validator)
         extract = Endpoint(studio, "vl_extract", FIELDS, extract_action, ("references",), VLRequest, outputs=4,
