@@ -22,6 +22,8 @@ def files(zimage_dir, tmp_path_factory):
     return {"single": write_single_file(zimage_dir / "transformer", folder / "z_image_tiny.safetensors"),
             "bf16": write_single_file(zimage_dir / "transformer", folder / "z_image_tiny_bf16.safetensors",
                                       torch.bfloat16),
+            "fp8": write_single_file(zimage_dir / "transformer", folder / "z_image_tiny_fp8_e4m3fn.safetensors",
+                                     torch.float8_e4m3fn),
             "q8": write_gguf(zimage_dir / "transformer", folder / "z_image_tiny-Q8_0.gguf")}
 
 
@@ -57,6 +59,16 @@ def test_gguf_q8_0_stays_quantized_and_is_close(manager, settings, zimage_dir, f
     assert 0 < (a - b).abs().max() < 0.02 * a.abs().max()
     image, reference = _pixels(txt2img(gguf, small())), _pixels(txt2img(manager, small()))
     assert np.abs(image - reference).mean() < 4  # mean absolute difference, in 0-255 levels
+
+
+def test_an_fp8_file_is_upcast_at_load_and_close(manager, settings, zimage_dir, files):
+    assert checkpoints.quantization(str(files["fp8"])) == "F8_E4M3"
+    dit = _manager(settings, zimage_dir, files["fp8"]).pipeline().transformer
+    ours, theirs = dit.state_dict(), manager.pipeline().transformer.state_dict()
+    assert {v.dtype for v in ours.values()} == {torch.float32}  # --dtype (float32 on the CPU)
+    weight = "layers.0.feed_forward.w1.weight"
+    # e4m3 keeps 3 mantissa bits: each weight within 1/16 of itself (plus the subnormal floor)
+    assert (ours[weight] - theirs[weight]).abs().max() <= theirs[weight].abs().max() / 16 + 2**-9
 
 
 def test_metadata_names_the_file_its_hash_and_quantization(settings, zimage_dir, files):

@@ -123,3 +123,11 @@ def test_the_app_serves_control_and_inpainting(controlled, tmp_path):
         assert metadata["mask_image"]["redrawn_fraction"] == 1.0
     finally:
         demo.close()
+
+
+def test_vl_with_a_control_image_below_strength_1_fails_before_the_vl_model_runs(settings):
+    fresh = ModelManager(replace(settings, controlnet_path="unused"))
+    with pytest.raises(ValueError, match=r"control_image works from pure noise"):
+        vl_generate(fresh, VLRequest(prompt="a fox", height=64, width=64, strength=0.9), [SQUARE],
+                    control_image=SQUARE)
+    assert not fresh.vl_loaded and fresh.load_counts["vl"] == 0

@@ -32,7 +32,7 @@ from ..serving.outputs import OutputFolder
 from ..core.prompt import format_chat
 from ..core.templates import get_template
 from ..core.variants import variant_warnings
-from .control import control_map, window, windowed
+from .control import check_inputs, control_map, window, windowed
 from ..serving.timeline import Timeline
 from ..core.request import GenerationRequest, field_meta, parse_loras, scheduled_steps, strength_forwards, validate
 
@@ -332,13 +332,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             what = ", ".join(f"{k}={getattr(request, k)!r} vs {getattr(first, k)!r}" for k in differ) or "init image"
             raise ValueError(f"batch item {i} differs from item 0 ({what}): a batch must share "
                              f"{', '.join(keys)} and init-image use; run differing requests separately.")
-    if control_image is not None and img2img:
-        raise ValueError("control_image works from pure noise (txt2img, or the VL tab at strength 1.0): diffusers "
-                         "0.42.1 has no Z-Image ControlNet img2img pipeline. Set strength to 1.0, or leave the "
-                         "control image empty.")
-    if mask_image is not None and not img2img:
-        raise ValueError("mask_image: inpainting redraws part of an init image: give one (img2img, or the VL tab's "
-                         "structure image at strength < 1), or leave the mask empty.")
+    check_inputs(img2img, control_image, mask_image)
     inits = [load_image(image, field="image") if img2img else None for image in images]
     mask = load_image(mask_image, field="mask_image").convert("L") if mask_image is not None else None
     control = control_map(control_image, first) if control_image is not None else None

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from PIL import Image
 
 from ..conditioning import blend
+from .control import check_inputs
 from .generate import GenerationResult, PromptEncoding, count_prompt, encode_prompt, run
 from ..core.images import image_sha256, load_image
 from ..runtime.models import ModelManager
@@ -323,6 +324,7 @@ def vl_generate(manager: ModelManager, request: VLRequest, references: list,
     at `strength`, or txt2img when strength is 1.0 (which would ignore any init image anyway).
     A `control_image` (at strength 1.0) sets the layout through the ControlNet, the blend the style;
     a `mask_image` (at strength < 1) restyles only its white part of the structure image."""
+    check_inputs(request.strength < 1.0, control_image, mask_image)  # before the VL model runs
     conditioning = condition(manager, request, references)
     init = None
     if request.strength < 1.0:

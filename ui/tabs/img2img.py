@@ -58,12 +58,14 @@ def main_controls(c: dict, steps: int) -> None:
         c["strength"], c["num_inference_steps"] = control("strength"), control("num_inference_steps", value=steps)
 
 
-def check(request, image, policy) -> None:
-    """Before the queue: the request, and an init image that opens."""
+def check(request, image, policy, mask_image=None) -> None:
+    """Before the queue: the request, and an init image (and mask) that open."""
     validate(request, img2img=True, policy=policy)
     if image is None:
         raise ValueError("image: img2img needs an init image: upload one first.")
     load_image(image, field="image")
+    if mask_image is not None:
+        load_image(mask_image, field="mask_image")
 
 
 def build(studio) -> TabParts:
@@ -92,7 +94,8 @@ def build(studio) -> TabParts:
         c = form.controls
         wire_strength_readout(c, readout)
         endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image", "mask_image"), outputs=3,
-                            check=lambda request, image, mask_image: check(request, image, studio.policy))
+                            check=lambda request, image, mask_image: check(request, image, studio.policy,
+                                                                           mask_image))
         event = button.click(endpoint.fn, inputs=[image, mask] + [c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
                              api_name="img2img", concurrency_id=GPU, validator=endpoint.validator)

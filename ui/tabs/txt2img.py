@@ -9,6 +9,7 @@ import gradio as gr
 
 from llm_dit.runtime import remote
 from llm_dit.pipelines.generate import encode_prompt, run
+from llm_dit.core.images import load_image
 from llm_dit.core.request import GenerationRequest, validate
 
 from ..common import Endpoint, saved
@@ -35,6 +36,13 @@ def run_readout(num_inference_steps, width, height) -> str:
         return f"{int(num_inference_steps)} forwards from pure noise (sigma 1.000), {int(width)}×{int(height)} px"
     except (TypeError, ValueError):
         return ""
+
+
+def check(request, control_image, policy) -> None:
+    """Before the queue: the request, and a control image that opens."""
+    validate(request, policy=policy)
+    if control_image is not None:
+        load_image(control_image, field="control_image")
 
 
 def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> None:
@@ -87,7 +95,8 @@ def build(studio) -> TabParts:
         gr.on([p.change for p in plan], run_readout, plan, readout, api_visibility="private", queue=False)
         endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request, control_image: saved(
                                 generate(request, control_image), studio), leading=("control_image",),
-                            check=lambda request, control_image: validate(request, policy=studio.policy), outputs=3)
+                            check=lambda request, control_image: check(request, control_image, studio.policy),
+                            outputs=3)
         event = button.click(endpoint.fn, inputs=[c["_control_image"]] + [c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
                              api_name="txt2img", concurrency_id=GPU, validator=endpoint.validator)

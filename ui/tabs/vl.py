@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from llm_dit.pipelines import recipe
+from llm_dit.pipelines.control import check_inputs
 
 from llm_dit.conditioning import layerscan
 from llm_dit.core.images import load_image
@@ -88,15 +89,19 @@ def _references(files) -> list:
     return [getattr(f, "name", f) for f in files]
 
 
-def check(request, references, policy, structure_image=None) -> None:
-    """Before the queue: the request, and references (and structure image) that open."""
+def check(request, references, policy, structure_image=None, control_image=None, mask_image=None) -> None:
+    """Before the queue: the request, references (and structure, control and mask images) that open
+    and suit the strength."""
+    check_inputs(request.strength < 1.0, control_image, mask_image)
     validate(request, img2img=request.strength < 1.0, policy=policy)
     refs = _references(references)
     parse_weights(request.reference_weights, len(refs))
     for i, ref in enumerate(refs):
         check_aspect(load_image(ref, field=f"references[{i}]"), field=f"references[{i}]")
-    if structure_image is not None:
-        load_image(structure_image, field="structure_image")
+    for name, image in (("structure_image", structure_image), ("control_image", control_image),
+                        ("mask_image", mask_image)):
+        if image is not None:
+            load_image(image, field=name)
 
 
 def example_reference() -> str:
@@ -229,7 +234,7 @@ def build(studio) -> TabParts:
         generate = Endpoint(studio, "vl_generate", FIELDS, generate_action,
                             ("references", "structure_image", "control_image", "mask_image"), VLRequest, outputs=6,
                             check=lambda request, references, structure_image, control_image, mask_image: check(
-                                request, references, studio.policy, structure_image))
+                                request, references, studio.policy, structure_image, control_image, mask_image))
         event = go.click(generate.fn, inputs=[references, structure, c["_control_image"], mask] + inputs,
                          outputs=[result.image, result.seed, result.metadata, stats, tokens, readout],
                          api_name="vl_generate", concurrency_id=GPU, validator=generate.validator)
