@@ -80,10 +80,10 @@ def build(studio) -> TabParts:
         with gr.Row():
             with gr.Column():
                 image = image_input("Init image", height=INIT_HEIGHT, elem_id="img2img-image")
-                with gr.Accordion("Inpaint mask (optional)", open=False):
-                    mask = image_input("Mask: white is redrawn, black kept from the init image")
                 steps = manager.request_defaults().get("num_inference_steps", field_meta("num_inference_steps")["default"])
                 form = generation_form(FIELDS, studio, main=lambda c: main_controls(c, steps))
+                with gr.Accordion("Inpaint mask (optional)", open=False):
+                    mask = image_input("Mask: white is redrawn, black kept from the init image")
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
                 button, export = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
