@@ -131,3 +131,18 @@ def test_vl_with_a_control_image_below_strength_1_fails_before_the_vl_model_runs
         vl_generate(fresh, VLRequest(prompt="a fox", height=64, width=64, strength=0.9), [SQUARE],
                     control_image=SQUARE)
     assert not fresh.vl_loaded and fresh.load_counts["vl"] == 0
+
+
+def test_from_png_regenerates_a_controlled_image(controlled, tmp_path):
+    from llm_dit.cli import main
+
+    control = tmp_path / "square.png"
+    SQUARE.save(control)
+    common = ["--tiny", "--cache-dir", controlled.settings.cache_dir, "--output-dir", str(tmp_path / "out"),
+              "--controlnet-path", controlled.settings.controlnet_path, "--control-image", str(control)]
+    assert main(["generate", "--prompt", "a box", "--height", "64", "--width", "64", "--seed", "4",
+                 "--controlnet-conditioning-scale", "1.2", "--control-guidance-end", "0.5", *common]) == 0
+    first = sorted((tmp_path / "out").glob("*.png"))[-1]
+    assert main(["generate", "--from-png", str(first), *common]) == 0
+    second = [p for p in sorted((tmp_path / "out").glob("*.png")) if p != first][-1]
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
