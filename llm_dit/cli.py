@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--structure-image", default=None, help="init latents instead of the first reference")
         if name == "extract":
             sub.add_argument("--output", default=None, help="the .safetensors file (default: in --output-dir)")
+        if name in ("generate", "vl"):
+            sub.add_argument("--control-image", default=None, metavar="IMAGE",
+                             help="layout from this image through the ControlNet (--controlnet-path; its canny edges, "
+                                  "or itself with --control-preprocess none)")
+        if name in ("img2img", "vl"):
+            sub.add_argument("--mask-image", default=None, metavar="IMAGE",
+                             help="inpaint: redraw the mask's white part of the init (or structure) image, keep the rest")
         if name in ("generate", "img2img", "vl"):
             sub.add_argument("--from-png", default=None, metavar="FILE",
                              help="start from the parameters saved in this PNG (flags given win)")
@@ -145,11 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _request(args, notes: dict, base: dict | None = None):
-    """The command's request: field defaults < `base` (a preset) < --from-png < flags given."""
+def _request(args, notes: dict, base: dict | None = None, manager=None):
+    """The command's request: field defaults < the checkpoint's (Base: CFG, steps) < `base` (a
+    preset) < --from-png < flags given."""
     cls, leave_out = REQUESTS[args.command]
     names = {f.name for f in fields(cls)} - leave_out
-    values = {k: v for k, v in (base or {}).items() if k in names}
+    defaults = manager.request_defaults() if manager is not None else {}
+    values = {k: v for k, v in {**defaults, **(base or {})}.items() if k in names}
     if getattr(args, "from_png", None):
         from .core.pnginfo import read_parameters
 
@@ -182,21 +191,22 @@ def _generated(result, settings, notes: dict) -> dict:
 
 
 def _generate(args, manager, notes):
-    from .pipelines.generate import img2img, run
+    from .pipelines.generate import run
 
-    request = _request(args, notes)
+    request = _request(args, notes, manager=manager)
     _compare_png(args, manager, notes, init=args.image if args.command == "img2img" else None)
-    result = img2img(manager, request, args.image) if args.command == "img2img" else run(manager, request)
+    result = (run(manager, request, args.image, mask_image=args.mask_image) if args.command == "img2img"
+              else run(manager, request, control_image=args.control_image))
     return _generated(result, manager.settings, notes)
 
 
 def _vl(args, manager, notes):
     from .pipelines.recipe import vl_generate
 
-    request = _request(args, notes)
+    request = _request(args, notes, manager=manager)
     init = (args.structure_image or args.reference[0]) if request.strength < 1.0 else None
     _compare_png(args, manager, notes, args.reference, init)
-    result = vl_generate(manager, request, args.reference, args.structure_image)
+    result = vl_generate(manager, request, args.reference, args.structure_image, args.control_image, args.mask_image)
     summary = _generated(result, manager.settings, notes)
     return {**summary, "effective_alpha": result.metadata["vl"]["effective_alpha"]}
 
@@ -235,7 +245,7 @@ def _sweep(args, manager, notes):
     if taken:  # never a new table over old cells: a sweep's files are all its own
         raise ValueError(f"--name {stem!r} is taken in the output folder ({taken[0].name} exists): choose another "
                          f"name, or a study (`llm-dit study run`), which can be resumed.")
-    summary = run_sweep(manager, spec, _request(args, notes, base), args.reference, args.structure_image,
+    summary = run_sweep(manager, spec, _request(args, notes, base, manager), args.reference, args.structure_image,
                         manager.settings.output_dir, stem)
     return None if summary is None else {**summary, **notes}
 

@@ -8,7 +8,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from llm_dit.runtime.models import ModelManager
-from llm_dit.core.request import GenerationRequest
+from llm_dit.core.request import CONTROL_FIELDS, GenerationRequest
 from ui import build_demo
 from ui.tabs.img2img import strength_readout
 
@@ -24,8 +24,10 @@ def served(settings, manager):
 def test_api_parameters_are_the_request_fields(served):
     api = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
     names = [f.name for f in fields(GenerationRequest)]
-    assert [p["parameter_name"] for p in api["/txt2img"]["parameters"]] == [n for n in names if n != "strength"]
-    assert [p["parameter_name"] for p in api["/img2img"]["parameters"]] == ["image"] + names
+    assert [p["parameter_name"] for p in api["/txt2img"]["parameters"]] == ["control_image"] + [
+        n for n in names if n != "strength"]
+    assert [p["parameter_name"] for p in api["/img2img"]["parameters"]] == ["image", "mask_image"] + [
+        n for n in names if n not in CONTROL_FIELDS]  # no ControlNet img2img in diffusers
     assert not any("strength_readout" in name for name in api)  # helpers are private
 
 
@@ -109,7 +111,8 @@ def test_vl_generate_and_vl_extract_over_the_api(served, tmp_path):
     Image.new("RGB", (128, 128), (30, 160, 60)).save(tmp_path / "ref.png")
     api = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
     names = [f.name for f in dc_fields(VLRequest)]
-    assert [p["parameter_name"] for p in api["/vl_generate"]["parameters"]] == ["references", "structure_image"] + names
+    assert [p["parameter_name"] for p in api["/vl_generate"]["parameters"]] == ["references", "structure_image",
+                                                                              "control_image", "mask_image"] + names
     assert [p["parameter_name"] for p in api["/vl_extract"]["parameters"]] == ["references"] + names
     refs = [handle_file(str(tmp_path / "ref.png"))]
     path, seed, metadata, report, token_map, readout = served[1].predict(

@@ -190,9 +190,9 @@ def test_a_raw_call_with_too_few_values_names_what_is_missing(app):
     config = httpx.get(app["url"] + "config", timeout=30).json()
     index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "txt2img")
     reply = httpx.post(app["url"] + "gradio_api/queue/join",
-                       json={"data": ["a cat", ""], "fn_index": index, "session_hash": "raw"}, timeout=30)
-    assert reply.status_code == 400
-    assert "txt2img: got 2 value(s) for 18 parameters; missing: system_prompt" in reply.json()["detail"]
+                       json={"data": [None, "a cat", ""], "fn_index": index, "session_hash": "raw"}, timeout=30)
+    assert reply.status_code == 400  # control_image, prompt, negative_prompt given
+    assert "txt2img: got 3 value(s) for 23 parameters; missing: system_prompt" in reply.json()["detail"]
 
 
 def test_messages_survive_a_preset_in_the_same_session(app):

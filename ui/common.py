@@ -82,8 +82,9 @@ class Endpoint:
         self.leading, self.request_cls, self.stream, self.check = leading, request_cls, stream, check
         self.with_session, self.outputs = with_session, outputs
         params = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for p in leading]
+        own = studio.manager.request_defaults()  # the checkpoint's (Z-Image Base: CFG, steps)
         params += [inspect.Parameter(f, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                     default=field_meta(f)["default"]) for f in fields]
+                                     default=own.get(f, field_meta(f)["default"])) for f in fields]
         self.api_params = [p.name for p in params]
         params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                         default=gr.Progress(track_tqdm=True)))

@@ -35,6 +35,9 @@ LEADING = {
     "image": "Init image file (PNG, JPEG, WebP, ...).",
     "references": "Reference image file(s) whose look conditions the image.",
     "structure_image": "Optional image whose layout starts the denoising instead of the first reference.",
+    "mask_image": "Optional inpaint mask: white is redrawn, black kept from the init (or structure) image.",
+    "control_image": "Optional image whose layout the ControlNet follows (--controlnet-path; txt2img, or VL at "
+                     "strength 1.0): its canny edges, or a ready map with control_preprocess none.",
     "reference": "Reference image file (optional when vl_text is given).",
     "x_axis": "Sweep axis across: a VL setting (e.g. alpha, blend_mode, strength, vl_hidden_layer) or route.",
     "x_values": "Values of the X axis, comma-separated (vl_text: |-separated; prompt: one per line).",

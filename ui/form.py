@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from llm_dit.core.presets import PRESETS_DIR, load_presets, load_resolutions
+from llm_dit.core.request import CONTROL_FIELDS
 
-from .common import control
+from .common import control, image_input
 from .preview import prompt_preview
 from .preview import wire as wire_preview
 
@@ -85,6 +86,22 @@ def lora_picker(box, names: list[str]) -> None:
     pick.input(add, [pick, box], [box, pick], api_visibility="private", queue=False)
 
 
+def _default(name: str, defaults: dict) -> dict:
+    """The checkpoint's own default for a field, where it differs from the declared one."""
+    return {"value": defaults[name]} if name in defaults else {}
+
+
+def _control_group(c: dict, studio) -> None:
+    """The control image (`c["_control_image"]`, an input of the event, not a request field) and
+    the ControlNet's fields."""
+    with gr.Accordion("Structure control (ControlNet)", open=False):
+        note = "" if studio.settings.controlnet_path else " · this instance has no ControlNet (--controlnet-path)"
+        c["_control_image"] = image_input("Control image: its layout (edges, or a ready depth/pose map)" + note)
+        with gr.Row():
+            for f in CONTROL_FIELDS:
+                c[f] = control(f)
+
+
 def generation_form(fields: list[str], studio, preset_file: str = "generation.toml", main=None,
                     extra=None) -> Form:
     """The controls of a generation tab, the main ones first: the prompt, `main(c)` (the tab's own
@@ -93,6 +110,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
     among them."""
     presets = {name: p for name, p in load_presets(PRESETS_DIR / preset_file).items()
                if set(p["values"]) <= set(fields)}
+    defaults = studio.manager.request_defaults()  # Z-Image Base: CFG, negative prompt, more steps
     c = {"prompt": control("prompt")}
     preview = prompt_preview()  # under the prompt; wired below, once the fields it reads exist
     if main is not None:
@@ -106,7 +124,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
     with gr.Row(equal_height=True):
         for f in ("num_inference_steps", "seed"):
             if f not in c:
-                c[f] = control(f)
+                c[f] = control(f, **_default(f, defaults))
         with gr.Column(min_width=120, scale=0):
             randomize = gr.Checkbox(label="Random seed", value=True)
             reuse = gr.Button("♻ Reuse last", size="sm")
@@ -124,12 +142,14 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
     wire_preview(preview, c, studio)
     if extra is not None:
         extra(c)
-    with gr.Accordion("Sampling, LoRA, attention", open=False):
+    if "controlnet_conditioning_scale" in fields:
+        _control_group(c, studio)
+    with gr.Accordion("Sampling, LoRA, attention", open="guidance_scale" in defaults):
         with gr.Row():
             for f in ("shift", "guidance_scale"):
-                c[f] = control(f)
+                c[f] = control(f, **_default(f, defaults))
         for f in ("negative_prompt", "loras"):
-            c[f] = control(f, hosted=studio.hosted)
+            c[f] = control(f, hosted=studio.hosted, **_default(f, defaults))
         lora_picker(c["loras"], studio.policy.lora_names())
         c["attention_backend"] = control("attention_backend", hosted=studio.hosted)
     names = [n for n in c if not n.startswith("_")]

@@ -17,6 +17,10 @@ NORMALIZATIONS = ("global", "per_dim", "hybrid")
 OUTLIER_MODES = ("none", "zero", "clamp", "scale")
 BLEND_MODES = ("linear", "linear_rms", "adain", "adain_per_dim", "style_delta", "concat")
 
+CONTROL_PREPROCESS = ("canny", "none")  # the union ControlNet reads any map; canny is made here
+CONTROL_FIELDS = ("controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end",
+                  "control_preprocess")  # used only with a control image (txt2img, VL at strength 1)
+
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 TEXT_MAX_CHARS = 4000  # any text field but the prompt (checked before the queue)
 
@@ -52,6 +56,15 @@ class GenerationRequest:
     loras: str = _f("", "LoRAs", "one per line: a name from the LoRA folder (or, locally, a .safetensors path), "
                     "optionally :scale")
     attention_backend: str = _f("native", "Attention backend", "diffusers set_attention_backend")
+    # structure control (--controlnet-path): used only when a control image is given
+    controlnet_conditioning_scale: float = _f(0.75, "ControlNet scale", "how strongly the control image sets the "
+                                              "layout; 0 = as without ControlNet", minimum=0.0, maximum=2.0, step=0.05)
+    control_guidance_start: float = _f(0.0, "Control from", "fraction of the steps run where the ControlNet starts",
+                                       minimum=0.0, maximum=1.0, step=0.05)
+    control_guidance_end: float = _f(1.0, "Control until", "fraction of the steps run where the ControlNet ends",
+                                     minimum=0.0, maximum=1.0, step=0.05)
+    control_preprocess: str = _f("canny", "Control preprocessing", "canny: the edges of the control image; none: "
+                                 "it already is a control map (depth, pose, ...)", choices=CONTROL_PREPROCESS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -339,6 +352,11 @@ def validate(request: GenerationRequest, img2img: bool = False, policy=None) -> 
                 f"runs int({request.num_inference_steps} × {request.strength}) = 0 DiT forwards: "
                 f"use strength ≥ {need:.3f} or more steps."
             )
+    for name in ("controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end"):
+        _check_float(name, getattr(request, name))
+    if request.control_preprocess not in CONTROL_PREPROCESS:
+        raise ValueError(f"control_preprocess={request.control_preprocess!r} is unknown: use one of "
+                         f"{', '.join(CONTROL_PREPROCESS)}.")
     parse_loras(request.loras, policy.lora_path)
     backends = attention_backends(hosted=policy.hosted)
     if request.attention_backend not in backends:

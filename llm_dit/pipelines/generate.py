@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .. import __version__
 from ..core.attention import attention_backends
@@ -29,6 +31,8 @@ from ..runtime.models import ModelManager
 from ..serving.outputs import OutputFolder
 from ..core.prompt import format_chat
 from ..core.templates import get_template
+from ..core.variants import variant_warnings
+from .control import check_inputs, control_map, window, windowed
 from ..serving.timeline import Timeline
 from ..core.request import GenerationRequest, field_meta, parse_loras, scheduled_steps, strength_forwards, validate
 
@@ -157,8 +161,6 @@ def _check_size(request: GenerationRequest, transformer) -> None:
 
 def _prepare_init_latents(pipe, image: Image.Image, height: int, width: int) -> torch.Tensor:
     """The reference as scaled VAE latents (`latent_dist.mode()`), encoded on the VAE's device."""
-    from PIL import ImageOps
-
     fitted = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
     vae = pipe.vae
     pixels = pipe.image_processor.preprocess(fitted, height=height, width=width)
@@ -301,20 +303,25 @@ def resolve_seed(request: GenerationRequest) -> GenerationRequest:
     return replace(request, seed=random.randrange(2**32))
 
 
-BATCH_KEY = ("height", "width", "num_inference_steps", "shift", "guidance_scale", "loras", "attention_backend")
+BATCH_KEY = ("height", "width", "num_inference_steps", "shift", "guidance_scale", "loras", "attention_backend",
+             "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end", "control_preprocess")
 
 
 def run(manager: ModelManager, request: GenerationRequest, image=None,
-        encoding: PromptEncoding | None = None) -> GenerationResult:
+        encoding: PromptEncoding | None = None, control_image=None, mask_image=None) -> GenerationResult:
     """Generate one image: txt2img when `image` is None, img2img from `image` otherwise.
-    `encoding` supplies the caption embeddings (e.g. a VL blend); by default the prompt's."""
-    return run_batch(manager, [request], [image], [encoding])[0]
+    `encoding` supplies the caption embeddings (e.g. a VL blend); by default the prompt's.
+    `control_image` (txt2img only) sets the layout through the ControlNet (--controlnet-path);
+    `mask_image` (img2img only) inpaints: white is redrawn, black kept from `image`."""
+    return run_batch(manager, [request], [image], [encoding], control_image, mask_image)[0]
 
 
-def run_batch(manager: ModelManager, requests: list, images: list, encodings: list) -> list[GenerationResult]:
+def run_batch(manager: ModelManager, requests: list, images: list, encodings: list,
+              control_image=None, mask_image=None) -> list[GenerationResult]:
     """Several images in one pipeline call. They must agree on size, steps, shift, guidance,
-    LoRAs, attention and (for img2img) strength; each keeps its own seed, prompt and init image,
-    and comes out as its single run would (within float tolerance of batched kernels)."""
+    LoRAs, attention, control settings and (for img2img) strength; each keeps its own seed, prompt
+    and init image, and comes out as its single run would (within float tolerance of batched
+    kernels). A `control_image` or `mask_image` is shared by the batch."""
     img2img = images[0] is not None
     first = requests[0]
     for i, (request, image) in enumerate(zip(requests, images)):
@@ -325,11 +332,15 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             what = ", ".join(f"{k}={getattr(request, k)!r} vs {getattr(first, k)!r}" for k in differ) or "init image"
             raise ValueError(f"batch item {i} differs from item 0 ({what}): a batch must share "
                              f"{', '.join(keys)} and init-image use; run differing requests separately.")
+    check_inputs(img2img, control_image, mask_image)
     inits = [load_image(image, field="image") if img2img else None for image in images]
+    mask = load_image(mask_image, field="mask_image").convert("L") if mask_image is not None else None
+    control = control_map(control_image, first) if control_image is not None else None
+    warnings = variant_warnings(manager.variant, first.num_inference_steps, first.guidance_scale)
     loras = parse_loras(first.loras, manager.policy.lora_path)
     requests = [resolve_seed(r) for r in requests]
     encodings = [e or encode_prompt(manager, r) for r, e in zip(requests, encodings)]
-    shared, warnings = Timeline(), []
+    shared = Timeline()
     with manager.generation_lock:  # an unload waits for this block; read the pipeline inside it
         pipe = manager.pipeline()
         transformer = pipe.transformer
@@ -346,12 +357,21 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         if img2img:
             forwards = strength_forwards(first.num_inference_steps, first.strength)
             sigmas = sigmas[first.num_inference_steps - forwards:]
-            view = manager.view("img2img", scheduler)
-            with shared.stage("vae_encode"):
-                latents = [_prepare_init_latents(pipe, init, first.height, first.width) for init in inits]
-            extra = {"image": torch.cat(latents), "strength": 1.0}
+            if mask is not None:  # the inpaint pipeline encodes the init images itself
+                view, size = manager.inpaint_view(scheduler), (first.width, first.height)
+                extra = {"image": [ImageOps.fit(init, size, method=Image.Resampling.LANCZOS) for init in inits],
+                         "mask_image": mask.resize(size, Image.Resampling.NEAREST), "strength": 1.0}
+            else:
+                view = manager.view("img2img", scheduler)
+                with shared.stage("vae_encode"):
+                    latents = [_prepare_init_latents(pipe, init, first.height, first.width) for init in inits]
+                extra = {"image": torch.cat(latents), "strength": 1.0}
             if forwards == first.num_inference_steps:
                 warnings.append("strength runs every step from sigma 1.0: the reference image is ignored.")
+        elif control is not None:
+            view = manager.controlnet_view(scheduler)
+            extra = {"control_image": control, "controlnet_conditioning_scale": first.controlnet_conditioning_scale}
+            control_steps, control_calls = window(first, len(sigmas)), []
         else:
             view = manager.view("txt2img", scheduler)
         schedules = [e.steps(len(sigmas)) for e in encodings]
@@ -366,7 +386,8 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         steps_run = []
 
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
-        with shared.stage("denoise"):
+        held = windowed(view.controlnet, control_steps, control_calls) if control is not None else nullcontext()
+        with shared.stage("denoise"), held:
             latents = view(
                 **call, **extra, height=first.height, width=first.width,
                 num_inference_steps=len(sigmas), sigmas=sigmas, guidance_scale=first.guidance_scale,
@@ -388,6 +409,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             "request": request.to_dict(),
             "seed": request.seed,
             "model": manager.zimage_model_id,
+            "checkpoint": manager.checkpoint_info(),
             "versions": _versions(),
             "chat_text": encoding.chat,
             "template": request.template or None,
@@ -406,6 +428,12 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         }
         if img2img:
             metadata["init_image"] = {"sha256": image_sha256(init), "size": list(init.size)}
+        if mask is not None:
+            metadata["mask_image"] = {"sha256": image_sha256(mask),
+                                      "redrawn_fraction": round(float((np.asarray(mask) >= 128).mean()), 4)}
+        if control is not None:
+            metadata["control"] = {"controlnet": manager.controlnet_id, "map_sha256": image_sha256(control),
+                                   "steps": [i for i in control_steps if i < len(steps_run)]}
         if encoding.outside is not None:
             on = encoding.steps(len(steps_run))
             metadata["scheduled_steps"] = {"window": list(encoding.window),

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from PIL import Image
 
 from ..conditioning import blend
+from .control import check_inputs
 from .generate import GenerationResult, PromptEncoding, count_prompt, encode_prompt, run
 from ..core.images import image_sha256, load_image
 from ..runtime.models import ModelManager
@@ -318,14 +319,18 @@ def _blend(manager, request: VLRequest, text, length: int, per_reference, weight
 
 
 def vl_generate(manager: ModelManager, request: VLRequest, references: list,
-                structure_image=None) -> GenerationResult:
+                structure_image=None, control_image=None, mask_image=None) -> GenerationResult:
     """VL-conditioned generation: img2img from the structure image (default: the first reference)
-    at `strength`, or txt2img when strength is 1.0 (which would ignore any init image anyway)."""
+    at `strength`, or txt2img when strength is 1.0 (which would ignore any init image anyway).
+    A `control_image` (at strength 1.0) sets the layout through the ControlNet, the blend the style;
+    a `mask_image` (at strength < 1) restyles only its white part of the structure image."""
+    check_inputs(request.strength < 1.0, control_image, mask_image)  # before the VL model runs
     conditioning = condition(manager, request, references)
     init = None
     if request.strength < 1.0:
         init = structure_image if structure_image is not None else references[0]
-    result = run(manager, request, init, encoding=conditioning.encoding)
+    result = run(manager, request, init, encoding=conditioning.encoding, control_image=control_image,
+                 mask_image=mask_image)
     result.metadata["vl"]["structure_image"] = structure_image is not None
     return result
 

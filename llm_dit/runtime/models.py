@@ -9,17 +9,18 @@ the one loaded DiT.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import download, levers
+from . import checkpoints, download, levers
 
 from ..serving import policy
 from .cache import LRUCache
-from ..core.devices import ModelLoadError, module_bytes, release_memory, resolve_device, resolve_dtype  # noqa: F401 - re-exported
+from ..core.devices import ModelLoadError, input_device, module_bytes, release_memory, resolve_device, resolve_dtype  # noqa: F401 - re-exported
 from .download import load_error
 from .memory import Plan
 from .placement import Placement
@@ -48,6 +49,8 @@ class ModelManager(Placement):
         self._vl_depth = 0  # nesting of vl_session()
         self._vl_config = None
         self._text_config = None
+        self._checkpoint_info: dict | None = None
+        self._controlnet = None  # ZImageControlNetModel (--controlnet-path), loaded on first use
         self._reference_stats: dict = {}
         self._plan: Plan | None = None
         self._offload_hooks: list = []
@@ -85,6 +88,14 @@ class ModelManager(Placement):
     @property
     def zimage_model_id(self) -> str:
         return "tiny-random-zimage" if self.settings.tiny else self.policy.public_name(self.settings.model_path)
+
+    @property
+    def controlnet_id(self) -> str:
+        """How metadata names the ControlNet: its hub id, or its file or folder name."""
+        from pathlib import Path
+
+        path = self.settings.controlnet_path
+        return path if path.count("/") == 1 and not Path(path).exists() else Path(path).name
 
     @property
     def vl_model_id(self) -> str:
@@ -165,9 +176,13 @@ class ModelManager(Placement):
             "default": torch.float32,
         }
         dit_quant = self._quantization("transformer", "diffusers", dit_device, dtypes["transformer"])
+        parts = {}
+        if self.settings.transformer_file:  # quantized (or not) as it loads: no pipeline-level config
+            parts["transformer"] = self._transformer_file(source, dtypes["transformer"], dit_quant)
+            dit_quant = None
         try:
             pipe = ZImagePipeline.from_pretrained(
-                source, text_encoder=None, dtype=dtypes, use_safetensors=True,
+                source, text_encoder=None, dtype=dtypes, use_safetensors=True, **parts,
                 quantization_config=PipelineQuantizationConfig(quant_mapping={"transformer": dit_quant})
                 if dit_quant else None,
             )
@@ -198,6 +213,100 @@ class ModelManager(Placement):
         self._views = self._make_views(pipe)
         self._pipe = pipe
         self.load_counts["zimage"] += 1
+
+    def _transformer_file(self, source: str, dtype, quantization):
+        """The DiT from `--transformer-file` (single file or GGUF), with `source`'s transformer config."""
+        path = self.settings.transformer_file
+        try:
+            return checkpoints.load_transformer(path, source, dtype, quantization).eval()
+        except Exception as err:  # noqa: BLE001
+            raise ModelLoadError(
+                f"Could not load the transformer file {path!r} ({type(err).__name__}: {err}). Give a Z-Image "
+                f"transformer as one .safetensors (ComfyUI/official key layout) or .gguf file, matching the "
+                f"architecture of --model-path (its transformer/config.json), or leave --transformer-file empty."
+            ) from err
+
+    def controlnet_view(self, scheduler):
+        """The `ZImageControlNetPipeline` view (the loaded DiT and VAE, the ControlNet of
+        `--controlnet-path`, loaded on first use and sharing the DiT's embedders and refiners as
+        diffusers' pipeline makes it), with `scheduler` installed. Call under `generation_lock`."""
+        if not self.settings.controlnet_path:
+            raise ValueError("control_image: this instance has no ControlNet: start it with --controlnet-path (e.g. "
+                             "alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union), or leave the control image empty.")
+        with self._lock:
+            pipe = self.pipeline()
+            if "controlnet" not in self._views:
+                with self._recording():
+                    self._load_controlnet(pipe)
+            view = self._views["controlnet"]
+        view.scheduler = scheduler
+        return view
+
+    def inpaint_view(self, scheduler):
+        """The `ZImageInpaintPipeline` view (the loaded DiT and VAE: it encodes the init image and
+        mask itself), with `scheduler` installed. Call under `generation_lock`."""
+        from diffusers import ZImageInpaintPipeline
+
+        with self._lock:
+            pipe = self.pipeline()
+            if "inpaint" not in self._views:
+                view = ZImageInpaintPipeline(scheduler=pipe.scheduler, vae=pipe.vae, text_encoder=None,
+                                             tokenizer=None, transformer=pipe.transformer)
+                view.set_progress_bar_config(desc="inpaint")
+                self._views["inpaint"] = view
+            view = self._views["inpaint"]
+        view.scheduler = scheduler
+        return view
+
+    def _load_controlnet(self, pipe) -> None:
+        from diffusers import ZImageControlNetModel, ZImageControlNetPipeline
+
+        path = self.settings.controlnet_path
+        dit = pipe.transformer
+        dtype = next(p.dtype for p in dit.parameters() if p.dtype.is_floating_point)
+        try:
+            if path.lower().endswith(".safetensors"):
+                model = ZImageControlNetModel.from_single_file(path, torch_dtype=dtype)
+            else:
+                model = ZImageControlNetModel.from_pretrained(path, torch_dtype=dtype, use_safetensors=True)
+        except Exception as err:  # noqa: BLE001
+            raise ModelLoadError(
+                f"Could not load the ControlNet {path!r} ({type(err).__name__}: {err}). Give a Z-Image ControlNet: "
+                f"a hub id or folder in diffusers' layout, or its single .safetensors file (a single file reads its "
+                f"config from the hub on first use), or leave --controlnet-path empty."
+            ) from err
+        view = ZImageControlNetPipeline(scheduler=pipe.scheduler, vae=pipe.vae, text_encoder=None, tokenizer=None,
+                                        transformer=dit, controlnet=model.to(input_device(dit)).eval())
+        view.set_progress_bar_config(desc="controlnet")
+        self._controlnet = view.controlnet
+        self._views["controlnet"] = view
+        self.load_counts["controlnet"] += 1
+
+    @property
+    def variant(self) -> str:
+        """'turbo' or 'base': `--model-variant`, else read from the checkpoint's name."""
+        return checkpoints.detect_variant(self.zimage_source, self.settings.model_variant)
+
+    def request_defaults(self) -> dict:
+        """The request defaults that differ for this checkpoint: its variant's (Base: CFG, negative
+        prompt, steps) and its scheduler config's shift. Read from names and configs, nothing loads."""
+        from ..core.variants import variant_defaults
+        from .memory import metadata_folder
+
+        folder = metadata_folder(self.zimage_source)  # None: a hub id not downloaded yet
+        config = folder / "scheduler" / "scheduler_config.json" if folder else None
+        shift = json.loads(config.read_text()).get("shift") if config and config.is_file() else None
+        return variant_defaults(self.variant, shift)
+
+    def checkpoint_info(self) -> dict:
+        """What metadata records about the checkpoint: its variant and, for a transformer file, the
+        file's name, hash and quantization (computed once)."""
+        if self._checkpoint_info is None:
+            info = {"variant": self.variant}
+            if self.settings.transformer_file:
+                info.update(checkpoints.describe(self.settings.transformer_file))
+            self._checkpoint_info = info
+        return self._checkpoint_info
 
     def _text_encoder_model(self, source: str):
         from transformers import Qwen3ForCausalLM
@@ -309,6 +418,7 @@ class ModelManager(Placement):
         lock), so unloading never breaks a job; the next request loads again."""
         with self.generation_lock, self._lock:
             self._pipe, self._lm, self._views, self._offload_hooks = None, None, {}, []
+            self._controlnet = None
         self.unload_vl()
         release_memory()
 
@@ -416,6 +526,9 @@ class ModelManager(Placement):
         vl = self._vl
         if vl is not None:
             parts["vl"] = vl[0]
+        if self._controlnet is not None:  # its own blocks (the embedders and refiners are the DiT's)
+            parts["controlnet"] = torch.nn.ModuleList(m for n, m in self._controlnet.named_children()
+                                                      if n.startswith("control_") and m is not None)
         report = []
         for name, module in parts.items():
             param = next(module.parameters())

@@ -23,13 +23,17 @@ HOSTING = ("auto", "hosted", "local")
 OFFLOADS = ("auto", "none", "model", "group", "sequential")
 QUANTIZATIONS = ("auto", "none", "int8", "fp8", "nf4")
 SWITCHES = ("auto", "on", "off")
-CHOICES = {"dtype": DTYPES, "offload": OFFLOADS, "quantize_transformer": QUANTIZATIONS,
+VARIANTS = ("auto", "turbo", "base")  # llm_dit.runtime.checkpoints.detect_variant
+CHOICES = {"model_variant": VARIANTS, "dtype": DTYPES, "offload": OFFLOADS, "quantize_transformer": QUANTIZATIONS,
            "quantize_text_encoder": QUANTIZATIONS, "quantize_vl": QUANTIZATIONS, "vae_tiling": SWITCHES}
 
 
 @dataclass(frozen=True)
 class Settings:
     model_path: str = ZIMAGE_REPO
+    transformer_file: str = ""  # a single-file (.safetensors) or GGUF DiT replacing model_path's transformer
+    model_variant: str = "auto"  # turbo or base (auto: from the checkpoint's name)
+    controlnet_path: str = ""  # a Z-Image ControlNet (union): hub id, folder or single .safetensors
     vl_model_path: str = VL_REPO
     tiny: bool = False
     hub_timeout: int = 5  # seconds the hub has to say what a first-use download fetches
@@ -88,6 +92,9 @@ class Settings:
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not supported: use one of {', '.join(choices)}.")
+        if self.transformer_file and not self.transformer_file.lower().endswith((".safetensors", ".sft", ".gguf")):
+            raise ValueError(f"transformer_file={self.transformer_file!r} is neither a .safetensors nor a .gguf file: "
+                             f"give a single-file Z-Image transformer or a GGUF one ('' = the --model-path one).")
         if self.memory_budget != "auto":
             try:
                 budget = float(self.memory_budget)
@@ -138,6 +145,15 @@ class Settings:
 
 _HELP = {
     "model_path": "Z-Image checkpoint: a hub id or a local folder in that repo's layout",
+    "transformer_file": "a single-file Z-Image transformer (.safetensors in the ComfyUI/official layout: bf16, fp16 "
+                        "or fp8 e4m3fn, upcast to --dtype) or a GGUF one (.gguf: Q8_0, Q4_K, ..., computed in "
+                        "--dtype), a local path or a huggingface.co file URL; the rest comes from --model-path "
+                        "('' = the transformer of --model-path)",
+    "model_variant": "Z-Image variant: turbo (distilled: 8 steps, no CFG) or base (CFG, negative prompt, more "
+                     "steps); auto = from the checkpoint's name (Z-Image-Turbo vs Z-Image)",
+    "controlnet_path": "a Z-Image ControlNet (e.g. the union model alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union): "
+                       "a hub id or folder in diffusers' layout, or one .safetensors file; loaded on the first "
+                       "request with a control image ('' = no structure control)",
     "vl_model_path": "Qwen3-VL checkpoint: a hub id or a local folder",
     "hub_timeout": "seconds the Hugging Face hub has to answer what a first-use download of a hub id fetches; "
                    "without an answer the load fails at once with the fix (the download itself has no limit)",

@@ -354,6 +354,88 @@ def ensure_tiny_qwen3_vl(seed: int = 0, cache_dir: Path | None = None, size: str
     return _ensure("qwen3vl", _build_qwen3_vl, seed, cache_dir, size)
 
 
+def _build_controlnet(folder: Path, seed: int, size: str = "tiny") -> None:
+    """A tiny `ZImageControlNetModel` for the tiny DiT (union layout: control blocks on every DiT
+    layer plus a control noise refiner). Its projections are random, not zero as at the start
+    of training, so the control image visibly steers the tiny model."""
+    from diffusers import ZImageControlNetModel
+
+    torch.manual_seed(seed + 2)
+    dit = SIZES[size]["dit"]
+    model = ZImageControlNetModel(
+        control_layers_places=list(range(dit["n_layers"])), control_refiner_layers_places=[0, 1],
+        control_in_dim=16, add_control_noise_refiner="control_noise_refiner", dim=dit["dim"],
+        n_refiner_layers=dit["n_refiner_layers"], n_heads=dit["n_heads"], n_kv_heads=dit["n_kv_heads"])
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "_proj." in name:
+                param.normal_(0.0, 0.2)
+    model.save_pretrained(folder)
+
+
+def ensure_tiny_controlnet(seed: int = 0, cache_dir: Path | None = None) -> Path:
+    """Folder of a tiny Z-Image ControlNet in diffusers' layout (built on first use)."""
+    return _ensure("controlnet", _build_controlnet, seed, cache_dir)
+
+
 def ensure_tiny_clip(seed: int = 0, cache_dir: Path | None = None) -> Path:
     """Folder of a tiny CLIP in the hub layout, for `--metrics-model` (built on first use)."""
     return _ensure("clip", _build_clip, seed, cache_dir)
+
+
+# The official/ComfyUI single-file key layout of the Z-Image DiT, from diffusers' names: the inverse
+# of diffusers' `convert_z_image_transformer_checkpoint_to_diffusers` (fused qkv, `out`, q/k_norm).
+_ORIGINAL_NAMES = {"all_final_layer.2-1.": "final_layer.", "all_x_embedder.2-1.": "x_embedder.",
+                   ".attention.to_out.0.": ".attention.out.", ".attention.norm_q.": ".attention.q_norm.",
+                   ".attention.norm_k.": ".attention.k_norm."}
+
+
+def original_layout(state_dict: dict) -> dict:
+    """A diffusers Z-Image DiT state dict in the layout single files ship (`model.diffusion_model.`)."""
+    out = {}
+    for key, value in state_dict.items():
+        if ".attention.to_k." in key or ".attention.to_v." in key:
+            continue
+        if ".attention.to_q." in key:
+            fused = torch.cat([value, state_dict[key.replace(".to_q.", ".to_k.")],
+                               state_dict[key.replace(".to_q.", ".to_v.")]])
+            out["model.diffusion_model." + key.replace(".to_q.", ".qkv.")] = fused
+            continue
+        for ours, theirs in _ORIGINAL_NAMES.items():
+            key = key.replace(ours, theirs)
+        out["model.diffusion_model." + key] = value.contiguous()
+    return out
+
+
+def write_single_file(transformer_folder: Path, path: Path, dtype=None) -> Path:
+    """The DiT of `transformer_folder` as one .safetensors in the original layout (in `dtype`)."""
+    from diffusers import ZImageTransformer2DModel
+    from safetensors.torch import save_file
+
+    state = ZImageTransformer2DModel.from_pretrained(transformer_folder).state_dict()
+    save_file({k: v.to(dtype) if dtype else v for k, v in original_layout(state).items()}, str(path))
+    return path
+
+
+def write_gguf(transformer_folder: Path, path: Path, quant: str = "Q8_0") -> Path:
+    """The DiT of `transformer_folder` as a GGUF file in the original layout, as the community's
+    Z-Image GGUFs are: linear weights quantized (`quant`), norms, biases and pad tokens in F32."""
+    import gguf
+    from diffusers import ZImageTransformer2DModel
+
+    kind = gguf.GGMLQuantizationType[quant]
+    block = gguf.GGML_QUANT_SIZES[kind][0]
+    state = original_layout(ZImageTransformer2DModel.from_pretrained(transformer_folder).state_dict())
+    writer = gguf.GGUFWriter(str(path), arch="lumina2")
+    for key, value in state.items():
+        array = value.float().numpy()
+        if key.endswith(".weight") and array.ndim == 2 and array.shape[-1] % block == 0:
+            packed = gguf.quants.quantize(array, kind)
+            writer.add_tensor(key, packed, raw_shape=packed.shape, raw_dtype=kind)
+        else:
+            writer.add_tensor(key, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -7,7 +7,7 @@ from dataclasses import fields
 import gradio as gr
 
 from llm_dit.studies.compare import AXES, EXAMPLE_VALUES, SweepResult, SweepSpec, iter_sweep, load_sweeps, plan, save_outputs
-from llm_dit.core.request import VLRequest, validate
+from llm_dit.core.request import CONTROL_FIELDS, VLRequest, validate
 
 from ..common import Endpoint
 from ..fields import FieldDropdown, FieldNumber, FieldSlider
@@ -16,7 +16,7 @@ from ..stops import CLICK_TIME_JS, Stops
 from ..studio import GPU
 from .vl import check as check_vl
 
-FIELDS = [f.name for f in fields(VLRequest)]
+FIELDS = [f.name for f in fields(VLRequest) if f.name not in CONTROL_FIELDS]
 SPEC = ["x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "cell_limit", "batch_size", "diff_base"]
 DEFAULTS = SweepSpec()
 GRID_HEIGHT = 640  # px: a whole grid and its caption beside the controls on a 1000 px tall window

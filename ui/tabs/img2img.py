@@ -9,7 +9,7 @@ import gradio as gr
 
 from llm_dit.pipelines.generate import img2img_plan, run
 from llm_dit.core.images import image_size
-from llm_dit.core.request import GenerationRequest, validate
+from llm_dit.core.request import CONTROL_FIELDS, GenerationRequest, field_meta, validate
 
 from ..common import Endpoint, control, image_input, saved
 from ..form import TabParts, generation_form, result_panel, run_bar, wire_reuse
@@ -17,7 +17,7 @@ from ..gpu import gpu_seconds, on_gpu
 from ..studio import GPU
 from .txt2img import wire_export
 
-FIELDS = [f.name for f in fields(GenerationRequest)]
+FIELDS = [f.name for f in fields(GenerationRequest) if f.name not in CONTROL_FIELDS]  # no ControlNet img2img
 EXAMPLES = [
     "The same scene as a loose watercolour on rough paper.",
     "The same composition at night, lit by neon signs in the rain.",
@@ -40,8 +40,11 @@ def strength_readout(num_inference_steps, strength, shift) -> str:
     return line
 
 
+READOUT = ("num_inference_steps", "strength", "shift")  # what the strength readout reads
+
+
 def wire_strength_readout(c: dict, readout) -> None:
-    plan = [c["num_inference_steps"], c["strength"], c["shift"]]
+    plan = [c[f] for f in READOUT]
     for component in plan:
         component.change(strength_readout, plan, readout, api_visibility="private", queue=False)
 
@@ -49,44 +52,51 @@ def wire_strength_readout(c: dict, readout) -> None:
 INIT_HEIGHT = 260  # px: the init image, the prompt and strength fit above the fold
 
 
-def main_controls(c: dict) -> None:
-    """Under the prompt: strength beside the step count it takes a share of."""
+def main_controls(c: dict, steps: int) -> None:
+    """Under the prompt: strength beside the step count (the checkpoint's) it takes a share of."""
     with gr.Row():
-        c["strength"], c["num_inference_steps"] = control("strength"), control("num_inference_steps")
+        c["strength"], c["num_inference_steps"] = control("strength"), control("num_inference_steps", value=steps)
 
 
-def check(request, image, policy) -> None:
-    """Before the queue: the request, and an init image that opens."""
+def check(request, image, policy, mask_image=None) -> None:
+    """Before the queue: the request, and an init image (and mask) that open."""
     validate(request, img2img=True, policy=policy)
     if image is None:
         raise ValueError("image: img2img needs an init image: upload one first.")
     image_size(image, field="image", budgets=policy.budgets)  # the header only: decoded once, in the job
+    if mask_image is not None:
+        image_size(mask_image, field="mask_image", budgets=policy.budgets)
 
 
 def build(studio) -> TabParts:
     manager = studio.manager
-    generate = on_gpu(lambda request, image: run(manager, request, image),
-                      duration=lambda request, image: gpu_seconds(request))
+    generate = on_gpu(lambda request, image, mask: run(manager, request, image, mask_image=mask),
+                      duration=lambda request, image, mask: gpu_seconds(request))
 
-    def action(request, image):
-        return saved(generate(request, image), studio)
+    def action(request, image, mask_image):
+        return saved(generate(request, image, mask_image), studio)
 
     with gr.Tab("img2img", id="img2img", elem_id="img2img"):
         with gr.Row():
             with gr.Column():
                 image = image_input("Init image", height=INIT_HEIGHT, elem_id="img2img-image")
-                form = generation_form(FIELDS, studio, main=main_controls)
+                steps = manager.request_defaults().get("num_inference_steps", field_meta("num_inference_steps")["default"])
+                form = generation_form(FIELDS, studio, main=lambda c: main_controls(c, steps))
+                with gr.Accordion("Inpaint mask (optional)", open=False):
+                    mask = image_input("Mask: white is redrawn, black kept from the init image")
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
                 button, export = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
                 with gr.Group(elem_classes="run-readout"):
-                    readout = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="img2img-readout")
+                    readout = gr.Markdown(strength_readout(*(form.controls[f].value for f in READOUT)),
+                                          elem_id="img2img-readout")
                 result = result_panel("img2img")
         c = form.controls
         wire_strength_readout(c, readout)
-        endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image",), outputs=3,
-                            check=lambda request, image: check(request, image, studio.policy))
-        event = button.click(endpoint.fn, inputs=[image] + [c[f] for f in FIELDS],
+        endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image", "mask_image"), outputs=3,
+                            check=lambda request, image, mask_image: check(request, image, studio.policy,
+                                                                           mask_image))
+        event = button.click(endpoint.fn, inputs=[image, mask] + [c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
                              api_name="img2img", concurrency_id=GPU, validator=endpoint.validator)
         wire_export(studio, "img2img", FIELDS, c, export, result.files)

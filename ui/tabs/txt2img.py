@@ -9,6 +9,7 @@ import gradio as gr
 
 from llm_dit.runtime import remote
 from llm_dit.pipelines.generate import encode_prompt, run
+from llm_dit.core.images import load_image
 from llm_dit.core.request import GenerationRequest, validate
 
 from ..common import Endpoint, saved
@@ -26,12 +27,22 @@ EXAMPLES = [
 ]
 
 
+READOUT = ("num_inference_steps", "width", "height")  # what the run readout reads
+
+
 def run_readout(num_inference_steps, width, height) -> str:
     """What Generate will run: the forwards (all from pure noise) and the size."""
     try:
         return f"{int(num_inference_steps)} forwards from pure noise (sigma 1.000), {int(width)}×{int(height)} px"
     except (TypeError, ValueError):
         return ""
+
+
+def check(request, control_image, policy) -> None:
+    """Before the queue: the request, and a control image that opens."""
+    validate(request, policy=policy)
+    if control_image is not None:
+        load_image(control_image, field="control_image")
 
 
 def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> None:
@@ -66,7 +77,8 @@ def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> 
 
 def build(studio) -> TabParts:
     manager = studio.manager
-    generate = on_gpu(lambda request: run(manager, request), duration=gpu_seconds)
+    generate = on_gpu(lambda request, control_image: run(manager, request, control_image=control_image),
+                      duration=lambda request, control_image: gpu_seconds(request))
     with gr.Tab("txt2img", id="txt2img", elem_id="txt2img"):
         with gr.Row():
             with gr.Column():
@@ -75,14 +87,17 @@ def build(studio) -> TabParts:
             with gr.Column():
                 button, export = run_bar("txt2img", ("Export embeddings", "txt2img-export-embeddings"))
                 with gr.Group(elem_classes="run-readout"):
-                    readout = gr.Markdown(run_readout(8, 1024, 1024), elem_id="txt2img-readout")
+                    readout = gr.Markdown(run_readout(*(form.controls[f].value for f in READOUT)),
+                                          elem_id="txt2img-readout")
                 result = result_panel("txt2img")
         c = form.controls
-        plan = [c["num_inference_steps"], c["width"], c["height"]]
+        plan = [c[f] for f in READOUT]
         gr.on([p.change for p in plan], run_readout, plan, readout, api_visibility="private", queue=False)
-        endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request: saved(generate(request), studio),
-                            check=lambda request: validate(request, policy=studio.policy), outputs=3)
-        event = button.click(endpoint.fn, inputs=[c[f] for f in FIELDS],
+        endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request, control_image: saved(
+                                generate(request, control_image), studio), leading=("control_image",),
+                            check=lambda request, control_image: check(request, control_image, studio.policy),
+                            outputs=3)
+        event = button.click(endpoint.fn, inputs=[c["_control_image"]] + [c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
                              api_name="txt2img", concurrency_id=GPU, validator=endpoint.validator)
         wire_export(studio, "txt2img", FIELDS, c, export, result.files)

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from llm_dit.pipelines import recipe
+from llm_dit.pipelines.control import check_inputs
 
 from llm_dit.conditioning import layerscan
 from llm_dit.core.images import image_size
@@ -19,7 +20,7 @@ from ..common import Endpoint, control, image_input, saved
 from ..form import TabParts, generation_form, result_panel, run_bar, reveal_export, wire_reuse
 from ..gpu import gpu_seconds, on_gpu
 from ..studio import GPU
-from .img2img import strength_readout, wire_strength_readout
+from .img2img import READOUT, strength_readout, wire_strength_readout
 
 FIELDS = [f.name for f in fields(VLRequest)]
 # The research knobs, one collapsed accordion per group (the main ones, alpha and strength, sit
@@ -94,15 +95,19 @@ def check_images(references, policy) -> None:
         image_size(ref, f"references[{i}]", policy.budgets)
 
 
-def check(request, references, policy, structure_image=None) -> None:
-    """Before the queue: the request, and references (and structure image) that open."""
+def check(request, references, policy, structure_image=None, control_image=None, mask_image=None) -> None:
+    """Before the queue: the request, and references (and structure, control and mask images) that
+    open, within the image budget (their headers only: decoded once, in the job)."""
+    check_inputs(request.strength < 1.0, control_image, mask_image)
     validate(request, img2img=request.strength < 1.0, policy=policy)
     refs = _references(references)
     parse_weights(request.reference_weights, len(refs))
     for i, ref in enumerate(refs):
         check_aspect(image_size(ref, f"references[{i}]", policy.budgets), field=f"references[{i}]")
-    if structure_image is not None:
-        image_size(structure_image, "structure_image", policy.budgets)
+    for name, image in (("structure_image", structure_image), ("control_image", control_image),
+                        ("mask_image", mask_image)):
+        if image is not None:
+            image_size(image, name, policy.budgets)
 
 
 def example_reference() -> str:
@@ -131,8 +136,9 @@ def example_reference() -> str:
 
 def build(studio) -> TabParts:
     manager = studio.manager
-    gpu_vl = on_gpu(lambda request, refs, structure: recipe.vl_generate(manager, request, refs, structure),
-                    duration=lambda request, refs, structure: gpu_seconds(request, extractions=2 * len(refs)))
+    gpu_vl = on_gpu(lambda request, refs, structure, control, mask: recipe.vl_generate(
+                        manager, request, refs, structure, control, mask),
+                    duration=lambda request, refs, *images: gpu_seconds(request, extractions=2 * len(refs)))
     gpu_scan = on_gpu(lambda image, params, layer, threshold: layerscan.scan(manager, image, params, layer, threshold),
                       duration=lambda *args: gpu_seconds(None, extractions=2))
     gpu_condition = on_gpu(lambda request, refs: recipe.condition(manager, request, refs),
@@ -176,20 +182,23 @@ def build(studio) -> TabParts:
                 with gr.Accordion("Structure image (optional: init latents instead of the first reference)",
                                   open=False):
                     structure = image_input("Structure image")
+                    mask = image_input("Inpaint mask (optional): white is restyled, black kept from the "
+                                       "structure image (or the first reference)")
                 gr.Examples([[[example_reference()], "A fox on a hill, in the colours of the reference"],
                              [[example_reference()], "A quiet harbour town"]],
                             inputs=[references, c["prompt"]], cache_examples=False)
             with gr.Column():
                 go, extract_button = run_bar("vl", ("Extract only", "vl-extract"))
                 with gr.Group(elem_classes="run-readout"):
-                    strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="vl-strength-readout")
+                    strength_md = gr.Markdown(strength_readout(*(c[f].value for f in READOUT)),
+                                              elem_id="vl-strength-readout")
                     readout = gr.Markdown(alpha_readout(None, 0.3), elem_id="vl-effective-alpha")
                 result = result_panel("vl", "Conditioning export (.safetensors)", more=diagnostics)
                 export, (tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested,
                          use_layer) = result.files, result.extra
 
-        def generate_action(request, references, structure_image):
-            generated = gpu_vl(request, _references(references), structure_image)
+        def generate_action(request, references, structure_image, control_image, mask_image):
+            generated = gpu_vl(request, _references(references), structure_image, control_image, mask_image)
             report = generated.metadata["vl"]
             return (*saved(generated, studio), report, token_map(report), alpha_readout(report, request.alpha))
 
@@ -228,11 +237,11 @@ def build(studio) -> TabParts:
             return alpha_readout(cond.report, request.alpha)
 
         inputs = [c[f] for f in FIELDS]
-        generate = Endpoint(studio, "vl_generate", FIELDS, generate_action, ("references", "structure_image"),
-                            VLRequest, outputs=6,
-                            check=lambda request, references, structure_image: check(
-                                request, references, studio.policy, structure_image))
-        event = go.click(generate.fn, inputs=[references, structure] + inputs,
+        generate = Endpoint(studio, "vl_generate", FIELDS, generate_action,
+                            ("references", "structure_image", "control_image", "mask_image"), VLRequest, outputs=6,
+                            check=lambda request, references, structure_image, control_image, mask_image: check(
+                                request, references, studio.policy, structure_image, control_image, mask_image))
+        event = go.click(generate.fn, inputs=[references, structure, c["_control_image"], mask] + inputs,
                          outputs=[result.image, result.seed, result.metadata, stats, tokens, readout],
                          api_name="vl_generate", concurrency_id=GPU, validator=generate.validator)
         extract = Endpoint(studio, "vl_extract", FIELDS, extract_action, ("references",), VLRequest, outputs=4,
