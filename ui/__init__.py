@@ -105,6 +105,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             rewriter = rewrite.build(studio)
             png = pnginfo.build()
             status.build(studio)
+        studio.guards.wire(tabs)  # every run button: a refusal where it is seen, a Stop while it runs
         remote.build(studio)  # encode / vl_encode endpoints: encoding for another instance
         hist = history.build(settings.history_size)
         targets = _targets(parts)

@@ -126,13 +126,17 @@ class Endpoint:
             extra["session"] = session
         return request, extra, session
 
-    def _validate(self, *args, **kwargs):
-        """Before the queue: the request's checks and this session's pending limit."""
+    def problem(self, *args, **kwargs) -> str | None:
+        """What refuses these values (the request's checks, then this session's pending limit), or None."""
         try:
             _, _, session = self._prepare(args, kwargs)
         except (ValueError, ModelLoadError) as err:
-            return self._invalid(str(err))
-        problem = self.studio.admission.refuse(session)
+            return str(err)
+        return self.studio.admission.refuse(session)
+
+    def _validate(self, *args, **kwargs):
+        """Before the queue: the request's checks and this session's pending limit."""
+        problem = self.problem(*args, **kwargs)
         if problem:
             return self._invalid(problem)
         return [gr.validate(True, "") for _ in self.api_params]

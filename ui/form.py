@@ -9,6 +9,7 @@ import gradio as gr
 from llm_dit.core.presets import PRESETS_DIR, load_presets, load_resolutions
 
 from .common import control
+from .guard import message_box, stop_button
 from .preview import prompt_preview
 from .preview import wire as wire_preview
 
@@ -146,15 +147,23 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
     return Form(c, randomize, reuse)
 
 
-def run_bar(tab: str, *others: tuple[str, str]) -> list:
+@dataclass
+class RunBar:
+    buttons: list  # Generate, then the tab's other run buttons
+    stop: gr.Button  # shown while one of them runs (ui/guard.py)
+    message: gr.Markdown  # a refused click's message
+
+
+def run_bar(tab: str, *others: tuple[str, str]) -> RunBar:
     """The Generate button (and the tab's other run buttons, as (label, elem_id)) on one row at the
     top of the result column: in view beside the main inputs, above the result, however long the
-    form below them is."""
+    form below them is; a Stop beside them while a job runs, a refused click's message under them."""
     with gr.Row(equal_height=True, elem_classes="run-bar"):
         buttons = [gr.Button("Generate", variant="primary", scale=2, elem_id=f"{tab}-generate")]
         for label, elem_id in others:
             buttons.append(gr.Button(label, scale=1, elem_id=elem_id))
-    return buttons
+        stop = stop_button(f"{tab}-stop")
+    return RunBar(buttons, stop, message_box(f"{tab}-refusal"))
 
 
 RESULT_HEIGHT = 480  # px: with the run bar, readout and an export above it, the result fits a 1000 px window

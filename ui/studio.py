@@ -3,12 +3,14 @@ folder and the admission rule for the queue."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llm_dit.runtime.models import ModelManager
 from llm_dit.serving.outputs import OutputFolder
 from llm_dit.serving.policy import Policy
 from llm_dit.runtime.settings import Settings
+
+from .guard import Guards
 
 GPU = "gpu"  # one job at a time on the accelerator: generations, VL extraction, local rewrites
 HTTP = "http"  # rewrites through an OpenAI-compatible server: never hold the GPU slot
@@ -57,6 +59,7 @@ class Studio:
     policy: Policy
     outputs: OutputFolder
     admission: Admission
+    guards: Guards = field(default_factory=Guards)  # run buttons: refusals where seen, Stop (ui/guard.py)
 
     @classmethod
     def create(cls, settings: Settings, manager: ModelManager | None = None) -> "Studio":

@@ -10,6 +10,7 @@ from llm_dit.studies.compare import AXES, EXAMPLE_VALUES, SweepResult, SweepSpec
 from llm_dit.core.request import VLRequest, validate
 
 from ..common import Endpoint
+from ..guard import message_box
 from ..fields import FieldDropdown, FieldNumber, FieldSlider
 from ..gpu import gpu_seconds, on_gpu
 from ..stops import CLICK_TIME_JS, Stops
@@ -93,6 +94,7 @@ def build(studio, vl_tab) -> None:
                     go = gr.Button("Run sweep", variant="primary", elem_id="compare-run")
                     stop = gr.Button("Stop after this cell", variant="stop", elem_id="compare-stop")
                     click_time = gr.Number(visible=False)  # the page's clock, for Run and Stop (ui/stops.py)
+                message = message_box("compare-refusal")
                 progress = gr.Markdown(elem_id="compare-progress")
                 # A grid is seen whole: shown large ("preview"), fitted inside the box ("contain"),
                 # with its axes as the caption; further grids (Z values, difference maps) below it.
@@ -173,6 +175,7 @@ def build(studio, vl_tab) -> None:
                          [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id=GPU,
                          validator=endpoint.validator)
         sweep.success(open_grid, None, grids, api_visibility="private", queue=False)
+        studio.guards.add(endpoint, go, inputs + [vl_tab.controls[f] for f in FIELDS], [sweep], message)
         stop.click(request_stop, click_time, None, js=CLICK_TIME_JS, api_visibility="private", queue=False)
 
         def apply(name):

@@ -78,7 +78,8 @@ def build(studio) -> TabParts:
                 form = generation_form(FIELDS, studio, main=main_controls)
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
-                button, export = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
+                bar = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
+                button, export = bar.buttons
                 with gr.Group(elem_classes="run-readout"):
                     readout = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="img2img-readout")
                 result = result_panel("img2img")
@@ -89,6 +90,7 @@ def build(studio) -> TabParts:
         event = button.click(endpoint.fn, inputs=[image] + [c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
                              api_name="img2img", concurrency_id=GPU, validator=endpoint.validator)
-        wire_export(studio, "img2img", FIELDS, c, export, result.files)
+        studio.guards.add(endpoint, button, [image] + [c[f] for f in FIELDS], [event], bar.message, bar.stop)
+        wire_export(studio, "img2img", FIELDS, c, export, result.files, bar)
         wire_reuse(form, result)
     return TabParts("img2img", c, result, {"image": image}, event)

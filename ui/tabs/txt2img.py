@@ -34,7 +34,7 @@ def run_readout(num_inference_steps, width, height) -> str:
         return ""
 
 
-def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> None:
+def wire_export(studio, tab: str, fields: list[str], c: dict, button, files, bar) -> None:
     """"Export embeddings": the prompt's text embeddings as a generation encodes them (the same
     cache, and the remote encoder when one is set), in the `encode` endpoint's file layout
     (`llm_dit.runtime.remote.file_parts`), saved in the output folder as `.safetensors`; its `embeds`
@@ -61,6 +61,7 @@ def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> 
     endpoint = Endpoint(studio, f"{tab}_export", fields, action, check=check_encode)
     event = button.click(endpoint.fn, [c[f] for f in fields], files, api_name=f"{tab}_export",
                          api_visibility="private", concurrency_id=GPU, validator=endpoint.validator)
+    studio.guards.add(endpoint, button, [c[f] for f in fields], [event], bar.message)
     reveal_export(event, files)
 
 
@@ -73,7 +74,8 @@ def build(studio) -> TabParts:
                 form = generation_form(FIELDS, studio)
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
-                button, export = run_bar("txt2img", ("Export embeddings", "txt2img-export-embeddings"))
+                bar = run_bar("txt2img", ("Export embeddings", "txt2img-export-embeddings"))
+                button, export = bar.buttons
                 with gr.Group(elem_classes="run-readout"):
                     readout = gr.Markdown(run_readout(8, 1024, 1024), elem_id="txt2img-readout")
                 result = result_panel("txt2img")
@@ -85,6 +87,7 @@ def build(studio) -> TabParts:
         event = button.click(endpoint.fn, inputs=[c[f] for f in FIELDS],
                              outputs=[result.image, result.seed, result.metadata],
                              api_name="txt2img", concurrency_id=GPU, validator=endpoint.validator)
-        wire_export(studio, "txt2img", FIELDS, c, export, result.files)
+        studio.guards.add(endpoint, button, [c[f] for f in FIELDS], [event], bar.message, bar.stop)
+        wire_export(studio, "txt2img", FIELDS, c, export, result.files, bar)
         wire_reuse(form, result)
     return TabParts("txt2img", c, result, event=event)

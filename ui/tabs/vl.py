@@ -16,6 +16,7 @@ from llm_dit.conditioning.vl import check_aspect
 from llm_dit.core.request import VLRequest, field_meta, parse_weights, validate
 
 from ..common import Endpoint, control, image_input, saved
+from ..guard import message_box, stop_button
 from ..form import TabParts, generation_form, result_panel, run_bar, reveal_export, wire_reuse
 from ..gpu import gpu_seconds, on_gpu
 from ..studio import GPU, PREVIEW
@@ -149,7 +150,10 @@ def build(studio) -> TabParts:
         with gr.Accordion("Statistics and effective alpha", open=False):
             stats = gr.JSON(label="Statistics and effective alpha")
         with gr.Accordion("Layer scan (one VL forward, every hidden layer)", open=False):
-            scan_button = gr.Button("Scan layers of the first reference", elem_id="vl-layer-scan")
+            with gr.Row(equal_height=True):
+                scan_button = gr.Button("Scan layers of the first reference", elem_id="vl-layer-scan", scale=2)
+                scan_stop = stop_button("vl-layer-scan-stop")
+            scan_message = message_box("vl-layer-scan-refusal")
             scan_note = gr.Markdown()
             corr_plot = gr.LinePlot(x="layer", y="std_correlation", color="tokens",
                                     title="per-dim std correlation with the text encoder")
@@ -158,7 +162,8 @@ def build(studio) -> TabParts:
             scan_csv = gr.File(label="Layer scan (.csv)")
             suggested = gr.State(None)
             use_layer = gr.Button("Use the suggested layer", size="sm", elem_id="vl-use-layer")
-        return tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested, use_layer
+        return (tokens, stats, (scan_button, scan_stop, scan_message), scan_note, corr_plot, outlier_plot, scan_csv,
+                suggested, use_layer)
 
     with gr.Tab("VL conditioning", id="vl", elem_id="vl"):
         with gr.Row():
@@ -174,12 +179,13 @@ def build(studio) -> TabParts:
                              [[example_reference()], "A quiet harbour town"]],
                             inputs=[references, c["prompt"]], cache_examples=False)
             with gr.Column():
-                go, extract_button = run_bar("vl", ("Extract only", "vl-extract"))
+                bar = run_bar("vl", ("Extract only", "vl-extract"))
+                go, extract_button = bar.buttons
                 with gr.Group(elem_classes="run-readout"):
                     strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="vl-strength-readout")
                     readout = gr.Markdown(alpha_readout(None, 0.3), elem_id="vl-effective-alpha")
                 result = result_panel("vl", "Conditioning export (.safetensors)", more=diagnostics)
-                export, (tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested,
+                export, (tokens, stats, (scan_button, scan_stop, scan_message), scan_note, corr_plot, outlier_plot, scan_csv, suggested,
                          use_layer) = result.files, result.extra
 
         def generate_action(request, references, structure_image):
@@ -234,6 +240,8 @@ def build(studio) -> TabParts:
         extracted = extract_button.click(extract.fn, inputs=[references] + inputs,
                                          outputs=[stats, export, tokens, readout], api_name="vl_extract",
                                          concurrency_id=GPU, validator=extract.validator)
+        studio.guards.add(generate, go, [references, structure] + inputs, [event], bar.message, bar.stop)
+        studio.guards.add(extract, extract_button, [references] + inputs, [extracted], bar.message, bar.stop)
         reveal_export(extracted, export)
         preview = Endpoint(studio, "vl_preview", FIELDS, preview_action, ("references",), VLRequest)
         for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND + STATISTICS:
@@ -241,9 +249,11 @@ def build(studio) -> TabParts:
                         concurrency_id=PREVIEW, trigger_mode="always_last")
         scan = Endpoint(studio, "vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest, outputs=5,
                         check=lambda request, references: check(request, references, studio.policy))
-        scan_button.click(scan.fn, inputs=[references] + inputs,
+        scanned = scan_button.click(scan.fn, inputs=[references] + inputs,
                           outputs=[corr_plot, outlier_plot, scan_csv, scan_note, suggested],
                           api_name="vl_layer_scan", concurrency_id=GPU, validator=scan.validator)
+
+        studio.guards.add(scan, scan_button, [references] + inputs, [scanned], scan_message, scan_stop)
 
         def vl_use_layer(layer):
             return gr.skip() if layer is None else layer
