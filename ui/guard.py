@@ -1,20 +1,21 @@
 """Where a refused click is seen, and the Stop for a running job: one mechanism for every tab.
 
-A run button is guarded (`Guards.add`): beside it sit a message box and a Stop button, both hidden
-(`stop_button`, `message_box`). When it is clicked, a private check (the endpoint's own checks, the same as
-its validator's) runs at once:
+A job is started through `Guards.run`: beside its button sit a message box and a Stop button, both
+hidden (`message_box`, `stop_button`). A click runs a private check first (the endpoint's own
+checks, the same as its validator's), then the job (whose validator refuses the same values):
 - refused: the message shows beside the button and as a toast, naming the field; the field's tab
   is selected and the collapsed sections holding it open, and the page scrolls it into view (its
   inline message, from the validator, is then seen where it belongs);
 - accepted: Stop shows until the job ends. Stop cancels the job (gradio cancels the handler's
   task; `ui.common.run_cancellable` stops it at its next step and it saves nothing) and says so.
 
-The wiring needs every tab and section built, so `Guards.wire` runs once, after the tabs.
+Showing the field needs every tab built (a field may sit on another tab than its button, as the
+sweep's references do), so `Guards.wire` runs once, after the tabs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -30,7 +31,7 @@ REVEAL_JS = """(box) => {
     const field = link && document.getElementById(link.getAttribute('href').slice(1));
     if (field && field.offsetParent) {
       field.classList.add('refused');
-      field.scrollIntoView({block: 'center'});
+      field.scrollIntoView({block: 'nearest'});
       return;
     }
     if (link && tries++ < 40) setTimeout(go, 50);
@@ -52,23 +53,23 @@ def message_box(elem_id: str) -> gr.Markdown:
 @dataclass
 class Guard:
     endpoint: object  # ui.common.Endpoint
-    button: gr.Button
-    inputs: list  # components, in the order of endpoint.api_params
-    events: list  # the job's events (Stop cancels them)
     message: gr.Markdown
-    stop: gr.Button | None  # None: a quick job with no Stop (an export)
+    places: dict  # API parameter -> (tab, accordions outermost first, component)
+    checked: object  # the check's event
+    location: gr.State  # the refused field's parameter name, or None
 
 
 def _dom_id(component) -> str:
     """The element id the page gives `component` (one is given where the tab set none: gradio 6
-    puts no id on a component without one)."""
+    puts no id on a component without one). Called while the tabs are built, before the page's
+    configuration is made."""
     if not component.elem_id:
         component.elem_id = f"field-{component._id}"
     return component.elem_id
 
 
-def _where(component) -> tuple[str | None, list, list[str]]:
-    """The tab, the accordions (outermost first) holding `component`, and their labels."""
+def _where(component) -> tuple:
+    """The tab and the accordions (outermost first) holding `component`."""
     tab, accordions = None, []
     node = getattr(component, "parent", None)
     while node is not None:
@@ -77,68 +78,82 @@ def _where(component) -> tuple[str | None, list, list[str]]:
         elif isinstance(node, gr.Tab) and tab is None:
             tab = node
         node = getattr(node, "parent", None)
-    return tab, accordions, [a.label for a in accordions]
+    return tab, accordions
 
 
-@dataclass
+def _refusal(problem: str, places: dict, here) -> tuple[str, str | None]:
+    """The message beside the button, and the refused field's parameter (None: not a field here)."""
+    name = field_of(problem)
+    if name not in places:
+        return f"⚠ {problem}", None
+    tab, accordions, comp = places[name]
+    where = f"[{comp.label or name}](#{comp.elem_id})"
+    if accordions:
+        where += " in " + " › ".join(f"**{a.label}**" for a in accordions) + " (opened)"
+    if tab is not None and tab is not here:
+        where += f" on the **{tab.label}** tab (shown)"
+    return f"⚠ {problem}\n\nThe field: {where}.", name
+
+
 class Guards:
-    guards: list = field(default_factory=list)
+    """Every guarded run button of the page (`run` while the tabs are built, `wire` after them)."""
 
-    def add(self, endpoint, button, inputs: list, events: list, message, stop=None) -> None:
-        self.guards.append(Guard(endpoint, button, inputs, list(events), message, stop))
+    def __init__(self):
+        self.guards: list[Guard] = []
+
+    def run(self, endpoint, trigger, inputs: list, outputs: list, message: gr.Markdown, stop=None, **kwargs):
+        """The job `endpoint` on `trigger` (a button's click, or after an event), checked first;
+        `kwargs` go to the job's event (api_name, concurrency...). Returns the job's event."""
+        places = {}
+        for name, comp in zip(endpoint.api_params, inputs):
+            _dom_id(comp)
+            places[name] = (*_where(comp), comp)
+        here = _where(message)[0]
+        stops = [stop] if stop is not None else []
+
+        def check(*values):
+            problem = endpoint.problem(*values)
+            if problem is None:
+                return [gr.Markdown(visible=False), *[gr.Button(visible=True)] * len(stops), None]
+            gr.Warning(problem)
+            text, name = _refusal(problem, places, here)
+            return [gr.Markdown(text, visible=True), *[gr.skip()] * len(stops), name]
+
+        check.__name__ = f"{endpoint.name}_check"
+        location = gr.State(None)
+        on = trigger.click if isinstance(trigger, gr.Button) else trigger.then
+        # queued (a toast needs the queue), never waiting: its own unlimited concurrency group. The
+        # job follows it (not beside it on the same click: the job's refusal paints the inline
+        # message, which a check starting after it would clear).
+        checked = on(check, inputs, [message, *stops, location], api_visibility="private",
+                     concurrency_limit=None, concurrency_id="checks")
+        event = checked.success(endpoint.fn, inputs, outputs, validator=endpoint.validator, **kwargs)
+        self.guards.append(Guard(endpoint, message, places, checked, location))
+        if stop is not None:
+            private = {"api_visibility": "private", "queue": False}
+            event.then(lambda: gr.Button(visible=False), None, stop, **private)
+
+            def stopped():
+                return gr.Markdown(STOPPED, visible=True), gr.Button(visible=False)
+
+            stopped.__name__ = f"{endpoint.name}_stop"
+            stop.click(stopped, None, [message, stop], cancels=[event], **private)
+        return event
 
     def wire(self, tabs: gr.Tabs) -> None:
-        """The check, the reveal and the Stop of every guarded button (inside the Blocks, after the tabs)."""
+        """After a refusal: the field's tab selected, its sections opened, the field scrolled into view."""
         for guard in self.guards:
-            _wire(guard, tabs)
+            here = _where(guard.message)[0]
+            accordions = list({id(a): a for _, held, _ in guard.places.values() for a in held}.values())
 
+            def reveal(name, guard=guard, here=here, accordions=accordions):
+                if name not in guard.places:
+                    return [gr.skip()] * (1 + len(accordions))
+                tab, held, _ = guard.places[name]
+                return [gr.Tabs(selected=tab.id) if tab is not None and tab is not here else gr.skip()] + [
+                    gr.Accordion(open=True) if a in held else gr.skip() for a in accordions]
 
-def _wire(guard: Guard, tabs: gr.Tabs) -> None:
-    button_tab = _where(guard.button)[0]
-    places = {name: _where(comp) for name, comp in zip(guard.endpoint.api_params, guard.inputs)}
-    components = dict(zip(guard.endpoint.api_params, guard.inputs))
-    ids = {name: _dom_id(comp) for name, comp in components.items()}  # before the page's config is made
-    accordions = list({id(a): a for _, acc, _ in places.values() for a in acc}.values())
-    stop = [guard.stop] if guard.stop is not None else []
-    outputs = [guard.message, *stop, tabs, *accordions]
-    label = guard.endpoint.name
-
-    def check(*values):
-        problem = guard.endpoint.problem(*values)
-        if problem is None:
-            return [gr.Markdown(visible=False), *[gr.Button(visible=True)] * len(stop), gr.skip()] + [
-                gr.skip()] * len(accordions)
-        gr.Warning(problem)
-        name = field_of(problem)
-        if name not in places:
-            return [gr.Markdown(f"⚠ {problem}", visible=True), *[gr.skip()] * len(stop), gr.skip()] + [
-                gr.skip()] * len(accordions)
-        tab, holding, labels = places[name]
-        comp = components[name]
-        where = f"[{comp.label or name}](#{ids[name]})"
-        if labels:
-            where += " in " + " › ".join(f"**{text}**" for text in labels) + " (opened)"
-        elsewhere = tab is not None and tab is not button_tab
-        if elsewhere:
-            where += f" on the **{tab.label}** tab (shown)"
-        text = f"⚠ {problem}\n\nThe field: {where}."
-        opened = [gr.Accordion(open=True) if a in holding else gr.skip() for a in accordions]
-        return [gr.Markdown(text, visible=True), *[gr.skip()] * len(stop),
-                gr.Tabs(selected=tab.id) if elsewhere else gr.skip()] + opened
-
-    check.__name__ = f"{label}_check"
-    private = {"api_visibility": "private", "queue": False}
-    # queued (a toast needs the queue), never waiting: its own unlimited concurrency group
-    checked = guard.button.click(check, guard.inputs, outputs, api_visibility="private", concurrency_limit=None,
-                                 concurrency_id="checks")
-    checked.then(None, None, None, js=f"() => ({REVEAL_JS})('{guard.message.elem_id}')", **private)
-    if guard.stop is None:
-        return
-    for event in guard.events:
-        event.then(lambda: gr.Button(visible=False), None, guard.stop, **private)
-
-    def stopped():
-        return gr.Markdown(STOPPED, visible=True), gr.Button(visible=False)
-
-    stopped.__name__ = f"{label}_stop"
-    guard.stop.click(stopped, None, [guard.message, guard.stop], cancels=guard.events, **private)
+            reveal.__name__ = f"{guard.endpoint.name}_reveal"
+            private = {"api_visibility": "private", "queue": False}
+            guard.checked.then(reveal, guard.location, [tabs, *accordions], **private).then(
+                None, None, None, js=f"() => ({REVEAL_JS})('{guard.message.elem_id}')", **private)

@@ -171,11 +171,10 @@ def build(studio, vl_tab) -> None:
                                 request, references, structure_image, studio.policy, **spec))
         # Run's click time is noted before the sweep is queued, so the sweep always reads its own
         arm = go.click(arm_stop, click_time, None, js=CLICK_TIME_JS, api_visibility="private", queue=False)
-        sweep = arm.then(endpoint.fn, inputs + [vl_tab.controls[f] for f in FIELDS],
-                         [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id=GPU,
-                         validator=endpoint.validator)
+        sweep = studio.guards.run(endpoint, arm, inputs + [vl_tab.controls[f] for f in FIELDS],
+                                  [progress, grids, table, cells, files, counts], message, api_name="compare",
+                                  concurrency_id=GPU)
         sweep.success(open_grid, None, grids, api_visibility="private", queue=False)
-        studio.guards.add(endpoint, go, inputs + [vl_tab.controls[f] for f in FIELDS], [sweep], message)
         stop.click(request_stop, click_time, None, js=CLICK_TIME_JS, api_visibility="private", queue=False)
 
         def apply(name):

@@ -87,10 +87,9 @@ def build(studio) -> TabParts:
         wire_strength_readout(c, readout)
         endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image",), outputs=3,
                             check=lambda request, image: check(request, image, studio.policy))
-        event = button.click(endpoint.fn, inputs=[image] + [c[f] for f in FIELDS],
-                             outputs=[result.image, result.seed, result.metadata],
-                             api_name="img2img", concurrency_id=GPU, validator=endpoint.validator)
-        studio.guards.add(endpoint, button, [image] + [c[f] for f in FIELDS], [event], bar.message, bar.stop)
+        event = studio.guards.run(endpoint, button, [image] + [c[f] for f in FIELDS],
+                                  [result.image, result.seed, result.metadata], bar.message, bar.stop,
+                                  api_name="img2img", concurrency_id=GPU)
         wire_export(studio, "img2img", FIELDS, c, export, result.files, bar)
         wire_reuse(form, result)
     return TabParts("img2img", c, result, {"image": image}, event)

@@ -91,10 +91,8 @@ def build(studio) -> dict:
         # encoder is shared, under its own lock) and stop at the next token when cancelled.
         endpoint = Endpoint(studio, "rewrite", FIELDS, action, ("image",), RewriteRequest, stream=True, outputs=3,
                             check=lambda request, image: check(request, image, policy))
-        event = button.click(endpoint.fn, inputs=[image] + [c[f] for f in FIELDS], outputs=[result, raw, metadata],
-                             api_name="rewrite", concurrency_id=HTTP, concurrency_limit=HTTP_LIMIT,
-                             validator=endpoint.validator)
-        studio.guards.add(endpoint, button, [image] + [c[f] for f in FIELDS], [event], message, stop)
+        studio.guards.run(endpoint, button, [image] + [c[f] for f in FIELDS], [result, raw, metadata], message,
+                          stop, api_name="rewrite", concurrency_id=HTTP, concurrency_limit=HTTP_LIMIT)
         c["template"].change(lambda name: get_template(name, "rewriter").description, c["template"],
                              template_info, api_visibility="private", queue=False)
         c["thinking"].change(lambda on: list(SAMPLING_PRESETS["thinking" if on else "instruct"].values()),

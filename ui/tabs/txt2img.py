@@ -59,9 +59,8 @@ def wire_export(studio, tab: str, fields: list[str], c: dict, button, files, bar
         return path and str(path)
 
     endpoint = Endpoint(studio, f"{tab}_export", fields, action, check=check_encode)
-    event = button.click(endpoint.fn, [c[f] for f in fields], files, api_name=f"{tab}_export",
-                         api_visibility="private", concurrency_id=GPU, validator=endpoint.validator)
-    studio.guards.add(endpoint, button, [c[f] for f in fields], [event], bar.message)
+    event = studio.guards.run(endpoint, button, [c[f] for f in fields], [files], bar.message,
+                              api_name=f"{tab}_export", api_visibility="private", concurrency_id=GPU)
     reveal_export(event, files)
 
 
@@ -84,10 +83,9 @@ def build(studio) -> TabParts:
         gr.on([p.change for p in plan], run_readout, plan, readout, api_visibility="private", queue=False)
         endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request: saved(generate(request), studio),
                             check=lambda request: validate(request, policy=studio.policy), outputs=3)
-        event = button.click(endpoint.fn, inputs=[c[f] for f in FIELDS],
-                             outputs=[result.image, result.seed, result.metadata],
-                             api_name="txt2img", concurrency_id=GPU, validator=endpoint.validator)
-        studio.guards.add(endpoint, button, [c[f] for f in FIELDS], [event], bar.message, bar.stop)
+        event = studio.guards.run(endpoint, button, [c[f] for f in FIELDS],
+                                  [result.image, result.seed, result.metadata], bar.message, bar.stop,
+                                  api_name="txt2img", concurrency_id=GPU)
         wire_export(studio, "txt2img", FIELDS, c, export, result.files, bar)
         wire_reuse(form, result)
     return TabParts("txt2img", c, result, event=event)

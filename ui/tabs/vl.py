@@ -232,16 +232,14 @@ def build(studio) -> TabParts:
                             VLRequest, outputs=6,
                             check=lambda request, references, structure_image: check(
                                 request, references, studio.policy, structure_image))
-        event = go.click(generate.fn, inputs=[references, structure] + inputs,
-                         outputs=[result.image, result.seed, result.metadata, stats, tokens, readout],
-                         api_name="vl_generate", concurrency_id=GPU, validator=generate.validator)
+        event = studio.guards.run(generate, go, [references, structure] + inputs,
+                                  [result.image, result.seed, result.metadata, stats, tokens, readout],
+                                  bar.message, bar.stop, api_name="vl_generate", concurrency_id=GPU)
         extract = Endpoint(studio, "vl_extract", FIELDS, extract_action, ("references",), VLRequest, outputs=4,
                            check=lambda request, references: check(request, references, studio.policy))
-        extracted = extract_button.click(extract.fn, inputs=[references] + inputs,
-                                         outputs=[stats, export, tokens, readout], api_name="vl_extract",
-                                         concurrency_id=GPU, validator=extract.validator)
-        studio.guards.add(generate, go, [references, structure] + inputs, [event], bar.message, bar.stop)
-        studio.guards.add(extract, extract_button, [references] + inputs, [extracted], bar.message, bar.stop)
+        extracted = studio.guards.run(extract, extract_button, [references] + inputs,
+                                      [stats, export, tokens, readout], bar.message, bar.stop,
+                                      api_name="vl_extract", concurrency_id=GPU)
         reveal_export(extracted, export)
         preview = Endpoint(studio, "vl_preview", FIELDS, preview_action, ("references",), VLRequest)
         for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND + STATISTICS:
@@ -249,11 +247,9 @@ def build(studio) -> TabParts:
                         concurrency_id=PREVIEW, trigger_mode="always_last")
         scan = Endpoint(studio, "vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest, outputs=5,
                         check=lambda request, references: check(request, references, studio.policy))
-        scanned = scan_button.click(scan.fn, inputs=[references] + inputs,
-                          outputs=[corr_plot, outlier_plot, scan_csv, scan_note, suggested],
-                          api_name="vl_layer_scan", concurrency_id=GPU, validator=scan.validator)
-
-        studio.guards.add(scan, scan_button, [references] + inputs, [scanned], scan_message, scan_stop)
+        studio.guards.run(scan, scan_button, [references] + inputs,
+                          [corr_plot, outlier_plot, scan_csv, scan_note, suggested], scan_message, scan_stop,
+                          api_name="vl_layer_scan", concurrency_id=GPU)
 
         def vl_use_layer(layer):
             return gr.skip() if layer is None else layer
