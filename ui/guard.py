@@ -29,9 +29,12 @@ REVEAL_JS = """(box) => {
   const go = () => {
     const link = document.querySelector('#' + box + ' a[href^="#"]');
     const field = link && document.getElementById(link.getAttribute('href').slice(1));
-    if (field && field.offsetParent) {
+    if (field && field.offsetParent) {  // drawn: once its section has opened, bring it into view
       field.classList.add('refused');
-      field.scrollIntoView({block: 'nearest'});
+      setTimeout(() => {
+        const r = field.getBoundingClientRect();
+        if (r.top < 0 || r.bottom > window.innerHeight) field.scrollIntoView({block: 'center'});
+      }, 300);
       return;
     }
     if (link && tries++ < 40) setTimeout(go, 50);
