@@ -197,10 +197,11 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             except ValueError as err:
                 return [f"⚠ {err}", gr.skip()] + [gr.skip()] * len(components)
             report = pnginfo.report(params) + f"\n\nLoaded into **{pnginfo.TAB_LABELS[tab]}**."
-            return [report, gr.Tabs(selected=tab)] + _updates(targets, tab, params.values)
+            files, note = pnginfo.references(params, allowed) if tab == "vl" else ({}, "")
+            return [report + note, gr.Tabs(selected=tab)] + _updates(targets, tab, params.values, files)
 
         png.load.click(load_png, png.file, [png.report, tabs] + components, **private).then(
-            None, js=SCROLL_TO_TABS, **private)
+            None, js=SCROLL_TO_TABS, **private).then(None, js=pnginfo.MARK_MISSING_JS, **private)
         def png_as_init(path):
             """The dropped PNG (an upload, checked by gradio like any) as img2img's init image; the
             tab keeps its own prompt and settings."""

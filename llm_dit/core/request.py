@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .sequence import RESAMPLE_MODES
+# the long-prompt modes of `llm_dit.core.sequence.resample` (declared here: the request needs no torch)
+RESAMPLE_MODES = ("truncate", "interpolate", "pool", "attention_pool")
 
 # the blend's choices (`blend.py` checks them; the request declares them)
 LENGTH_MODES = ("interpolate", "truncate", "pool")

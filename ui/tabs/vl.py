@@ -89,6 +89,17 @@ def _references(files) -> list:
     return [getattr(f, "name", f) for f in files]
 
 
+def reference_thumbs(files, weights: str) -> list:
+    """The references as (image, caption) for the thumbnails: the file name and its weight (the
+    weights as they will be used; a list that does not parse says so in its caption)."""
+    paths = [getattr(f, "name", f) for f in (files or [])][:MAX_REFERENCES]
+    try:
+        used = [f"weight {w:g}" for w in parse_weights(weights, len(paths))] if paths else []
+    except ValueError:
+        used = ["weight ? (see Reference weights)"] * len(paths)
+    return [(p, f"{Path(p).name} · {w}") for p, w in zip(paths, used)]
+
+
 def check(request, references, policy, structure_image=None) -> None:
     """Before the queue: the request, and references (and structure image) that open."""
     validate(request, img2img=request.strength < 1.0, policy=policy)
@@ -168,8 +179,13 @@ def build(studio) -> TabParts:
     with gr.Tab("VL conditioning", id="vl", elem_id="vl"):
         with gr.Row():
             with gr.Column():
-                references = gr.File(label="Reference image(s)", file_count="multiple", file_types=["image"],
-                                     type="filepath", elem_id="vl-references", height=REFERENCES_HEIGHT)
+                with gr.Row(equal_height=True):
+                    references = gr.File(label="Reference image(s)", file_count="multiple", file_types=["image"],
+                                         type="filepath", elem_id="vl-references", height=REFERENCES_HEIGHT,
+                                         scale=3)
+                    thumbs = gr.Gallery(label="Reference thumbnails and weights",
+                                        height=REFERENCES_HEIGHT, columns=3, object_fit="contain", scale=2,
+                                        interactive=False, show_label=False, elem_id="vl-reference-thumbs")
                 form = generation_form(FIELDS, studio, preset_file="vl.toml", main=main, extra=extras)
                 c = form.controls
                 with gr.Accordion("Structure image (optional: init latents instead of the first reference)",
@@ -266,6 +282,8 @@ def build(studio) -> TabParts:
             c[name].info = initial.get(name, c[name].info)
         gr.on([c[f].change for f in GOVERNING], vl_applicable, [c[g] for g in GOVERNING],
               [c[d] for d in DEPENDENT], api_name="vl_applicable", api_visibility="private", queue=False)
+        gr.on([references.change, c["reference_weights"].change], reference_thumbs,
+              [references, c["reference_weights"]], thumbs, api_visibility="private", queue=False)
         wire_strength_readout(c, strength_md)
         wire_reuse(form, result)
     return TabParts("vl", c, result, {"references": references, "structure_image": structure}, event)
