@@ -13,7 +13,7 @@ import logging
 from llm_dit.runtime.models import ModelManager
 from llm_dit.runtime.settings import Settings
 
-from . import first_run, history, remote
+from . import first_run, history, keep, remote
 from .tabs import compare, img2img, pnginfo, rewrite, status, txt2img, vl
 from .studio import QUEUE_SIZE, Studio
 
@@ -157,6 +157,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             return entries, history.gallery_items(entries)
 
         demo.load(history_show, hist.state, [hist.state, hist.gallery], api_name="history_show", **private)
+        keep.wire(parts, allowed, demo)  # the forms survive a reload; "Reset to defaults" per tab
 
         def restore(entries, evt: gr.SelectData):
             entries = history.trusted(entries, allowed, cap)

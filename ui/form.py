@@ -21,6 +21,7 @@ class Form:
     controls: dict  # request field -> component
     randomize: gr.Checkbox
     reuse: gr.Button
+    reset: gr.Button  # every control and upload of the tab back to its default (ui/keep.py)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TabParts:
     result: Result
     inputs: dict = field(default_factory=dict)  # image inputs: "image", "references", "structure_image"
     event: object = None  # the generate event, to chain history on
+    reset: object = None  # the form's "Reset to defaults" button
 
 
 def size_picker(c: dict) -> None:
@@ -111,6 +113,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
         with gr.Column(min_width=120, scale=0):
             randomize = gr.Checkbox(label="Random seed", value=True)
             reuse = gr.Button("♻ Reuse last", size="sm")
+            reset = gr.Button("Reset to defaults", size="sm")
     randomize.change(lambda on, seed: -1 if on else (0 if seed == -1 else seed), [randomize, c["seed"]],
                      c["seed"], api_visibility="private", queue=False)
     with gr.Accordion("Prompt format (Qwen3 chat)", open=False):
@@ -144,7 +147,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
 
     picker.change(apply_preset, picker, [note] + [c[f] for f in names], api_visibility="private",
                   queue=False)
-    return Form(c, randomize, reuse)
+    return Form(c, randomize, reuse, reset)
 
 
 @dataclass

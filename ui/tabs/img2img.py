@@ -92,4 +92,4 @@ def build(studio) -> TabParts:
                                   api_name="img2img", concurrency_id=GPU)
         wire_export(studio, "img2img", FIELDS, c, export, result.files, bar)
         wire_reuse(form, result)
-    return TabParts("img2img", c, result, {"image": image}, event)
+    return TabParts("img2img", c, result, {"image": image}, event, form.reset)

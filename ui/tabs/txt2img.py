@@ -88,4 +88,4 @@ def build(studio) -> TabParts:
                                   api_name="txt2img", concurrency_id=GPU)
         wire_export(studio, "txt2img", FIELDS, c, export, result.files, bar)
         wire_reuse(form, result)
-    return TabParts("txt2img", c, result, event=event)
+    return TabParts("txt2img", c, result, event=event, reset=form.reset)

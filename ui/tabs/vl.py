@@ -286,4 +286,4 @@ def build(studio) -> TabParts:
               [references, c["reference_weights"]], thumbs, api_visibility="private", queue=False)
         wire_strength_readout(c, strength_md)
         wire_reuse(form, result)
-    return TabParts("vl", c, result, {"references": references, "structure_image": structure}, event)
+    return TabParts("vl", c, result, {"references": references, "structure_image": structure}, event, form.reset)
