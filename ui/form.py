@@ -47,13 +47,14 @@ class TabParts:
     reset: object = None  # the form's "Reset to defaults" button
 
 
-def size_picker(c: dict) -> None:
-    """The official Space's resolution presets (tiers × aspect ratios) feeding height/width."""
-    sizes = {r.label: r for r in load_resolutions()}
+def size_picker(c: dict, most: tuple[int, int]) -> None:
+    """The official Space's resolution presets (tiers × aspect ratios) feeding height/width, those
+    the DiT can make (`most`: its largest height and width); the sliders end there too."""
+    sizes = {r.label: r for r in load_resolutions() if r.height <= most[0] and r.width <= most[1]}
     picker = gr.Dropdown(choices=[FREE_SIZE] + list(sizes), value="1024×1024 (1:1) · 1024", label="Size preset",
                          info="1024 / 1280 / 1536 tiers, 11 aspect ratios each")
     with gr.Row():
-        c["width"], c["height"] = control("width"), control("height")
+        c["width"], c["height"] = control("width", maximum=most[1]), control("height", maximum=most[0])
 
     def apply(label):
         r = sizes.get(label)
@@ -105,7 +106,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
                              info=f"sets several controls at once (presets/{preset_file})")
         c["template"] = control("template", min_width=160)
     note = gr.Markdown(visible=False)  # the chosen preset's description
-    size_picker(c)
+    size_picker(c, studio.size_limit)
     with gr.Row(equal_height=True):
         for f in ("num_inference_steps", "seed"):
             if f not in c:

@@ -3,11 +3,13 @@ folder and the admission rule for the queue."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from llm_dit.runtime.models import ModelManager
 from llm_dit.serving.outputs import OutputFolder
 from llm_dit.serving.policy import Policy
+from llm_dit.runtime.limits import dit_max_size
 from llm_dit.runtime.settings import Settings
 
 from .guard import Guards
@@ -72,6 +74,11 @@ class Studio:
             shown = Path(settings.output_dir).name or "outputs"
         outputs = OutputFolder(settings.output_dir, policy.output_keep, shown, unguessable=policy.hosted)
         return cls(manager, settings, policy, outputs, Admission(policy.max_pending))
+
+    @functools.cached_property
+    def size_limit(self) -> tuple[int, int]:
+        """The largest (height, width) the DiT makes, from its config (llm_dit.runtime.limits)."""
+        return dit_max_size(self.manager.zimage_source)
 
     @property
     def hosted(self) -> bool:

@@ -166,7 +166,7 @@ def build(studio, vl_tab) -> None:
                                     api_visibility="private", queue=False)
         inputs = [vl_tab.inputs["references"], vl_tab.inputs["structure_image"]] + [c[k] for k in SPEC]
         endpoint = Endpoint(studio, "compare", FIELDS, action, ("references", "structure_image", *SPEC), VLRequest,
-                            stream=True, with_session=True, outputs=6,
+                            stream=True, with_session=True, outputs=6, sized=True,
                             check=lambda request, references, structure_image, **spec: check(
                                 request, references, structure_image, studio.policy, **spec))
         # Run's click time is noted before the sweep is queued, so the sweep always reads its own

@@ -85,7 +85,7 @@ def build(studio) -> TabParts:
                 result = result_panel("img2img")
         c = form.controls
         wire_strength_readout(c, readout)
-        endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image",), outputs=3,
+        endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image",), outputs=3, sized=True,
                             check=lambda request, image: check(request, image, studio.policy))
         event = studio.guards.run(endpoint, button, [image] + [c[f] for f in FIELDS],
                                   [result.image, result.seed, result.metadata], bar.message, bar.stop,

@@ -82,7 +82,7 @@ def build(studio) -> TabParts:
         plan = [c["num_inference_steps"], c["width"], c["height"]]
         gr.on([p.change for p in plan], run_readout, plan, readout, api_visibility="private", queue=False)
         endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request: saved(generate(request), studio),
-                            check=lambda request: validate(request, policy=studio.policy), outputs=3)
+                            check=lambda request: validate(request, policy=studio.policy), outputs=3, sized=True)
         event = studio.guards.run(endpoint, button, [c[f] for f in FIELDS],
                                   [result.image, result.seed, result.metadata], bar.message, bar.stop,
                                   api_name="txt2img", concurrency_id=GPU)

@@ -245,7 +245,7 @@ def build(studio) -> TabParts:
 
         inputs = [c[f] for f in FIELDS]
         generate = Endpoint(studio, "vl_generate", FIELDS, generate_action, ("references", "structure_image"),
-                            VLRequest, outputs=6,
+                            VLRequest, outputs=6, sized=True,
                             check=lambda request, references, structure_image: check(
                                 request, references, studio.policy, structure_image))
         event = studio.guards.run(generate, go, [references, structure] + inputs,
