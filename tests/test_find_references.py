@@ -19,12 +19,14 @@ def test_a_vl_png_records_its_references_and_they_are_found_by_pixels(manager, t
     made = vl_generate(manager, VLRequest(prompt="a fox", height=64, width=64, seed=1, alpha=0.5), [str(ref)])
     path = made.save(tmp_path / "out")
     params = read_parameters(path)
-    assert params.references == [image_sha256(load_image(str(ref)))]
+    assert params.references == [image_sha256(load_image(str(ref)))] and params.reference_sizes == [(64, 64)]
     copy = tmp_path / "kept" / "renamed.png"  # a copy under another name is found by its pixels
     copy.parent.mkdir()
     copy.write_bytes(ref.read_bytes())
     ref.unlink()
-    assert find_images(params.references, [tmp_path / "refs", tmp_path / "kept"]) == {params.references[0]: copy}
+    found = {params.references[0]: copy}
+    assert find_images(params.references, [tmp_path / "refs", tmp_path / "kept"], params.reference_sizes) == found
+    assert find_images(params.references, [tmp_path / "refs", tmp_path / "kept"]) == found  # no sizes: all decoded
     assert find_images(params.references, [tmp_path / "refs"]) == {}
 
 

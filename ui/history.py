@@ -63,7 +63,7 @@ def allowed_file(value, allowed: list[Path]) -> str | None:
     if not isinstance(value, str) or "\x00" in value:
         return None
     path = Path(value).resolve()
-    if not any(path.is_relative_to(root) for root in allowed) or not path.isallowed_file():
+    if not any(path.is_relative_to(root) for root in allowed) or not path.is_file():
         return None
     return str(path)
 

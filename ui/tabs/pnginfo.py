@@ -59,7 +59,7 @@ def references(params: Parameters, roots: list) -> tuple[dict, str]:
     image inputs to restore, and what the report adds. All or none are loaded: the weights count them."""
     if not params.references:
         return {}, ""
-    found = find_images(params.references, roots)
+    found = find_images(params.references, roots, params.reference_sizes)
     if len(found) == len(set(params.references)):
         return {"references": [str(found[h]) for h in params.references]}, (
             f"\n\nReference image(s): {len(params.references)} found by their sha256 and loaded.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from html import escape
+from urllib.parse import quote
 from dataclasses import fields
 from pathlib import Path
 
@@ -100,6 +102,14 @@ def reference_thumbs(files, weights: str) -> list:
     return [(p, f"{Path(p).name} · {w}") for p, w in zip(paths, used)]
 
 
+def thumbs_html(files, weights: str) -> str:
+    """The reference thumbnails as plain images with their captions (served by gradio from its
+    upload cache; a gallery re-scrolled the page on each update)."""
+    figures = [f'<figure><img src="gradio_api/file={quote(p)}" alt="{escape(c)}"><figcaption>{escape(c)}'
+               f"</figcaption></figure>" for p, c in reference_thumbs(files, weights)]
+    return f'<div class="reference-thumbs">{"".join(figures)}</div>' if figures else ""
+
+
 def check(request, references, policy, structure_image=None) -> None:
     """Before the queue: the request, and references (and structure image) that open."""
     validate(request, img2img=request.strength < 1.0, policy=policy)
@@ -183,9 +193,8 @@ def build(studio) -> TabParts:
                     references = gr.File(label="Reference image(s)", file_count="multiple", file_types=["image"],
                                          type="filepath", elem_id="vl-references", height=REFERENCES_HEIGHT,
                                          scale=3)
-                    thumbs = gr.Gallery(label="Reference thumbnails and weights",
-                                        height=REFERENCES_HEIGHT, columns=3, object_fit="contain", scale=2,
-                                        interactive=False, show_label=False, elem_id="vl-reference-thumbs")
+                    thumbs = gr.HTML(elem_id="vl-reference-thumbs", scale=2, min_height=REFERENCES_HEIGHT,
+                                     max_height=REFERENCES_HEIGHT)
                 form = generation_form(FIELDS, studio, preset_file="vl.toml", main=main, extra=extras)
                 c = form.controls
                 with gr.Accordion("Structure image (optional: init latents instead of the first reference)",
@@ -282,7 +291,7 @@ def build(studio) -> TabParts:
             c[name].info = initial.get(name, c[name].info)
         gr.on([c[f].change for f in GOVERNING], vl_applicable, [c[g] for g in GOVERNING],
               [c[d] for d in DEPENDENT], api_name="vl_applicable", api_visibility="private", queue=False)
-        gr.on([references.change, c["reference_weights"].change], reference_thumbs,
+        gr.on([references.change, c["reference_weights"].change], thumbs_html,
               [references, c["reference_weights"]], thumbs, api_visibility="private", queue=False)
         wire_strength_readout(c, strength_md)
         wire_reuse(form, result)
