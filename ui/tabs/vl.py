@@ -210,7 +210,8 @@ def build(studio) -> TabParts:
                     strength_md = gr.Markdown(strength_readout(8, 0.9, 3.0), elem_id="vl-strength-readout")
                     readout = gr.Markdown(alpha_readout(None, 0.3), elem_id="vl-effective-alpha")
                 result = result_panel("vl", "Conditioning export (.safetensors)", more=diagnostics)
-                export, (tokens, stats, (scan_button, scan_stop, scan_message), scan_note, corr_plot, outlier_plot, scan_csv, suggested,
+                export, (tokens, stats, (scan_button, scan_stop, scan_message), scan_note, corr_plot, outlier_plot,
+                         scan_csv, suggested,
                          use_layer) = result.files, result.extra
 
         def generate_action(request, references, structure_image):
@@ -267,9 +268,11 @@ def build(studio) -> TabParts:
                                       api_name="vl_extract", concurrency_id=GPU)
         reveal_export(extracted, export)
         preview = Endpoint(studio, "vl_preview", FIELDS, preview_action, ("references",), VLRequest)
-        for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND + STATISTICS:
-            c[f].change(preview.fn, [references] + inputs, readout, api_visibility="private",
-                        concurrency_id=PREVIEW, trigger_mode="always_last")
+        # the references too: a restore that sets them after alpha leaves no stale "no reference" here
+        blend_fields = ["alpha", "image_text_ratio", "reference_weights"] + BLEND + STATISTICS
+        for trigger in [references] + [c[f] for f in blend_fields]:
+            trigger.change(preview.fn, [references] + inputs, readout, api_visibility="private",
+                           concurrency_id=PREVIEW, trigger_mode="always_last")
         scan = Endpoint(studio, "vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest, outputs=5,
                         check=lambda request, references: check(request, references, studio.policy))
         studio.guards.run(scan, scan_button, [references] + inputs,
