@@ -193,8 +193,7 @@ def build(studio) -> TabParts:
                     references = gr.File(label="Reference image(s)", file_count="multiple", file_types=["image"],
                                          type="filepath", elem_id="vl-references", height=REFERENCES_HEIGHT,
                                          scale=3)
-                    thumbs = gr.HTML(elem_id="vl-reference-thumbs", scale=2, min_height=REFERENCES_HEIGHT,
-                                     max_height=REFERENCES_HEIGHT)
+                    thumbs = gr.HTML(elem_id="vl-reference-thumbs", scale=2, max_height=REFERENCES_HEIGHT - 8)
                 form = generation_form(FIELDS, studio, preset_file="vl.toml", main=main, extra=extras)
                 c = form.controls
                 with gr.Accordion("Structure image (optional: init latents instead of the first reference)",
