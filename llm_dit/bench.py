@@ -13,6 +13,7 @@ sides and reports medians and the ratio ours / reference. Cases:
   P5 (GPU only; `--size full --image 1024`) attention backends × torch.compile, TFLOP/s, peak memory;
   P6 sweep throughput with 1 vs 2 processes (`accelerate launch -m llm_dit sweep`), end to end;
   P7 the text encoder on the CPU (the 16 GB plan): a 512-token encode in float32 (today) vs bfloat16;
+  P8 `llm-dit --help` and a bad flag's error vs a bare `python -c pass` (target: under 2 s);
   M1-M3 memory (llm_dit.bench_memory): VL cost vs pixel budget, one generation per memory plan,
      tiled vs whole VAE decode.
 Speed targets are read from the printed ratios, never asserted in tests.
@@ -220,6 +221,22 @@ def p4(cache_dir: Path, repeats: int) -> dict:
     return {"bare_import_s": imp, "app_first_200_s": start, "ratio": round(start / imp, 3)}
 
 
+def p8(repeats: int) -> dict:
+    """Seconds until `llm-dit --help` and `llm-dit generate --no-such-flag` answer, vs a bare interpreter."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    runs = {"bare_python": ["-c", "pass"], "help": ["-m", "llm_dit", "--help"],
+            "bad_flag": ["-m", "llm_dit", "generate", "--no-such-flag"]}
+    times = {name: [] for name in runs}
+    for _ in range(max(1, repeats)):
+        for name, args in runs.items():
+            t = time.perf_counter()
+            subprocess.run([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - t)
+    out = {f"{name}_s": round(_median(values), 3) for name, values in times.items()}
+    out["help_vs_bare"] = round(out["help_s"] / out["bare_python_s"], 2)
+    return out
+
+
 def p6(folder: Path, vl_folder: Path, size: int) -> dict:
     """Sweep throughput with 1 and 2 processes (`accelerate launch`), end to end: process start,
     model load, extractions, cells, gather and saving. Two processes need two GPUs, or the CPU."""
@@ -319,7 +336,7 @@ def main(argv=None) -> dict:
                         help="model size to build (full = the released architecture, for GPUs)")
     parser.add_argument("--image", type=int, default=256, help="image side in pixels (multiple of 16)")
     parser.add_argument("--repeats", type=int, default=5, help="runs per side of each case")
-    parser.add_argument("--cases", default="P1,P2,P3,P4,P5,P6,P7",
+    parser.add_argument("--cases", default="P1,P2,P3,P4,P5,P6,P7,P8",
                         help="comma-separated subset of P1..P6 and M1..M3 (memory)")
     parser.add_argument("--budgets", default="0", help="M2: GiB budgets to simulate on a GPU (0 = the whole card)")
     parser.add_argument("--plans", default=",".join(PLANS), help="M2: lever sets to run, comma-separated")
@@ -352,6 +369,8 @@ def main(argv=None) -> dict:
         results["P6"] = p6(folder, vl_folder, args.image)
     if "P7" in cases:
         results["P7"] = p7(folder, args.repeats)
+    if "P8" in cases:
+        results["P8"] = p8(args.repeats)
     if "M1" in cases:
         results["M1"] = vl_pixel_budget(vl_folder, args.repeats)
     if "M2" in cases:
@@ -399,6 +418,10 @@ def table(results: dict) -> str:
         r = results["P7"]
         lines.append(f"| P7 CPU text encode, bf16 / float32 | {r['bf16_vs_float32']} | 512 tokens: "
                      f"{r['bfloat16_s']} s vs {r['float32_s']} s; layer -2 moves by {r['max_rel_diff']} of its max |")
+    if "P8" in results:
+        r = results["P8"]
+        lines.append(f"| P8 `llm-dit --help` / bare python | {r['help_vs_bare']} | help {r['help_s']} s, bad flag "
+                     f"{r['bad_flag_s']} s, bare {r['bare_python_s']} s |")
     p5_rows = results.get("P5", {})
     if "skipped" in p5_rows:
         lines.append(f"| P5 GPU | — | skipped: {p5_rows['skipped']} |")

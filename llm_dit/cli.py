@@ -113,7 +113,11 @@ def _add_study_arguments(parser) -> None:
         add_arguments(sub.add_argument_group("settings (also from LLM_DIT_* environment variables)"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. The sweep's axis flags come from the study runner, which imports the whole
+    pipeline: they are added only when the command line names `sweep` (or is not given), so
+    `--help` and a bad flag of any other command answer at once."""
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="llm-dit", description="Z-Image VL Studio from the command line. "
                                      "Prints one JSON summary on stdout; exit code 2 = bad input, 1 = failure.",
                                      allow_abbrev=False)
@@ -141,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("generate", "img2img", "vl"):
             sub.add_argument("--from-png", default=None, metavar="FILE",
                              help="start from the parameters saved in this PNG (flags given win)")
-        if name == "sweep":
+        if name == "sweep" and "sweep" in argv:
             _add_spec_arguments(sub)
         if name == "study":
             _add_study_arguments(sub)
@@ -318,9 +322,9 @@ COMMANDS = {"generate": _generate, "img2img": _generate, "vl": _vl, "extract": _
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .runtime.models import ModelManager
+    args = build_parser(argv).parse_args(argv)  # bad flags: argparse prints why and exits with 2
+    from .runtime.models import ModelManager  # after the flags: --help and a typo need no torch
 
-    args = build_parser().parse_args(argv)  # bad flags: argparse prints why and exits with 2
     try:
         settings = settings_from_args(vars(args))
     except ValueError as err:

@@ -72,7 +72,7 @@ def test_vl_tab_in_the_browser(page, tmp_path):
     page.locator("#vl-generate").click()
     expect(page.locator("#vl-effective-alpha")).to_contain_text("VL share 0.", timeout=60_000)
     expect(page.locator("#vl-token-map")).to_contain_text("full")
-    expect(page.locator("#vl img").first).to_have_attribute("src", re.compile(r"-vl-\d+(-\d+)?\.png$"))
+    expect(page.locator("#vl-result img").first).to_have_attribute("src", re.compile(r"-vl-\d+(-\d+)?\.png$"))
 
 
 def test_field_messages_survive_a_preset_and_steps_zero_is_refused(page):

@@ -33,7 +33,7 @@ def _pixels(path) -> np.ndarray:
 
 
 def _help(command: str) -> str:
-    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    sub = build_parser([command])._subparsers._group_actions[0].choices[command]
     return "".join(sub.format_help().split())  # argparse wraps lines (also at hyphens)
 
 

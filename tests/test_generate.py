@@ -131,7 +131,12 @@ BAD = [
     ({"guidance_scale": -1.0}, r"guidance_scale=-1.0 is out of range"),
     ({"shift": 0.0}, r"shift=0.0 is out of range"),
     ({"attention_backend": "warp"}, r"attention_backend='warp' cannot run here: use one of native"),
-    ({"height": 4096, "width": 4096}, r"height=4096 is larger than this DiT supports: use at most 2048"),
+    ({"height": 4096, "width": 4096}, r"height=4096 and width=4096 are larger than this DiT supports "
+                                      r"\(at most 2048×2048, height×width\): use 2048×2048"),
+    ({"height": 512, "width": 4096}, r"^width=4096 is larger than this DiT supports \(at most 2048×2048, "
+                                     r"height×width\): use 512×2048"),
+    ({"height": 100, "width": 1001}, r"height=100 and width=1001 are not multiples of 16: the nearest valid size "
+                                     r"is 96×1008"),
 ]
 
 

@@ -13,7 +13,7 @@ import logging
 from llm_dit.runtime.models import ModelManager
 from llm_dit.runtime.settings import Settings
 
-from . import first_run, history, remote
+from . import first_run, history, keep, remote
 from .limits import BodyLimit
 from .tabs import compare, img2img, pnginfo, rewrite, status, studies, txt2img, vl
 from .studio import QUEUE_SIZE, Studio
@@ -122,6 +122,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             rewriter = rewrite.build(studio)
             png = pnginfo.build()
             status.build(studio)
+        studio.guards.wire(tabs)  # every run button: a refusal where it is seen, a Stop while it runs
         remote.build(studio)  # encode / vl_encode endpoints: encoding for another instance
         hist = history.build(settings.history_size)
         targets = _targets(parts)
@@ -173,6 +174,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             return entries, history.gallery_items(entries)
 
         demo.load(history_show, hist.state, [hist.state, hist.gallery], api_name="history_show", **private)
+        keep.wire(parts, allowed, demo)  # the forms survive a reload; "Reset to defaults" per tab
 
         def restore(entries, evt: gr.SelectData):
             entries = history.trusted(entries, allowed, cap)
@@ -213,10 +215,11 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             except ValueError as err:
                 return [f"⚠ {err}", gr.skip()] + [gr.skip()] * len(components)
             report = pnginfo.report(params) + f"\n\nLoaded into **{pnginfo.TAB_LABELS[tab]}**."
-            return [report, gr.Tabs(selected=tab)] + _updates(targets, tab, params.values)
+            files, note = pnginfo.references(params, allowed) if tab == "vl" else ({}, "")
+            return [report + note, gr.Tabs(selected=tab)] + _updates(targets, tab, params.values, files)
 
         png.load.click(load_png, png.file, [png.report, tabs] + components, **private).then(
-            None, js=SCROLL_TO_TABS, **private)
+            None, js=SCROLL_TO_TABS, **private).then(None, js=pnginfo.MARK_MISSING_JS, **private)
         def png_as_init(path):
             """The dropped PNG (an upload, checked by gradio like any) as img2img's init image; the
             tab keeps its own prompt and settings."""

@@ -25,6 +25,7 @@ from llm_dit.core.attention import attention_backends
 from llm_dit.runtime.models import ModelLoadError
 from llm_dit.core.request import GenerationRequest, field_meta
 from llm_dit.core.templates import names as template_names
+from llm_dit.runtime.limits import check_size
 
 from .docs import docstring
 from .fields import FieldDropdown, FieldNumber, FieldSlider, UploadImage
@@ -32,6 +33,7 @@ from .fields import FieldDropdown, FieldNumber, FieldSlider, UploadImage
 LONG_TEXT = {"prompt": 3, "negative_prompt": 2, "system_prompt": 2, "thinking_content": 2,
              "assistant_content": 2, "loras": 2}
 HEARTBEAT_S = 0.1  # how often a running job checks whether its client is still there
+NAMED = re.compile(r"\b([a-z_]+)=")  # a field named with its value: "width=1000"
 FIELD_AT_START = re.compile(r"^\s*([a-z_]+)(?:\[\d+\])?(?:\s*[=:]|\s+(?:is|has|needs)\b)")
 
 
@@ -49,9 +51,10 @@ def control(name: str, hosted: bool = False, **kwargs):
         return gr.Checkbox(**common)
     if isinstance(meta["default"], str):
         return gr.Textbox(lines=LONG_TEXT.get(name, 1), max_length=meta.get("max_chars"), **common)
+    bounds = {"minimum": meta["minimum"], "maximum": meta["maximum"], **common}  # a kwarg may narrow them
     if "step" not in meta:  # seed: free integer entry
-        return FieldNumber(precision=0, minimum=meta["minimum"], maximum=meta["maximum"], **common)
-    return FieldSlider(minimum=meta["minimum"], maximum=meta["maximum"], step=meta["step"], **common)
+        return FieldNumber(precision=0, **bounds)
+    return FieldSlider(step=meta["step"], **bounds)
 
 
 def image_input(label: str, **kwargs):
@@ -72,15 +75,16 @@ class Endpoint:
 
     `action(request, **leading values)` does the work (a function, or a generator with `stream`).
     `check(request, **leading values)` (optional) adds cheap checks of its own; it also runs
-    inside the handler, so a raw call that skips the validator is checked all the same.
+    inside the handler, so a raw call that skips the validator is checked all the same. With
+    `sized`, the size is checked against the DiT's maximum (`Studio.size_limit`).
     """
 
     def __init__(self, studio, name: str, fields: list[str], action, leading: tuple = (),
                  request_cls=GenerationRequest, stream: bool = False, with_session: bool = False,
-                 check=None, outputs: int = 1):
+                 check=None, outputs: int = 1, sized: bool = False):
         self.studio, self.name, self.fields, self.action = studio, name, fields, action
         self.leading, self.request_cls, self.stream, self.check = leading, request_cls, stream, check
-        self.with_session, self.outputs = with_session, outputs
+        self.with_session, self.outputs, self.sized = with_session, outputs, sized
         params = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for p in leading]
         own = studio.manager.request_defaults()  # the checkpoint's (Z-Image Base: CFG, steps)
         params += [inspect.Parameter(f, inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -123,25 +127,32 @@ class Endpoint:
             raise ValueError(f"{self.name}: {err}") from None
         if self.check is not None:
             self.check(request, **extra)
+        if self.sized:  # it makes an image: no larger than the DiT's own maximum
+            check_size(request.height, request.width, self.studio.size_limit)
         if self.with_session:
             extra["session"] = session
         return request, extra, session
 
-    def _validate(self, *args, **kwargs):
-        """Before the queue: the request's checks and this session's pending limit."""
+    def problem(self, *args, **kwargs) -> str | None:
+        """What refuses these values (the request's checks, then this session's pending limit), or None."""
         try:
             _, _, session = self._prepare(args, kwargs)
         except (ValueError, ModelLoadError) as err:
-            return self._invalid(str(err))
-        problem = self.studio.admission.refuse(session)
+            return str(err)
+        return self.studio.admission.refuse(session)
+
+    def _validate(self, *args, **kwargs):
+        """Before the queue: the request's checks and this session's pending limit."""
+        problem = self.problem(*args, **kwargs)
         if problem:
             return self._invalid(problem)
         return [gr.validate(True, "") for _ in self.api_params]
 
     def _invalid(self, message: str):
-        name = field_of(message)
-        index = self.api_params.index(name) if name in self.api_params else 0
-        return [gr.validate(i != index, message if i == index else "") for i in range(len(self.api_params))]
+        """The message on the field it starts with, and on every other field it names as `name=`
+        (a size error names height and width); on the first parameter when it names none."""
+        named = {field_of(message), *NAMED.findall(message)} & set(self.api_params) or {self.api_params[0]}
+        return [gr.validate(p not in named, message if p in named else "") for p in self.api_params]
 
     # ---- running it -----------------------------------------------------------------------------
     async def _handle(self, *args, **kwargs):

@@ -10,6 +10,7 @@ from llm_dit.core.presets import PRESETS_DIR, load_presets, load_resolutions
 from llm_dit.core.request import CONTROL_FIELDS
 
 from .common import control, image_input
+from .guard import message_box, stop_button
 from .preview import prompt_preview
 from .preview import wire as wire_preview
 
@@ -21,6 +22,7 @@ class Form:
     controls: dict  # request field -> component
     randomize: gr.Checkbox
     reuse: gr.Button
+    reset: gr.Button  # every control and upload of the tab back to its default (ui/keep.py)
 
 
 @dataclass
@@ -43,15 +45,17 @@ class TabParts:
     result: Result
     inputs: dict = field(default_factory=dict)  # image inputs: "image", "references", "structure_image"
     event: object = None  # the generate event, to chain history on
+    reset: object = None  # the form's "Reset to defaults" button
 
 
-def size_picker(c: dict) -> None:
-    """The official Space's resolution presets (tiers × aspect ratios) feeding height/width."""
-    sizes = {r.label: r for r in load_resolutions()}
+def size_picker(c: dict, most: tuple[int, int]) -> None:
+    """The official Space's resolution presets (tiers × aspect ratios) feeding height/width, those
+    the DiT can make (`most`: its largest height and width); the sliders end there too."""
+    sizes = {r.label: r for r in load_resolutions() if r.height <= most[0] and r.width <= most[1]}
     picker = gr.Dropdown(choices=[FREE_SIZE] + list(sizes), value="1024×1024 (1:1) · 1024", label="Size preset",
                          info="1024 / 1280 / 1536 tiers, 11 aspect ratios each")
     with gr.Row():
-        c["width"], c["height"] = control("width"), control("height")
+        c["width"], c["height"] = control("width", maximum=most[1]), control("height", maximum=most[0])
 
     def apply(label):
         r = sizes.get(label)
@@ -120,7 +124,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
                              info=f"sets several controls at once (presets/{preset_file})")
         c["template"] = control("template", min_width=160)
     note = gr.Markdown(visible=False)  # the chosen preset's description
-    size_picker(c)
+    size_picker(c, studio.size_limit)
     with gr.Row(equal_height=True):
         for f in ("num_inference_steps", "seed"):
             if f not in c:
@@ -128,6 +132,7 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
         with gr.Column(min_width=120, scale=0):
             randomize = gr.Checkbox(label="Random seed", value=True)
             reuse = gr.Button("♻ Reuse last", size="sm")
+            reset = gr.Button("Reset to defaults", size="sm")
     randomize.change(lambda on, seed: -1 if on else (0 if seed == -1 else seed), [randomize, c["seed"]],
                      c["seed"], api_visibility="private", queue=False)
     with gr.Accordion("Prompt format (Qwen3 chat)", open=False):
@@ -163,18 +168,26 @@ def generation_form(fields: list[str], studio, preset_file: str = "generation.to
 
     picker.change(apply_preset, picker, [note] + [c[f] for f in names], api_visibility="private",
                   queue=False)
-    return Form(c, randomize, reuse)
+    return Form(c, randomize, reuse, reset)
 
 
-def run_bar(tab: str, *others: tuple[str, str]) -> list:
+@dataclass
+class RunBar:
+    buttons: list  # Generate, then the tab's other run buttons
+    stop: gr.Button  # shown while one of them runs (ui/guard.py)
+    message: gr.Markdown  # a refused click's message
+
+
+def run_bar(tab: str, *others: tuple[str, str]) -> RunBar:
     """The Generate button (and the tab's other run buttons, as (label, elem_id)) on one row at the
     top of the result column: in view beside the main inputs, above the result, however long the
-    form below them is."""
+    form below them is; a Stop beside them while a job runs, a refused click's message under them."""
     with gr.Row(equal_height=True, elem_classes="run-bar"):
         buttons = [gr.Button("Generate", variant="primary", scale=2, elem_id=f"{tab}-generate")]
         for label, elem_id in others:
             buttons.append(gr.Button(label, scale=1, elem_id=elem_id))
-    return buttons
+        stop = stop_button(f"{tab}-stop")
+    return RunBar(buttons, stop, message_box(f"{tab}-refusal"))
 
 
 RESULT_HEIGHT = 480  # px: with the run bar, readout and an export above it, the result fits a 1000 px window

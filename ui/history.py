@@ -59,7 +59,7 @@ def roots(output_dir) -> list[Path]:
     return [Path(output_dir).expanduser().resolve(), Path(get_upload_folder()).resolve()]
 
 
-def _file(value, allowed: list[Path]) -> str | None:
+def allowed_file(value, allowed: list[Path]) -> str | None:
     if not isinstance(value, str) or "\x00" in value:
         return None
     path = Path(value).resolve()
@@ -76,7 +76,7 @@ def trusted(history, allowed: list[Path], cap: int) -> list:
     out = []
     for entry in history[:cap]:
         try:
-            image, meta, inputs = _file(entry["image"], allowed), entry["metadata"], entry.get("inputs") or {}
+            image, meta, inputs = allowed_file(entry["image"], allowed), entry["metadata"], entry.get("inputs") or {}
             if image is None or not isinstance(meta["request"], dict) or not isinstance(inputs, dict):
                 continue
             caption({"metadata": meta})  # the fields a caption and a restore read are there
@@ -85,11 +85,11 @@ def trusted(history, allowed: list[Path], cap: int) -> list:
         kept = {}
         for key, value in inputs.items():
             if isinstance(value, list):
-                files = [f for f in (_file(v, allowed) for v in value) if f]
+                files = [f for f in (allowed_file(v, allowed) for v in value) if f]
                 if files:
                     kept[key] = files
-            elif _file(value, allowed):
-                kept[key] = _file(value, allowed)
+            elif allowed_file(value, allowed):
+                kept[key] = allowed_file(value, allowed)
         out.append({"image": image, "metadata": meta, "inputs": kept})
     return out
 

@@ -3,13 +3,16 @@ folder and the admission rule for the queue."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from llm_dit.runtime.models import ModelManager
 from llm_dit.serving.outputs import OutputFolder
 from llm_dit.serving.policy import Policy
+from llm_dit.runtime.limits import dit_max_size
 from llm_dit.runtime.settings import Settings
 
+from .guard import Guards
 from .limits import client_address
 from .sessions import SessionTable
 
@@ -69,6 +72,7 @@ class Studio:
     policy: Policy
     outputs: OutputFolder
     admission: Admission
+    guards: Guards = field(default_factory=Guards)  # run buttons: refusals where seen, Stop (ui/guard.py)
     # each session's last generation timeline: hosted, the status tab shows a visitor only theirs
     timelines: SessionTable = field(default_factory=lambda: SessionTable(TIMELINE_SESSIONS))
 
@@ -97,6 +101,11 @@ class Studio:
         outputs = OutputFolder(settings.output_dir, policy.output_keep, shown, unguessable=policy.hosted)
         return cls(manager, settings, policy, outputs,
                    Admission(policy.max_pending, policy.max_pending_client, policy.trusted_proxy))
+
+    @functools.cached_property
+    def size_limit(self) -> tuple[int, int]:
+        """The largest (height, width) the DiT makes, from its config (llm_dit.runtime.limits)."""
+        return dit_max_size(self.manager.zimage_source)
 
     @property
     def hosted(self) -> bool:

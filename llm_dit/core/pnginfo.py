@@ -28,6 +28,8 @@ class Parameters:
     source: str  # "llm_dit" or "a1111"
     unknown: dict = field(default_factory=dict)  # keys that are not request fields
     problems: list = field(default_factory=list)  # values that were present but could not be used
+    references: list = field(default_factory=list)  # a VL image's references: the sha256 of each
+    reference_sizes: list = field(default_factory=list)  # and its (width, height), or None
 
     def request(self):
         cls = VLRequest if self.mode == "vl" else GenerationRequest
@@ -92,7 +94,11 @@ def read_parameters(source) -> Parameters:
             values = dict(metadata["request"])
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"image: its '{JSON_KEY}' chunk is damaged ({type(err).__name__}).") from None
-        return _sort(values, Parameters(metadata.get("mode", "txt2img"), {}, JSON_KEY))
+        refs = (metadata.get("vl") or {}).get("references") or [] if isinstance(metadata, dict) else []
+        refs = [r for r in refs if isinstance(r, dict) and isinstance(r.get("sha256"), str)]
+        sizes = [tuple(r["size"]) if isinstance(r.get("size"), list) and len(r["size"]) == 2 else None for r in refs]
+        return _sort(values, Parameters(metadata.get("mode", "txt2img"), {}, JSON_KEY,
+                                        references=[r["sha256"] for r in refs], reference_sizes=sizes))
     if A1111_KEY in text:
         values, unknown = _parse_a1111(text[A1111_KEY])
         mode = "img2img" if "strength" in values else "txt2img"
@@ -103,6 +109,44 @@ def read_parameters(source) -> Parameters:
         raise ValueError(f"image: it carries {' and '.join(others)} metadata ({', '.join(sorted(text))}), which "
                          f"this app cannot map: only A1111 'parameters' and this app's '{JSON_KEY}' chunks are read.")
     raise ValueError(f"image: the PNG has no generation metadata (no '{JSON_KEY}' or '{A1111_KEY}' text chunk).")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+FIND_LIMIT = 2000  # image files looked at, newest first: a click decodes no more than these
+
+
+def find_images(hashes: list[str], roots: list, sizes: list | None = None, limit: int = FIND_LIMIT) -> dict:
+    """sha256 -> a file under `roots` (newest first) whose decoded pixels have it, as the VL
+    metadata records a reference (`image_sha256(load_image(file))`); hashes not found are absent.
+    With `sizes` (each reference's recorded (width, height), or None), only files of those sizes
+    are decoded (the header says it: the others cost no decoding)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from .images import image_sha256, load_image
+
+    wanted, found = set(hashes), {}
+    shapes = None if not sizes or None in sizes else {tuple(s) for s in sizes} | {tuple(s)[::-1] for s in sizes}
+    files = [p for root in roots if Path(root).is_dir() for p in Path(root).rglob("*")
+             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)[:limit]:
+        if not wanted - set(found):
+            break
+        if shapes is not None:
+            try:
+                with Image.open(path) as header:
+                    if header.size not in shapes:
+                        continue
+            except Exception:  # noqa: BLE001 - not an image PIL reads
+                continue
+        try:
+            digest = image_sha256(load_image(str(path)))
+        except ValueError:  # not an image we can open: not a reference either
+            continue
+        if digest in wanted:
+            found.setdefault(digest, path)
+    return found
 
 
 def request_from_png(source):

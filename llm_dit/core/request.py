@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .sequence import RESAMPLE_MODES
+# the long-prompt modes of `llm_dit.core.sequence.resample` (declared here: the request needs no torch)
+RESAMPLE_MODES = ("truncate", "interpolate", "pool", "attention_pool")
 
 # the blend's choices (`blend.py` checks them; the request declares them)
 LENGTH_MODES = ("interpolate", "truncate", "pool")
@@ -325,11 +326,15 @@ def validate(request: GenerationRequest, img2img: bool = False, policy=None) -> 
     check_text(request)
     if not request.prompt.strip():
         raise ValueError("prompt is empty: describe the image you want.")
-    for name in ("height", "width"):
-        value = _check_int(name, getattr(request, name))
-        if value % 16:
-            lower, upper = value - value % 16, value - value % 16 + 16
-            raise ValueError(f"{name}={value} is not a multiple of 16: use {lower} or {upper}.")
+    sizes = {name: _check_int(name, getattr(request, name)) for name in ("height", "width")}
+    off = {name: value for name, value in sizes.items() if value % 16}
+    if len(off) == 2:  # both: one message naming both, with the nearest size that runs
+        near = [max(64, round(value / 16) * 16) for value in sizes.values()]
+        raise ValueError(f"height={sizes['height']} and width={sizes['width']} are not multiples of 16: "
+                         f"the nearest valid size is {near[0]}×{near[1]} (height×width).")
+    for name, value in off.items():
+        lower, upper = value - value % 16, value - value % 16 + 16
+        raise ValueError(f"{name}={value} is not a multiple of 16: use {lower} or {upper}.")
     _check_int("num_inference_steps", request.num_inference_steps, " (Turbo uses 8)")
     _check_float("guidance_scale", request.guidance_scale, " (Turbo uses 0)")
     seed = request.seed

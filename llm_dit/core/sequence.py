@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-RESAMPLE_MODES = ("truncate", "interpolate", "pool", "attention_pool")
+from .request import RESAMPLE_MODES
 
 
 def resample(x: torch.Tensor, length: int, mode: str = "interpolate") -> torch.Tensor:

@@ -27,6 +27,7 @@ from ..core.encode import Encoded, caption_limit, encode_text
 from ..core.images import image_sha256, load_image, save_png
 from ..serving import cancel
 from ..core.devices import input_device
+from ..runtime import limits
 from ..runtime.models import ModelManager
 from ..serving.outputs import OutputFolder
 from ..core.prompt import format_chat
@@ -151,12 +152,7 @@ def _apply_attention(pipe, backend: str) -> None:
 
 
 def _check_size(request: GenerationRequest, transformer) -> None:
-    patch = 16  # VAE factor 8 × patch 2
-    for name, axis in (("height", 1), ("width", 2)):
-        tokens = getattr(request, name) // patch
-        if tokens > transformer.config.axes_lens[axis]:
-            most = transformer.config.axes_lens[axis] * patch
-            raise ValueError(f"{name}={getattr(request, name)} is larger than this DiT supports: use at most {most}.")
+    limits.check_size(request.height, request.width, limits.from_config(transformer.config))
 
 
 def _prepare_init_latents(pipe, image: Image.Image, height: int, width: int) -> torch.Tensor:

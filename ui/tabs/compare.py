@@ -10,6 +10,7 @@ from llm_dit.studies.compare import AXES, EXAMPLE_VALUES, SweepResult, SweepSpec
 from llm_dit.core.request import CONTROL_FIELDS, VLRequest, validate
 
 from ..common import Endpoint
+from ..guard import message_box
 from ..fields import FieldDropdown, FieldNumber, FieldSlider
 from ..gpu import gpu_seconds, on_gpu
 from ..stops import CLICK_TIME_JS, Stops
@@ -96,6 +97,7 @@ def build(studio, vl_tab) -> None:
                     go = gr.Button("Run sweep", variant="primary", elem_id="compare-run")
                     stop = gr.Button("Stop after this cell", variant="stop", elem_id="compare-stop")
                     click_time = gr.Number(visible=False)  # the page's clock, for Run and Stop (ui/stops.py)
+                message = message_box("compare-refusal")
                 progress = gr.Markdown(elem_id="compare-progress")
                 # A grid is seen whole: shown large ("preview"), fitted inside the box ("contain"),
                 # with its axes as the caption; further grids (Z values, difference maps) below it.
@@ -168,14 +170,14 @@ def build(studio, vl_tab) -> None:
                                     api_visibility="private", queue=False)
         inputs = [vl_tab.inputs["references"], vl_tab.inputs["structure_image"]] + [c[k] for k in SPEC]
         endpoint = Endpoint(studio, "compare", FIELDS, action, ("references", "structure_image", *SPEC), VLRequest,
-                            stream=True, with_session=True, outputs=6,
+                            stream=True, with_session=True, outputs=6, sized=True,
                             check=lambda request, references, structure_image, **spec: check(
                                 request, references, structure_image, studio.policy, **spec))
         # Run's click time is noted before the sweep is queued, so the sweep always reads its own
         arm = go.click(arm_stop, click_time, None, js=CLICK_TIME_JS, api_visibility="private", queue=False)
-        sweep = arm.then(endpoint.fn, inputs + [vl_tab.controls[f] for f in FIELDS],
-                         [progress, grids, table, cells, files, counts], api_name="compare", concurrency_id=GPU,
-                         validator=endpoint.validator)
+        sweep = studio.guards.run(endpoint, arm, inputs + [vl_tab.controls[f] for f in FIELDS],
+                                  [progress, grids, table, cells, files, counts], message, api_name="compare",
+                                  concurrency_id=GPU)
         sweep.success(open_grid, None, grids, api_visibility="private", queue=False)
         stop.click(request_stop, click_time, None, js=CLICK_TIME_JS, api_visibility="private", queue=False)
 

@@ -86,19 +86,20 @@ def build(studio) -> TabParts:
                     mask = image_input("Mask: white is redrawn, black kept from the init image")
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
-                button, export = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
+                bar = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
+                button, export = bar.buttons
                 with gr.Group(elem_classes="run-readout"):
                     readout = gr.Markdown(strength_readout(*(form.controls[f].value for f in READOUT)),
                                           elem_id="img2img-readout")
                 result = result_panel("img2img")
         c = form.controls
         wire_strength_readout(c, readout)
-        endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image", "mask_image"), outputs=3,
+        endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image", "mask_image"), outputs=3, sized=True,
                             check=lambda request, image, mask_image: check(request, image, studio.policy,
                                                                            mask_image))
-        event = button.click(endpoint.fn, inputs=[image, mask] + [c[f] for f in FIELDS],
-                             outputs=[result.image, result.seed, result.metadata],
-                             api_name="img2img", concurrency_id=GPU, validator=endpoint.validator)
-        wire_export(studio, "img2img", FIELDS, c, export, result.files)
+        event = studio.guards.run(endpoint, button, [image, mask] + [c[f] for f in FIELDS],
+                                  [result.image, result.seed, result.metadata], bar.message, bar.stop,
+                                  api_name="img2img", concurrency_id=GPU)
+        wire_export(studio, "img2img", FIELDS, c, export, result.files, bar)
         wire_reuse(form, result)
-    return TabParts("img2img", c, result, {"image": image}, event)
+    return TabParts("img2img", c, result, {"image": image}, event, form.reset)

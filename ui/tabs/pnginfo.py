@@ -7,11 +7,22 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from llm_dit.core.pnginfo import Parameters, read_parameters
+from llm_dit.core.pnginfo import Parameters, find_images, read_parameters
 
 from ..history import TABS
 
 TAB_LABELS = {"txt2img": "txt2img", "img2img": "img2img", "vl": "VL conditioning"}  # tab id -> its label
+MISSING = "Missing reference"
+# after loading: a reference the app no longer has marks the reference field (drawn once its tab shows)
+MARK_MISSING_JS = f"""() => {{
+  if (!document.querySelector('#pnginfo-report')?.textContent.includes('{MISSING}')) return;
+  let tries = 0;
+  const mark = () => {{
+    const field = document.getElementById('vl-references');
+    if (field) field.classList.add('refused'); else if (tries++ < 40) setTimeout(mark, 50);
+  }};
+  mark();
+}}"""
 
 
 @dataclass
@@ -40,6 +51,22 @@ def report(params: Parameters) -> str:
                                                        ("strength", "strength"), ("alpha", "alpha")) if key in v]
     usable = [] if params.unknown or params.problems else ["Everything in it can be used."]
     return "\n\n".join(params.report().split("\n") + usable + [" · ".join(glance)])
+
+
+def references(params: Parameters, roots: list) -> tuple[dict, str]:
+    """A VL image's references, found by their recorded sha256 among the files the app still has
+    (`roots`: the output folder and gradio's upload cache, where the history's files lie too): the
+    image inputs to restore, and what the report adds. All or none are loaded: the weights count them."""
+    if not params.references:
+        return {}, ""
+    found = find_images(params.references, roots, params.reference_sizes)
+    if len(found) == len(set(params.references)):
+        return {"references": [str(found[h]) for h in params.references]}, (
+            f"\n\nReference image(s): {len(params.references)} found by their sha256 and loaded.")
+    missing = [f"{MISSING} {i + 1} (sha256 {h[:12]}…)" for i, h in enumerate(params.references) if h not in found]
+    return {}, ("\n\n⚠ " + "; ".join(missing) + " is no longer in the output folder, the history or the upload "
+                "cache: upload it again in **Reference image(s)** on the VL conditioning tab (the references "
+                "were left as they were).")
 
 
 def show_png(path):

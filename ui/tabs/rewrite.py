@@ -12,6 +12,7 @@ from llm_dit.pipelines.rewrite import rewrite_stream
 from llm_dit.core.templates import get_template, names, shipped
 
 from ..common import Endpoint, control, image_input
+from ..guard import message_box, stop_button
 from ..fields import FieldDropdown
 from ..gpu import gpu_seconds, on_gpu
 from ..studio import HTTP, HTTP_LIMIT
@@ -45,7 +46,10 @@ def build(studio) -> dict:
                 c = {"prompt": control("prompt", label="Idea to rewrite", elem_id="rewrite-idea",
                                        info="a short idea; the rewriter expands it into a detailed prompt",
                                        placeholder="e.g. a fox in the snow")}
-                button = gr.Button("Rewrite", variant="primary", elem_id="rewrite-go")
+                with gr.Row(equal_height=True):
+                    button = gr.Button("Rewrite", variant="primary", elem_id="rewrite-go", scale=2)
+                    stop = stop_button("rewrite-stop")
+                message = message_box("rewrite-refusal")
                 c["template"] = FieldDropdown(choices=names("rewriter"), value=RewriteRequest.template,
                                             label="Rewriter template")
                 template_info = gr.Markdown(get_template(RewriteRequest.template, "rewriter").description)
@@ -87,9 +91,8 @@ def build(studio) -> dict:
         # encoder is shared, under its own lock) and stop at the next token when cancelled.
         endpoint = Endpoint(studio, "rewrite", FIELDS, action, ("image",), RewriteRequest, stream=True, outputs=3,
                             check=lambda request, image: check(request, image, policy))
-        button.click(endpoint.fn, inputs=[image] + [c[f] for f in FIELDS], outputs=[result, raw, metadata],
-                     api_name="rewrite", concurrency_id=HTTP, concurrency_limit=HTTP_LIMIT,
-                     validator=endpoint.validator)
+        studio.guards.run(endpoint, button, [image] + [c[f] for f in FIELDS], [result, raw, metadata], message,
+                          stop, api_name="rewrite", concurrency_id=HTTP, concurrency_limit=HTTP_LIMIT)
         c["template"].change(lambda name: get_template(name, "rewriter").description, c["template"],
                              template_info, api_visibility="private", queue=False)
         c["thinking"].change(lambda on: list(SAMPLING_PRESETS["thinking" if on else "instruct"].values()),

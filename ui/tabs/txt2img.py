@@ -9,7 +9,7 @@ import gradio as gr
 
 from llm_dit.runtime import remote
 from llm_dit.pipelines.generate import encode_prompt, run
-from llm_dit.core.images import load_image
+from llm_dit.core.images import image_size
 from llm_dit.core.request import GenerationRequest, validate
 
 from ..common import Endpoint, saved
@@ -39,13 +39,13 @@ def run_readout(num_inference_steps, width, height) -> str:
 
 
 def check(request, control_image, policy) -> None:
-    """Before the queue: the request, and a control image that opens."""
+    """Before the queue: the request, and a control image within the image budget (its header only)."""
     validate(request, policy=policy)
     if control_image is not None:
-        load_image(control_image, field="control_image")
+        image_size(control_image, field="control_image", budgets=policy.budgets)
 
 
-def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> None:
+def wire_export(studio, tab: str, fields: list[str], c: dict, button, files, bar) -> None:
     """"Export embeddings": the prompt's text embeddings as a generation encodes them (the same
     cache, and the remote encoder when one is set), in the `encode` endpoint's file layout
     (`llm_dit.runtime.remote.file_parts`), saved in the output folder as `.safetensors`; its `embeds`
@@ -70,8 +70,8 @@ def wire_export(studio, tab: str, fields: list[str], c: dict, button, files) -> 
         return path and str(path)
 
     endpoint = Endpoint(studio, f"{tab}_export", fields, action, check=check_encode)
-    event = button.click(endpoint.fn, [c[f] for f in fields], files, api_name=f"{tab}_export",
-                         api_visibility="private", concurrency_id=GPU, validator=endpoint.validator)
+    event = studio.guards.run(endpoint, button, [c[f] for f in fields], [files], bar.message,
+                              api_name=f"{tab}_export", api_visibility="private", concurrency_id=GPU)
     reveal_export(event, files)
 
 
@@ -85,7 +85,8 @@ def build(studio) -> TabParts:
                 form = generation_form(FIELDS, studio)
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
-                button, export = run_bar("txt2img", ("Export embeddings", "txt2img-export-embeddings"))
+                bar = run_bar("txt2img", ("Export embeddings", "txt2img-export-embeddings"))
+                button, export = bar.buttons
                 with gr.Group(elem_classes="run-readout"):
                     readout = gr.Markdown(run_readout(*(form.controls[f].value for f in READOUT)),
                                           elem_id="txt2img-readout")
@@ -96,10 +97,10 @@ def build(studio) -> TabParts:
         endpoint = Endpoint(studio, "txt2img", FIELDS, lambda request, control_image: saved(
                                 generate(request, control_image), studio), leading=("control_image",),
                             check=lambda request, control_image: check(request, control_image, studio.policy),
-                            outputs=3)
-        event = button.click(endpoint.fn, inputs=[c["_control_image"]] + [c[f] for f in FIELDS],
-                             outputs=[result.image, result.seed, result.metadata],
-                             api_name="txt2img", concurrency_id=GPU, validator=endpoint.validator)
-        wire_export(studio, "txt2img", FIELDS, c, export, result.files)
+                            outputs=3, sized=True)
+        event = studio.guards.run(endpoint, button, [c["_control_image"]] + [c[f] for f in FIELDS],
+                                  [result.image, result.seed, result.metadata], bar.message, bar.stop,
+                                  api_name="txt2img", concurrency_id=GPU)
+        wire_export(studio, "txt2img", FIELDS, c, export, result.files, bar)
         wire_reuse(form, result)
-    return TabParts("txt2img", c, result, event=event)
+    return TabParts("txt2img", c, result, event=event, reset=form.reset)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from html import escape
+from urllib.parse import quote
 from dataclasses import fields
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from llm_dit.conditioning.vl import check_aspect
 from llm_dit.core.request import VLRequest, field_meta, parse_weights, validate
 
 from ..common import Endpoint, control, image_input, saved
+from ..guard import message_box, stop_button
 from ..form import TabParts, generation_form, result_panel, run_bar, reveal_export, wire_reuse
 from ..gpu import gpu_seconds, on_gpu
 from ..studio import GPU
@@ -87,6 +90,25 @@ def _references(files) -> list:
     if len(files) > MAX_REFERENCES:
         raise ValueError(f"references: {len(files)} images; at most {MAX_REFERENCES} condition one generation.")
     return [getattr(f, "name", f) for f in files]
+
+
+def reference_thumbs(files, weights: str) -> list:
+    """The references as (image, caption) for the thumbnails: the file name and its weight (the
+    weights as they will be used; a list that does not parse says so in its caption)."""
+    paths = [getattr(f, "name", f) for f in (files or [])][:MAX_REFERENCES]
+    try:
+        used = [f"weight {w:g}" for w in parse_weights(weights, len(paths))] if paths else []
+    except ValueError:
+        used = ["weight ? (see Reference weights)"] * len(paths)
+    return [(p, f"{Path(p).name} · {w}") for p, w in zip(paths, used)]
+
+
+def thumbs_html(files, weights: str) -> str:
+    """The reference thumbnails as plain images with their captions (served by gradio from its
+    upload cache; a gallery re-scrolled the page on each update)."""
+    figures = [f'<figure><img src="gradio_api/file={quote(p)}" alt="{escape(c)}"><figcaption>{escape(c)}'
+               f"</figcaption></figure>" for p, c in reference_thumbs(files, weights)]
+    return f'<div class="reference-thumbs">{"".join(figures)}</div>' if figures else ""
 
 
 def check_images(references, policy) -> None:
@@ -161,7 +183,10 @@ def build(studio) -> TabParts:
         with gr.Accordion("Statistics and effective alpha", open=False):
             stats = gr.JSON(label="Statistics and effective alpha")
         with gr.Accordion("Layer scan (one VL forward, every hidden layer)", open=False):
-            scan_button = gr.Button("Scan layers of the first reference", elem_id="vl-layer-scan")
+            with gr.Row(equal_height=True):
+                scan_button = gr.Button("Scan layers of the first reference", elem_id="vl-layer-scan", scale=2)
+                scan_stop = stop_button("vl-layer-scan-stop")
+            scan_message = message_box("vl-layer-scan-refusal")
             scan_note = gr.Markdown()
             corr_plot = gr.LinePlot(x="layer", y="std_correlation", color="tokens",
                                     title="per-dim std correlation with the text encoder")
@@ -170,13 +195,17 @@ def build(studio) -> TabParts:
             scan_csv = gr.File(label="Layer scan (.csv)")
             suggested = gr.State(None)
             use_layer = gr.Button("Use the suggested layer", size="sm", elem_id="vl-use-layer")
-        return tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested, use_layer
+        return (tokens, stats, (scan_button, scan_stop, scan_message), scan_note, corr_plot, outlier_plot, scan_csv,
+                suggested, use_layer)
 
     with gr.Tab("VL conditioning", id="vl", elem_id="vl"):
         with gr.Row():
             with gr.Column():
-                references = gr.File(label="Reference image(s)", file_count="multiple", file_types=["image"],
-                                     type="filepath", elem_id="vl-references", height=REFERENCES_HEIGHT)
+                with gr.Row(equal_height=True):
+                    references = gr.File(label="Reference image(s)", file_count="multiple", file_types=["image"],
+                                         type="filepath", elem_id="vl-references", height=REFERENCES_HEIGHT,
+                                         scale=3)
+                    thumbs = gr.HTML(elem_id="vl-reference-thumbs", scale=2, max_height=REFERENCES_HEIGHT - 8)
                 form = generation_form(FIELDS, studio, preset_file="vl.toml", main=main, extra=extras)
                 c = form.controls
                 with gr.Accordion("Structure image (optional: init latents instead of the first reference)",
@@ -188,13 +217,15 @@ def build(studio) -> TabParts:
                              [[example_reference()], "A quiet harbour town"]],
                             inputs=[references, c["prompt"]], cache_examples=False)
             with gr.Column():
-                go, extract_button = run_bar("vl", ("Extract only", "vl-extract"))
+                bar = run_bar("vl", ("Extract only", "vl-extract"))
+                go, extract_button = bar.buttons
                 with gr.Group(elem_classes="run-readout"):
                     strength_md = gr.Markdown(strength_readout(*(c[f].value for f in READOUT)),
                                               elem_id="vl-strength-readout")
                     readout = gr.Markdown(alpha_readout(None, 0.3), elem_id="vl-effective-alpha")
                 result = result_panel("vl", "Conditioning export (.safetensors)", more=diagnostics)
-                export, (tokens, stats, scan_button, scan_note, corr_plot, outlier_plot, scan_csv, suggested,
+                export, (tokens, stats, (scan_button, scan_stop, scan_message), scan_note, corr_plot, outlier_plot,
+                         scan_csv, suggested,
                          use_layer) = result.files, result.extra
 
         def generate_action(request, references, structure_image, control_image, mask_image):
@@ -239,30 +270,33 @@ def build(studio) -> TabParts:
         inputs = [c[f] for f in FIELDS]
         generate = Endpoint(studio, "vl_generate", FIELDS, generate_action,
                             ("references", "structure_image", "control_image", "mask_image"), VLRequest, outputs=6,
+                            sized=True,
                             check=lambda request, references, structure_image, control_image, mask_image: check(
                                 request, references, studio.policy, structure_image, control_image, mask_image))
-        event = go.click(generate.fn, inputs=[references, structure, c["_control_image"], mask] + inputs,
-                         outputs=[result.image, result.seed, result.metadata, stats, tokens, readout],
-                         api_name="vl_generate", concurrency_id=GPU, validator=generate.validator)
+        event = studio.guards.run(generate, go, [references, structure, c["_control_image"], mask] + inputs,
+                                  [result.image, result.seed, result.metadata, stats, tokens, readout],
+                                  bar.message, bar.stop, api_name="vl_generate", concurrency_id=GPU)
         extract = Endpoint(studio, "vl_extract", FIELDS, extract_action, ("references",), VLRequest, outputs=4,
                            check=lambda request, references: check(request, references, studio.policy))
-        extracted = extract_button.click(extract.fn, inputs=[references] + inputs,
-                                         outputs=[stats, export, tokens, readout], api_name="vl_extract",
-                                         concurrency_id=GPU, validator=extract.validator)
+        extracted = studio.guards.run(extract, extract_button, [references] + inputs,
+                                      [stats, export, tokens, readout], bar.message, bar.stop,
+                                      api_name="vl_extract", concurrency_id=GPU)
         reveal_export(extracted, export)
         # it encodes the prompt (cached extractions only): in the GPU group, behind its validator
-        # (budgets, pending limits) like every event that touches a model
+        # (budgets, pending limits) like every event that touches a model; the references trigger it
+        # too: a restore that sets them after alpha leaves no stale "no reference" here
         preview = Endpoint(studio, "vl_preview", FIELDS, on_gpu(preview_action, lambda *a, **k: gpu_seconds(None)),
                            ("references",), VLRequest, check=lambda request, references: check_images(
                                references, studio.policy))
-        for f in ["alpha", "image_text_ratio", "reference_weights"] + BLEND + STATISTICS:
-            c[f].change(preview.fn, [references] + inputs, readout, api_visibility="private",
-                        concurrency_id=GPU, trigger_mode="always_last", validator=preview.validator)
+        blend_fields = ["alpha", "image_text_ratio", "reference_weights"] + BLEND + STATISTICS
+        for trigger in [references] + [c[f] for f in blend_fields]:
+            trigger.change(preview.fn, [references] + inputs, readout, api_visibility="private",
+                           concurrency_id=GPU, trigger_mode="always_last", validator=preview.validator)
         scan = Endpoint(studio, "vl_layer_scan", FIELDS, layer_scan_action, ("references",), VLRequest, outputs=5,
                         check=lambda request, references: check(request, references, studio.policy))
-        scan_button.click(scan.fn, inputs=[references] + inputs,
-                          outputs=[corr_plot, outlier_plot, scan_csv, scan_note, suggested],
-                          api_name="vl_layer_scan", concurrency_id=GPU, validator=scan.validator)
+        studio.guards.run(scan, scan_button, [references] + inputs,
+                          [corr_plot, outlier_plot, scan_csv, scan_note, suggested], scan_message, scan_stop,
+                          api_name="vl_layer_scan", concurrency_id=GPU)
 
         def vl_use_layer(layer):
             return gr.skip() if layer is None else layer
@@ -279,6 +313,8 @@ def build(studio) -> TabParts:
             c[name].info = initial.get(name, c[name].info)
         gr.on([c[f].change for f in GOVERNING], vl_applicable, [c[g] for g in GOVERNING],
               [c[d] for d in DEPENDENT], api_name="vl_applicable", api_visibility="private", queue=False)
+        gr.on([references.change, c["reference_weights"].change], thumbs_html,
+              [references, c["reference_weights"]], thumbs, api_visibility="private", queue=False)
         wire_strength_readout(c, strength_md)
         wire_reuse(form, result)
-    return TabParts("vl", c, result, {"references": references, "structure_image": structure}, event)
+    return TabParts("vl", c, result, {"references": references, "structure_image": structure}, event, form.reset)
