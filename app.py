@@ -3,8 +3,11 @@
 import logging
 import sys
 
-from llm_dit.runtime.settings import load_settings
-from ui import build_demo, launch_options
+from llm_dit.serving.logs import quiet_imports
+
+quiet_imports()  # before torch, diffusers and transformers log their import-time noise
+from llm_dit.runtime.settings import load_settings  # noqa: E402
+from ui import build_demo, launch_options  # noqa: E402
 
 
 def main(argv=None) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import __version__
 from .core.request import GenerationRequest, RewriteRequest, VLRequest, field_help, to_number
 from .runtime.settings import add_arguments, settings_from_args
+from .serving.logs import quiet_imports
 
 DESCRIPTIONS = {
     "generate": "txt2img: a prompt -> an image (PNG with its parameters, in --output-dir)",
@@ -323,6 +324,7 @@ COMMANDS = {"generate": _generate, "img2img": _generate, "vl": _vl, "extract": _
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)  # bad flags: argparse prints why and exits with 2
+    quiet_imports()
     from .runtime.models import ModelManager  # after the flags: --help and a typo need no torch
 
     try:

@@ -148,6 +148,7 @@ def test_python_dash_m_and_the_console_script(settings, tmp_path):
                            "--vl-url", "http://127.0.0.1:9/"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["settings"]["vl_url"] == "http://127.0.0.1:9/"
+    assert "torchao" not in done.stderr and "_pytree" not in done.stderr, done.stderr  # nothing quantized
     done = subprocess.run([sys.executable, "-m", "llm_dit", "info", "--vl-url", "ftp://x"], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 2 and "vl_url='ftp://x' is not an http(s) URL" in done.stderr

@@ -160,6 +160,8 @@ def test_first_run_downloads_with_progress_then_the_cache_serves(tmp_path, zimag
         assert any(0 < index < size for index, _ in progress), progress  # seen part-way, not only at the end
         assert Path(image).is_file() and metadata["model"] == ZIMAGE_REPO
         assert not any("README.md" in path for _, path in hub.requests)  # only the loaders' files
+        # nothing quantized: no import-time noise of torchao (which transformers imports anyway)
+        assert not [line for line in log if "torchao" in line or "_pytree" in line], "".join(log)
 
         first = len(hub.requests)
         with app(tmp_path, hub.url) as (url, _):
