@@ -569,3 +569,28 @@ def test_the_png_info_tab_reads_a_bomb_without_decoding_it(hosted, tmp_path):
               + [None] * (len(dep["inputs"]) - 1), "session_hash": "bomber"}))
     assert reply.status_code == 200, reply.text
     assert growth < 200 * 2**20
+
+
+def _cache_bytes() -> int:
+    from gradio.utils import get_upload_folder
+
+    return sum(p.stat().st_size for p in Path(get_upload_folder()).rglob("*") if p.is_file())
+
+
+def test_a_permitted_sweep_grows_gradios_cache_linearly_in_its_cells(hosted, tmp_path):
+    """Every cached copy is kept a day: a sweep that sent its whole grid after each cell grew the
+    cache quadratically (16 / 64 / 256 cells: 1.9 / 25 / 371 MiB). Cells go as they finish, grids
+    once at the end, so four times the cells costs about four times the bytes."""
+    Image.new("RGB", (64, 64), (20, 160, 90)).save(tmp_path / "ref.png")
+    grown = {}
+    for cells, offset in ((4, 100), (16, 200)):  # other seeds each time: no copy is shared with the other run
+        before = _cache_bytes()
+        progress, grids, *_ = hosted["client"].predict(
+            references=[handle_file(str(tmp_path / "ref.png"))], x_axis="seed",
+            x_values=",".join(str(offset + s) for s in range(cells)), prompt="a pond", height=64, width=64,
+            num_inference_steps=2, cell_limit=cells, api_name="/compare")
+        assert f"{cells} / {cells} cells" in progress and len(grids) == 1
+        grown[cells] = _cache_bytes() - before
+    ratio = grown[16] / grown[4]
+    print(f"\ncache growth: 4 cells {grown[4] / 1e3:.0f} kB, 16 cells {grown[16] / 1e3:.0f} kB (x{ratio:.1f})")
+    assert ratio < 6, grown  # linear: about 4 (3.9 here); a grid re-sent after every cell gave 9.0
