@@ -116,8 +116,7 @@ def test_a_job_whose_client_disconnects_stops_and_saves_nothing(app):
     pngs = set(app["outputs"].glob("*.png"))
     config = httpx.get(app["url"] + "config", timeout=30).json()
     index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "txt2img")
-    values = {"prompt": "a page that leaves", "height": 512, "width": 512, "num_inference_steps": 100, "seed": 1}
-    data = [None] + [values.get(f, field_meta(f)["default"]) for f in TXT2IMG]  # no control image
+    data = _txt2img_data(prompt="a page that leaves", height=512, width=512, num_inference_steps=100, seed=1)
     join = httpx.post(app["url"] + "gradio_api/queue/join", timeout=30,
                       json={"data": data, "fn_index": index, "session_hash": "a-page-that-leaves"})
     assert join.status_code == 200, join.text
@@ -159,7 +158,7 @@ def _index(url, api_name) -> int:
 
 
 def _txt2img_data(**values) -> list:
-    return [values.get(f, field_meta(f)["default"]) for f in TXT2IMG]
+    return [None] + [values.get(f, field_meta(f)["default"]) for f in TXT2IMG]  # no control image
 
 
 def test_fresh_session_hashes_and_call_do_not_make_a_new_client(app):

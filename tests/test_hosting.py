@@ -473,7 +473,7 @@ def test_an_inline_data_url_over_the_body_budget_is_refused(hosted, tmp_path):
 
     def join(payload: bytes):
         url = "data:image/png;base64," + base64.b64encode(payload).decode()
-        data = [{"url": url, "path": "inline.png"}] + [  # no FileData meta: gradio moves nothing, preprocess gets the URL
+        data = [{"url": url, "path": "inline.png"}, None] + [  # no FileData meta: gradio moves nothing, preprocess gets the URL; no mask
             {"prompt": "x", "height": 64, "width": 64}.get(f, field_meta(f)["default"]) for f in IMG2IMG]
         return httpx.post(hosted["url"] + "gradio_api/queue/join", timeout=60,
                           json={"data": data, "fn_index": index, "session_hash": "inline"})

@@ -42,8 +42,12 @@ def wire(parts: dict, allowed: list, demo: gr.Blocks) -> None:
     for tab, part in parts.items():
         # one stored form per tab: two tabs saving at once never write over each other
         state = gr.BrowserState({}, storage_key=f"{STORAGE_KEY}-{tab}", secret=BROWSER_KEY)
-        controls, inputs = list(part.controls), list(part.inputs)
-        components = [part.controls[f] for f in controls] + [part.inputs[k] for k in inputs]
+        # uploads among the controls (the control image: an event input, no request field) are kept
+        # as files, like the tab's image inputs
+        uploads = {k: v for k, v in part.controls.items() if isinstance(v, (gr.Image, gr.File))}
+        controls = [f for f in part.controls if f not in uploads]
+        inputs = list(part.inputs) + list(uploads)
+        components = [part.controls[f] for f in controls] + [{**part.inputs, **uploads}[k] for k in inputs]
 
         restored = gr.State(False)  # nothing is kept before the stored form is back (the page's own
         # updates while it loads would otherwise store the defaults over it)
@@ -54,7 +58,11 @@ def wire(parts: dict, allowed: list, demo: gr.Blocks) -> None:
             return {"controls": dict(zip(controls, values)), "inputs": dict(zip(inputs, values[len(controls):]))}
 
         keep.__name__ = f"{tab}_keep_form"
-        gr.on([c.change for c in components], keep, [restored, *components], state, **PRIVATE)
+        # always_last: one save in flight per tab and the newest one after it (gr.on's default,
+        # "once", dropped the changes made while a save was running: a reload right after typing
+        # then brought back an older form)
+        gr.on([c.change for c in components], keep, [restored, *components], state, trigger_mode="always_last",
+              **PRIVATE)
 
         def restore(form, controls=controls, inputs=inputs, components=components):
             """The stored form back (what passes the request's checks)."""

@@ -163,7 +163,9 @@ class RewriteRequest:
 
 def field_meta(name: str) -> dict:
     """Default, label, info and range of a request field (for building UI controls)."""
-    f = next(f for cls in (VLRequest, RewriteRequest) for f in fields(cls) if f.name == name)
+    f = next((f for cls in (VLRequest, RewriteRequest) for f in fields(cls) if f.name == name), None)
+    if f is None:
+        raise ValueError(f"{name!r} is not a request field: see llm_dit/core/request.py for the fields.")
     return {"default": f.default, **f.metadata}
 
 
