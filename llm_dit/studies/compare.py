@@ -38,7 +38,7 @@ AXES = {
     "vl_start": "vl_start", "vl_end": "vl_end", "concat_tokens": "concat_tokens", "prompt": "prompt",
     "route": None,
 }
-ROUTES = ("embedding", "text")
+ROUTES = ("embedding", "text")  # `route`: the VL embedding blend, or Qwen3-VL's caption as text
 SHARED_STAGES = ("vae_encode", "denoise", "decode")  # one pipeline call for every cell of a batch
 MAX_CELLS = 1024  # the highest cell_limit one may ask for
 EXAMPLE_VALUES = {  # what an axis picker fills in when chosen

@@ -27,11 +27,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..core.images import load_image
-from .compare import caption_request
+from .compare import ROUTES, caption_request
 from ..core.request import SEED_MAX, RewriteRequest, VLRequest, check_field, validate, validate_rewrite
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-ROUTES = ("embedding", "text")  # `route`: the VL embedding blend, or Qwen3-VL's caption as text
 CHEAP_METRICS = ("palette_distance", "ssim")
 MODEL_METRICS = ("style_similarity", "prompt_similarity")  # --metrics-model (CLIP / SigLIP)
 KEYS = ("name", "description", "references", "seeds", "axes", "base", "metrics", "structure_image", "captioner")
