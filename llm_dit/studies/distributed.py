@@ -14,6 +14,7 @@ sweep. ZeroGPU Spaces stay single-process: each call there gets one GPU in a for
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
@@ -31,15 +32,33 @@ def _uses_gpu(settings) -> bool:
     return torch.cuda.is_available() and any(d in ("auto", "cuda") for d in devices)
 
 
+@contextmanager
+def _launch(settings):
+    """accelerate's state for this launch; its process group is torn down when the work ends.
+    A process left to exit with gloo's threads still alive aborts ("terminate called without an
+    active exception", SIGABRT), which fails the whole launch after every cell was saved."""
+    from accelerate import PartialState
+
+    # Processes without a GPU talk over gloo (accelerate's MULTI_CPU); with one, over nccl.
+    state = PartialState(cpu=not _uses_gpu(settings))
+    try:
+        yield state
+    finally:
+        if state.num_processes > 1:
+            state.destroy_process_group()
+
+
 def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image, output_dir: str,
           stem: str) -> dict | None:
     """Run the sweep over every process of the launch; the main process saves the outputs and
     returns their summary (other processes return None)."""
-    from accelerate import PartialState
+    with _launch(manager.settings) as state:
+        return _sweep(state, manager, spec, base, references, structure_image, output_dir, stem)
+
+
+def _sweep(state, manager, spec, base, references, structure_image, output_dir, stem):
     from accelerate.utils import broadcast_object_list, gather_object
 
-    # Processes without a GPU talk over gloo (accelerate's MULTI_CPU); with one, over nccl.
-    state = PartialState(cpu=not _uses_gpu(manager.settings))
     # One seed for every process: a drawn seed (-1) is drawn once, on the main process.
     with state.main_process_first():  # checkpoints that are built (tiny) or fetched on first use: once
         manager.zimage_source, manager.vl_source
@@ -89,12 +108,15 @@ def study(manager, folder: str, study=None) -> dict | None:
     """Run a study (`study` given: a new folder) or resume the one in `folder`, its unfinished
     cells split over every process of the launch; each process appends its own rows, the main
     process merges them and writes the tables, grids and plots (others return None)."""
-    from accelerate import PartialState
+    with _launch(manager.settings) as state:
+        return _study(state, manager, folder, study)
+
+
+def _study(state, manager, folder, study):
     from accelerate.utils import broadcast_object_list, gather_object
 
     from .runner import create, finish, load_folder_study, rows, run_cells
 
-    state = PartialState(cpu=not _uses_gpu(manager.settings))
     with state.main_process_first():  # checkpoints that are built (tiny) or fetched on first use: once
         manager.zimage_source, manager.vl_source
     error = [None]
