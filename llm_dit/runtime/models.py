@@ -50,6 +50,7 @@ class ModelManager(Placement):
         self._vl_config = None
         self._text_config = None
         self._checkpoint_info: dict | None = None
+        self._adopted: dict = {}  # models built elsewhere (`adopt`), placed instead of loaded
         self._controlnet = None  # ZImageControlNetModel (--controlnet-path), loaded on first use
         self._reference_stats: dict = {}
         self._plan: Plan | None = None
@@ -69,6 +70,24 @@ class ModelManager(Placement):
             if settings.vl_url:
                 self.remote_vl = RemoteEncoder(settings.vl_url, "VL model", "--vl-url", self.policy.hosted)
 
+    @classmethod
+    def adopt(cls, settings: Settings, pipeline, language_model=None, vl=None, label: str = "adopted"):
+        """A manager over models already built (e.g. random weights made on a GPU, which a 30 GB
+        round trip through disk would not fit a short loan): `pipeline` a `ZImagePipeline` with its
+        tokenizer, `language_model` the text encoder as `Qwen3ForCausalLM`, `vl` (Qwen3-VL model,
+        processor). They are placed by the memory plan as loaded ones are (devices, offload, tiling),
+        lazily as ever, and metadata names them `label`. `settings` still name the checkpoints'
+        folders, for the plan's metadata (configs and indexes, no weights needed). An unload keeps
+        them (there is nothing to load them back from); a plan that quantizes cannot adopt them
+        (quantization happens as weights load)."""
+        manager = cls(settings)
+        quantized = {k: v for k, v in manager.memory_plan().placement.quantize.items() if v != "none"}
+        if quantized:
+            raise ValueError(f"the plan quantizes {quantized}: adopted models are not quantized; set "
+                             f"quantize_transformer/text_encoder/vl='none' (or a larger memory_budget).")
+        manager._adopted = {"pipeline": pipeline, "language_model": language_model, "vl": vl, "label": label}
+        return manager
+
     # ---- sources -----------------------------------------------------------------------------
     # With --tiny, both models come from offline random-weight folders built on first use.
     @property
@@ -87,6 +106,8 @@ class ModelManager(Placement):
 
     @property
     def zimage_model_id(self) -> str:
+        if self._adopted:
+            return self._adopted["label"]
         return "tiny-random-zimage" if self.settings.tiny else self.policy.public_name(self.settings.model_path)
 
     @property
@@ -101,6 +122,8 @@ class ModelManager(Placement):
     def vl_model_id(self) -> str:
         if self.remote_vl:
             return self.remote_vl.shown
+        if self._adopted.get("vl"):
+            return self._adopted["label"]
         return "tiny-random-qwen3-vl" if self.settings.tiny else self.policy.public_name(self.settings.vl_model_path)
 
     @property
@@ -181,7 +204,7 @@ class ModelManager(Placement):
             parts["transformer"] = self._transformer_file(source, dtypes["transformer"], dit_quant)
             dit_quant = None
         try:
-            pipe = ZImagePipeline.from_pretrained(
+            pipe = self._adopted["pipeline"] if self._adopted else ZImagePipeline.from_pretrained(
                 source, text_encoder=None, dtype=dtypes, use_safetensors=True, **parts,
                 quantization_config=PipelineQuantizationConfig(quant_mapping={"transformer": dit_quant})
                 if dit_quant else None,
@@ -311,6 +334,8 @@ class ModelManager(Placement):
     def _text_encoder_model(self, source: str):
         from transformers import Qwen3ForCausalLM
 
+        if self._adopted.get("language_model") is not None:
+            return self._adopted["language_model"].eval()
         device = self._text_encoder_device()
         dtype = resolve_dtype(self.settings.dtype, device)
         quant = self._quantization("text_encoder", "transformers", device, dtype)
@@ -447,9 +472,9 @@ class ModelManager(Placement):
         dtype = resolve_dtype(self.settings.dtype, device)
         quantization = self._quantization("vl", "transformers", device, dtype)
         try:
-            processor = ImageOnlyProcessor.from_pretrained(source)
-            model = Qwen3VLForConditionalGeneration.from_pretrained(
-                source, dtype=dtype, use_safetensors=True, quantization_config=quantization)
+            model, processor = self._adopted.get("vl") or (Qwen3VLForConditionalGeneration.from_pretrained(
+                source, dtype=dtype, use_safetensors=True, quantization_config=quantization),
+                ImageOnlyProcessor.from_pretrained(source))
         except Exception as err:  # noqa: BLE001
             raise load_error("Qwen3-VL model", source, err, VL_REPO, "--vl-model-path", self.policy.hosted) from err
         self._vl = (model.to(device).eval(), processor)
