@@ -31,11 +31,12 @@ def test_gpu_proof_dry_run_writes_json_and_table(tmp_path, tiny_cache):
     # The caps: the plan at each budget (the tiny models fit any card), then both offloads, each
     # placed by our manager, run, and measured under its cap.
     caps = parts["caps"]
-    assert list(caps) == ["24 GiB: plan", "16 GiB: plan", "12 GiB: plan", "12 GiB: model offload",
+    assert list(caps) == ["24 GiB: plan", "16 GiB: plan", "12 GiB: plan", "16 GiB: model offload",
                           "12 GiB: group offload"]
     assert [row["plan"] for row in caps.values()][:3] == ["all on the GPU"] * 3
     assert [row["offload"] for row in caps.values()] == ["none", "none", "none", "model", "group"]
     assert all(row["measured_gib"] > 0 and row["under_cap"] for row in caps.values())
+    assert [row["metadata_offload"] for row in caps.values()] == ["none", "none", "none", "model", "group"]
     assert set(result["seconds"]) == {"stages", "P5", "VL", "caps", "compile"}
     text = md.read_text()
     assert "| stages | DiT step 64x64 |" in text and "| caps | 12 GiB: group offload |" in text
