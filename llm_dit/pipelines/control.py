@@ -45,7 +45,7 @@ def check_inputs(img2img: bool, control_image=None, mask_image=None) -> None:
                          "control image empty.")
     if mask_image is not None and not img2img:
         raise ValueError("mask_image: inpainting redraws part of an init image: give one (img2img, or the VL tab's "
-                         "structure image at strength < 1), or leave the mask empty.")
+                         "structure image), or leave the mask empty.")
 
 
 def window(request: GenerationRequest, forwards: int) -> list[int]:
