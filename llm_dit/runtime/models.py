@@ -284,8 +284,11 @@ class ModelManager(Placement):
 
     @property
     def variant(self) -> str:
-        """'turbo' or 'base': `--model-variant`, else read from the checkpoint's name."""
-        return checkpoints.detect_variant(self.zimage_source, self.settings.model_variant)
+        """'turbo' or 'base': `--model-variant`, else read from the checkpoint's configs or name."""
+        from .memory import metadata_folder
+
+        return checkpoints.detect_variant(self.zimage_source, self.settings.model_variant,
+                                          metadata_folder(self.zimage_source))
 
     def request_defaults(self) -> dict:
         """The request defaults that differ for this checkpoint: its variant's (Base: CFG, negative
