@@ -66,3 +66,11 @@ def test_vl_inpainting_at_strength_1_redraws_the_region_from_noise(manager):
     result = vl_generate(manager, request, [RED], structure_image=INIT, mask_image=left)
     assert np.array_equal(_pixels(result)[:, 32:], np.asarray(FITTED, dtype=np.int16)[:, 32:])
     assert result.metadata["forwards"] == 8 and result.metadata["mode"] == "vl"
+
+
+def test_a_mask_of_another_shape_is_cropped_as_the_init_image_is(manager):
+    mask = Image.new("L", (80, 64), 0)  # the init image's 80x64: fitting to 64x64 crops 8 columns each side
+    mask.paste(255, (0, 0, 24, 64))  # columns 8-23 survive the crop: 0-15 of the result (stretched: 0-18)
+    result = _pixels(run(manager, small(strength=0.8), INIT, mask_image=mask))
+    assert np.array_equal(result[:, 16:], np.asarray(FITTED, dtype=np.int16)[:, 16:])
+    assert result.shape == (64, 64, 3)

@@ -358,7 +358,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             sigmas = sigmas[first.num_inference_steps - forwards:]
             if mask is not None:  # the pipeline encodes the init images for the kept region; it starts as img2img
                 view, size = manager.inpaint_view(scheduler), (first.width, first.height)
-                mask = mask.resize(size, Image.Resampling.NEAREST)
+                mask = ImageOps.fit(mask, size, method=Image.Resampling.NEAREST)  # cropped as the init image is
                 fitted = [ImageOps.fit(init, size, method=Image.Resampling.LANCZOS) for init in inits]
                 with shared.stage("vae_encode"):
                     latents = torch.cat([_prepare_init_latents(pipe, init, first.height, first.width) for init in inits])
