@@ -38,7 +38,13 @@ def control_map(image, request: GenerationRequest) -> Image.Image:
 
 
 def check_inputs(img2img: bool, control_image=None, mask_image=None) -> None:
-    """A control image needs a run from pure noise, a mask an init image; else the fix, before any work."""
+    """A control image needs a run from pure noise, a mask an init image, and the two do not go
+    together yet; else the fix, before any work."""
+    if control_image is not None and mask_image is not None:
+        raise ValueError("control_image with mask_image: inpainting under a ControlNet needs diffusers' "
+                         "ZImageControlNetInpaintPipeline and a ControlNet trained for it (union 2.0 or later), "
+                         "which this studio does not run yet. Leave one empty: the control image (to inpaint the "
+                         "masked region) or the mask (for structure control from pure noise at strength 1.0).")
     if control_image is not None and img2img:
         raise ValueError("control_image works from pure noise (txt2img, or the VL tab at strength 1.0): diffusers "
                          "0.42.1 has no Z-Image ControlNet img2img pipeline. Set strength to 1.0, or leave the "
