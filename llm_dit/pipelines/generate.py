@@ -331,7 +331,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             what = ", ".join(f"{k}={getattr(request, k)!r} vs {getattr(first, k)!r}" for k in differ) or "init image"
             raise ValueError(f"batch item {i} differs from item 0 ({what}): a batch must share "
                              f"{', '.join(keys)} and init-image use; run differing requests separately.")
-    check_inputs(img2img, control_image, mask_image)
+    check_inputs(img2img, control_image, mask_image, first.strength)
     inits = [load_image(image, field="image") if img2img else None for image in images]
     mask = load_image(mask_image, field="mask_image").convert("L") if mask_image is not None else None
     control = control_map(control_image, first) if control_image is not None else None
@@ -356,10 +356,17 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         if img2img:
             forwards = strength_forwards(first.num_inference_steps, first.strength)
             sigmas = sigmas[first.num_inference_steps - forwards:]
-            if mask is not None:  # the pipeline encodes the init images for the kept region; it starts as img2img
-                view, size = manager.inpaint_view(scheduler), (first.width, first.height)
+            if mask is not None:
+                size = (first.width, first.height)
                 mask = ImageOps.fit(mask, size, method=Image.Resampling.NEAREST)  # cropped as the init image is
                 fitted = [ImageOps.fit(init, size, method=Image.Resampling.LANCZOS) for init in inits]
+            if mask is not None and control is not None:  # from pure noise (strength 1.0, checked above)
+                view = manager.controlnet_inpaint_view(scheduler)
+                extra = {"image": fitted, "mask_image": mask, "control_image": control,
+                         "controlnet_conditioning_scale": first.controlnet_conditioning_scale}
+                control_steps, control_calls = window(first, len(sigmas)), []
+            elif mask is not None:  # the pipeline encodes the init images for the kept region; it starts as img2img
+                view = manager.inpaint_view(scheduler)
                 with shared.stage("vae_encode"):
                     latents = torch.cat([_prepare_init_latents(pipe, init, first.height, first.width) for init in inits])
                 extra = {"image": fitted, "mask_image": mask, "strength": 1.0,

@@ -325,7 +325,7 @@ def vl_generate(manager: ModelManager, request: VLRequest, references: list,
     A `control_image` (at strength 1.0) sets the layout through the ControlNet, the blend the style;
     a `mask_image` restyles only its white part of the structure image (at strength 1.0 from noise)."""
     img2img = request.strength < 1.0 or mask_image is not None
-    check_inputs(img2img, control_image, mask_image)  # before the VL model runs
+    check_inputs(img2img, control_image, mask_image, request.strength)  # before the VL model runs
     conditioning = condition(manager, request, references)
     init = None
     if img2img:

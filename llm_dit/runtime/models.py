@@ -258,6 +258,30 @@ class ModelManager(Placement):
         view.scheduler = scheduler
         return view
 
+    def controlnet_inpaint_view(self, scheduler):
+        """The `ZImageControlNetInpaintPipeline` view (the ControlNet view's models: it reads the
+        control map, the mask and the masked init image as one control input, which only a
+        ControlNet trained for it takes), with `scheduler` installed. Call under `generation_lock`."""
+        from diffusers import ZImageControlNetInpaintPipeline
+
+        base = self.controlnet_view(scheduler)
+        with self._lock:
+            if "controlnet_inpaint" not in self._views:
+                try:
+                    view = ZImageControlNetInpaintPipeline(scheduler=base.scheduler, vae=base.vae, text_encoder=None,
+                                                           tokenizer=None, transformer=base.transformer,
+                                                           controlnet=base.controlnet)
+                except ValueError:
+                    raise ValueError(f"control_image with mask_image: the ControlNet {self.controlnet_id!r} takes no "
+                                     f"mask (its control input is the map alone): use an inpainting union ControlNet "
+                                     f"(alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union-2.0 or later), or leave the "
+                                     f"control image or the mask empty.") from None
+                view.set_progress_bar_config(desc="controlnet inpaint")
+                self._views["controlnet_inpaint"] = view
+            view = self._views["controlnet_inpaint"]
+        view.scheduler = scheduler
+        return view
+
     def _load_controlnet(self, pipe) -> None:
         from diffusers import ZImageControlNetModel, ZImageControlNetPipeline
 
