@@ -8,14 +8,13 @@ txt2img. Here the run starts from the latents img2img would start from (the init
 handed to the pipeline as `latents`. The pipeline then draws its blending noise first from the
 same seed: the same noise keeps the kept region consistent with the start. The DiT and the VAE
 decoder mix the whole image, so the result's kept pixels are the init image's own, composited
-through the mask (PIL's `Image.composite`: grey mask values blend; diffusers' `apply_overlay` goes
+through the mask (also after ControlNet inpainting; PIL's `Image.composite`: grey mask values blend; diffusers' `apply_overlay` goes
 through premultiplied alpha and moves white-masked pixels by up to 1 level).
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 
@@ -23,6 +22,8 @@ def start_latents(scheduler, init_latents: torch.Tensor, sigmas: list[float], se
     """The img2img start for each init image (`init_latents`, one per seed): noised to the first of
     `sigmas` (shifted by `scheduler`); at sigma 1 exactly the noise txt2img starts from. The
     generators are fresh ones, so the caller's stay unspent for the pipeline's own draw."""
+    from diffusers.utils.torch_utils import randn_tensor
+
     scheduler.set_timesteps(sigmas=sigmas)
     noise = torch.cat([randn_tensor((1, *x.shape[1:]), generator=torch.Generator("cpu").manual_seed(seed),
                                     dtype=torch.float32) for x, seed in zip(init_latents.split(1), seeds)])
