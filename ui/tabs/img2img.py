@@ -61,15 +61,17 @@ def _editor_on(image):
 
 def _drawn_mask(drawn):
     """The strokes drawn over the init image as the request's mask: white where painted, black
-    elsewhere, at the init image's size (nothing painted: the mask stays as it is)."""
-    if not drawn or drawn.get("background") is None:
+    elsewhere, at the init image's size. No stroke layer yet (the editor just showed the image):
+    the mask stays as it is (an uploaded one too); every stroke erased: no mask."""
+    layers = (drawn or {}).get("layers") or []
+    if not layers or drawn.get("background") is None:
         return gr.skip()
     size = drawn["background"].size
     mask = Image.new("L", size, 0)
-    for layer in drawn.get("layers") or []:
+    for layer in layers:
         painted = layer.convert("RGBA").getchannel("A").point(lambda a: 255 if a else 0)
         mask.paste(255, (0, 0), painted.resize(size, Image.Resampling.NEAREST))
-    return mask if mask.getbbox() else gr.skip()
+    return mask if mask.getbbox() else None
 
 
 def main_controls(c: dict, steps: int) -> None:
