@@ -78,3 +78,25 @@ def test_the_old_union_layout_and_a_partial_strength_are_refused_with_the_fix(se
         vl_generate(fresh, VLRequest(prompt="a fox", height=64, width=64, strength=0.6), [INIT],
                     control_image=SQUARE, mask_image=LEFT)
     assert not any(fresh.load_counts.values())  # refused before anything loaded
+
+
+def test_the_vl_tab_serves_control_and_mask_at_strength_1(inpainting, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from ui import build_demo
+
+    paths = {}
+    for name, image in (("init", INIT), ("square", SQUARE), ("mask", LEFT), ("red", Image.new("RGB", (96, 96), "red"))):
+        paths[name] = tmp_path / f"{name}.png"
+        image.save(paths[name])
+    demo = build_demo(inpainting.settings, inpainting)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        outputs = client.predict(references=[handle_file(str(paths["red"]))], structure_image=handle_file(str(paths["init"])),
+                                 control_image=handle_file(str(paths["square"])), mask_image=handle_file(str(paths["mask"])),
+                                 prompt="a fox", height=64, width=64, seed=3, strength=1.0, api_name="/vl_generate")
+        metadata = next(o for o in outputs if isinstance(o, dict) and "mask_image" in o)
+        assert metadata["mask_image"]["redrawn_fraction"] == 0.5 and metadata["control"]["steps"] == list(range(8))
+    finally:
+        demo.close()
