@@ -37,15 +37,20 @@ def control_map(image, request: GenerationRequest) -> Image.Image:
     return canny(picture) if request.control_preprocess == "canny" else picture
 
 
-def check_inputs(img2img: bool, control_image=None, mask_image=None) -> None:
-    """A control image needs a run from pure noise, a mask an init image; else the fix, before any work."""
-    if control_image is not None and img2img:
+def check_inputs(img2img: bool, control_image=None, mask_image=None, strength: float = 1.0) -> None:
+    """A control image needs a run from pure noise (with a mask too: the ControlNet inpaint
+    pipeline has no strength), a mask an init image; else the fix, before any work."""
+    if control_image is not None and mask_image is not None and strength < 1.0:
+        raise ValueError(f"strength={strength} with control_image and mask_image: ControlNet inpainting redraws the "
+                         f"masked region from pure noise (diffusers' ZImageControlNetInpaintPipeline has no strength). "
+                         f"Set strength to 1.0, or leave the control image empty to inpaint at this strength.")
+    if control_image is not None and img2img and mask_image is None:
         raise ValueError("control_image works from pure noise (txt2img, or the VL tab at strength 1.0): diffusers "
                          "0.42.1 has no Z-Image ControlNet img2img pipeline. Set strength to 1.0, or leave the "
                          "control image empty.")
     if mask_image is not None and not img2img:
         raise ValueError("mask_image: inpainting redraws part of an init image: give one (img2img, or the VL tab's "
-                         "structure image at strength < 1), or leave the mask empty.")
+                         "structure image), or leave the mask empty.")
 
 
 def window(request: GenerationRequest, forwards: int) -> list[int]:

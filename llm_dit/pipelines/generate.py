@@ -34,6 +34,7 @@ from ..core.prompt import format_chat
 from ..core.templates import get_template
 from ..core.variants import variant_warnings
 from .control import check_inputs, control_map, window, windowed
+from .inpaint import keep_unmasked, start_latents
 from ..serving.timeline import Timeline
 from ..core.request import GenerationRequest, field_meta, parse_loras, scheduled_steps, strength_forwards, validate
 
@@ -167,10 +168,12 @@ def _prepare_init_latents(pipe, image: Image.Image, height: int, width: int) -> 
 
 
 def _decode(pipe, latents: torch.Tensor) -> list[Image.Image]:
-    """Latents -> images, one VAE decode per image (so a batch decodes exactly like single runs)."""
+    """Latents -> images, one VAE decode per image (so a batch decodes exactly like single runs).
+    Made contiguous first: the inpaint pipeline's mask blend hands back a channels-last layout, and
+    the decoder's convolutions round differently on it (1 level on some pixels)."""
     vae = pipe.vae
     param = next(vae.parameters())
-    latents = latents.to(input_device(vae), param.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+    latents = latents.contiguous().to(input_device(vae), param.dtype) / vae.config.scaling_factor + vae.config.shift_factor
     images = []
     with torch.no_grad():
         for item in latents.split(1):
@@ -328,7 +331,7 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
             what = ", ".join(f"{k}={getattr(request, k)!r} vs {getattr(first, k)!r}" for k in differ) or "init image"
             raise ValueError(f"batch item {i} differs from item 0 ({what}): a batch must share "
                              f"{', '.join(keys)} and init-image use; run differing requests separately.")
-    check_inputs(img2img, control_image, mask_image)
+    check_inputs(img2img, control_image, mask_image, first.strength)
     inits = [load_image(image, field="image") if img2img else None for image in images]
     mask = load_image(mask_image, field="mask_image").convert("L") if mask_image is not None else None
     control = control_map(control_image, first) if control_image is not None else None
@@ -353,16 +356,27 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         if img2img:
             forwards = strength_forwards(first.num_inference_steps, first.strength)
             sigmas = sigmas[first.num_inference_steps - forwards:]
-            if mask is not None:  # the inpaint pipeline encodes the init images itself
-                view, size = manager.inpaint_view(scheduler), (first.width, first.height)
-                extra = {"image": [ImageOps.fit(init, size, method=Image.Resampling.LANCZOS) for init in inits],
-                         "mask_image": mask.resize(size, Image.Resampling.NEAREST), "strength": 1.0}
+            if mask is not None:
+                size = (first.width, first.height)
+                mask = ImageOps.fit(mask, size, method=Image.Resampling.NEAREST)  # cropped as the init image is
+                fitted = [ImageOps.fit(init, size, method=Image.Resampling.LANCZOS) for init in inits]
+            if mask is not None and control is not None:  # from pure noise (strength 1.0, checked above)
+                view = manager.controlnet_inpaint_view(scheduler)
+                extra = {"image": fitted, "mask_image": mask, "control_image": control,
+                         "controlnet_conditioning_scale": first.controlnet_conditioning_scale}
+                control_steps, control_calls = window(first, len(sigmas)), []
+            elif mask is not None:  # the pipeline encodes the init images for the kept region; it starts as img2img
+                view = manager.inpaint_view(scheduler)
+                with shared.stage("vae_encode"):
+                    latents = torch.cat([_prepare_init_latents(pipe, init, first.height, first.width) for init in inits])
+                extra = {"image": fitted, "mask_image": mask, "strength": 1.0,
+                         "latents": start_latents(scheduler, latents, sigmas, [r.seed for r in requests])}
             else:
                 view = manager.view("img2img", scheduler)
                 with shared.stage("vae_encode"):
                     latents = [_prepare_init_latents(pipe, init, first.height, first.width) for init in inits]
                 extra = {"image": torch.cat(latents), "strength": 1.0}
-            if forwards == first.num_inference_steps:
+            if forwards == first.num_inference_steps and mask is None:
                 warnings.append("strength runs every step from sigma 1.0: the reference image is ignored.")
         elif control is not None:
             view = manager.controlnet_view(scheduler)
@@ -393,6 +407,8 @@ def run_batch(manager: ModelManager, requests: list, images: list, encodings: li
         cancel.check()  # a client that went away gets nothing decoded or saved
         with shared.stage("decode"):
             pictures = _decode(pipe, latents)
+            if mask is not None:
+                pictures = [keep_unmasked(mask, init, picture) for init, picture in zip(fitted, pictures)]
     run_sigmas = scheduler.sigmas[: len(steps_run)].tolist()
     results = []
     for request, encoding, init, picture in zip(requests, encodings, inits, pictures):

@@ -323,11 +323,12 @@ def vl_generate(manager: ModelManager, request: VLRequest, references: list,
     """VL-conditioned generation: img2img from the structure image (default: the first reference)
     at `strength`, or txt2img when strength is 1.0 (which would ignore any init image anyway).
     A `control_image` (at strength 1.0) sets the layout through the ControlNet, the blend the style;
-    a `mask_image` (at strength < 1) restyles only its white part of the structure image."""
-    check_inputs(request.strength < 1.0, control_image, mask_image)  # before the VL model runs
+    a `mask_image` restyles only its white part of the structure image (at strength 1.0 from noise)."""
+    img2img = request.strength < 1.0 or mask_image is not None
+    check_inputs(img2img, control_image, mask_image, request.strength)  # before the VL model runs
     conditioning = condition(manager, request, references)
     init = None
-    if request.strength < 1.0:
+    if img2img:
         init = structure_image if structure_image is not None else references[0]
     result = run(manager, request, init, encoding=conditioning.encoding, control_image=control_image,
                  mask_image=mask_image)

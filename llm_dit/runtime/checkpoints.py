@@ -101,16 +101,37 @@ def describe(path: str) -> dict:
             "transformer_quantization": quantization(path)}
 
 
-def detect_variant(source: str, setting: str = "auto") -> str:
-    """'turbo' or 'base'. The setting wins; auto reads the name of the checkpoint (a hub id such as
-    `Tongyi-MAI/Z-Image` vs `Tongyi-MAI/Z-Image-Turbo`, a local folder named after it, or the hub
-    cache's `models--Tongyi-MAI--Z-Image` folder): 'turbo' in the name means Turbo, a Z-Image name
-    without it means Base, anything else (a renamed folder, a fine-tune) stays Turbo: pass
-    `--model-variant base` for those."""
+# The released scheduler configs: Z-Image (Base) samples at shift 6, Z-Image-Turbo at shift 3.
+SCHEDULER_SHIFTS = {6.0: "base", 3.0: "turbo"}
+
+
+def _variant_of_name(name: str) -> str | None:
+    """'turbo' or 'base' from a name that says Z-Image (a hub id or a folder), else None."""
+    for part in reversed(Path(name.rstrip("/")).parts):  # a hub cache path: models--Tongyi-MAI--Z-Image/...
+        part = part.lower()
+        if "z-image" in part or "z_image" in part:
+            return "turbo" if "turbo" in part else "base"
+    return None
+
+
+def _variant_of_configs(folder: Path) -> str | None:
+    """'turbo' or 'base' from a checkpoint folder's own configs: the repo id `save_pretrained`
+    records in model_index.json (`_name_or_path`), else the scheduler's shift (6 Base, 3 Turbo)."""
+    index = folder / "model_index.json"
+    saved_from = json.loads(index.read_text()).get("_name_or_path", "") if index.is_file() else ""
+    if variant := _variant_of_name(saved_from):
+        return variant
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    shift = json.loads(scheduler.read_text()).get("shift") if scheduler.is_file() else None
+    return SCHEDULER_SHIFTS.get(shift)
+
+
+def detect_variant(source: str, setting: str = "auto", folder: Path | None = None) -> str:
+    """'turbo' or 'base'. The setting wins. Auto reads the checkpoint's own configs in `folder` (its
+    local copy: the repo id it was saved from, else the scheduler's shift), then its name (a hub id
+    such as `Tongyi-MAI/Z-Image` vs `Tongyi-MAI/Z-Image-Turbo`, or a folder named after one); a
+    checkpoint neither tells (a hub id not downloaded yet, a fine-tune with its own shift) is
+    Turbo: pass `--model-variant base` for those."""
     if setting != "auto":
         return setting
-    for part in reversed(Path(source.rstrip("/")).parts):  # a hub cache path: models--Tongyi-MAI--Z-Image/...
-        name = part.lower()
-        if "z-image" in name or "z_image" in name:
-            return "turbo" if "turbo" in name else "base"
-    return "turbo"
+    return (folder and _variant_of_configs(folder)) or _variant_of_name(source) or "turbo"

@@ -45,6 +45,7 @@ class Component:
     params: int
     source: str  # which metadata the count came from
     config: dict = field(default_factory=dict, compare=False, repr=False)
+    held_bytes: int | None = None  # held as stored whatever the run dtype (a GGUF DiT's quantized blocks)
 
 
 def _header_params(path: Path) -> int:
@@ -119,6 +120,29 @@ def read_component(name: str, folder: Path) -> Component:
     return Component(name, _meta_params(folder, config), f"config.json on the meta device{note}", config)
 
 
+def with_transformer_file(parts: dict[str, Component], path: str) -> dict[str, Component]:
+    """The DiT as a `--transformer-file` holds it, from the file's header: a GGUF file keeps its
+    quantized bytes; a safetensors file (bf16, fp16, fp8) is cast to the run dtype at load, so it
+    counts by its parameters like the folder's."""
+    from .checkpoints import file_format, weights_bytes
+
+    name, dit = Path(path).name, parts["transformer"]
+    if file_format(path) == "gguf":
+        dit = replace(dit, held_bytes=weights_bytes(path), source=f"{name} tensor sizes (GGUF, held quantized)")
+    else:
+        dit = replace(dit, params=_header_params(Path(path)), source=f"{name} header")
+    return {**parts, "transformer": dit}
+
+
+def read_controlnet(path: str) -> Component | None:
+    """The ControlNet's size from its folder or single file; None when it is not on disk yet."""
+    file = Path(path).expanduser()
+    if file.is_file():
+        return Component("controlnet", _header_params(file), f"{file.name} header")
+    folder = metadata_folder(path)
+    return read_component("controlnet", folder) if folder is not None else None
+
+
 def read_components(zimage: Path, vl: Path | None) -> dict[str, Component]:
     """Sizes of the Z-Image parts (and the Qwen3-VL model) from checkpoint folders."""
     parts = {name: read_component(name, Path(zimage) / name) for name in PARTS}
@@ -129,6 +153,8 @@ def read_components(zimage: Path, vl: Path | None) -> dict[str, Component]:
 
 # ---- estimates (GiB) -------------------------------------------------------------------------
 def weights_gib(part: Component, dtype_bytes: int, quant: str = "none") -> float:
+    if part.held_bytes is not None:
+        return part.held_bytes / GiB
     per_param = QUANT_BYTES.get(quant, dtype_bytes)
     return part.params * per_param / GiB
 
@@ -150,6 +176,8 @@ def activation_gib(part: Component, pixels: int, dtype_bytes: int, tiled: bool =
     """Working memory of one forward, from the traced bytes per value (runtime/traced.json): a term
     in tokens x width, plus on the math attention path (`fused` False) what the heads x tokens²
     scores add."""
+    if part.name == "controlnet":
+        return _hints_gib(part, pixels, dtype_bytes)
     c, fit = part.config, _traced()[part.name]
     extra = 0.0
     if part.name == "transformer":
@@ -174,6 +202,17 @@ def activation_gib(part: Component, pixels: int, dtype_bytes: int, tiled: bool =
     return values * dtype_bytes / GiB
 
 
+DIT_BLOCK_PARAMS = 6_154_908_736 / 34  # the released DiT: 30 layers and 2 + 2 refiner layers
+
+
+def _hints_gib(part: Component, pixels: int, dtype_bytes: int) -> float:
+    """What a ControlNet adds while the DiT runs: one residual (tokens x width) per control block,
+    held from the ControlNet's forward to the DiT's; its blocks are the DiT's, so their number is
+    its parameters over one DiT block's."""
+    blocks = max(1, round(part.params / DIT_BLOCK_PARAMS))
+    return blocks * (pixels // 256 + CAPTION_TOKENS) * part.config.get("dim", 3840) * dtype_bytes / GiB
+
+
 def _layers(part: Component) -> int:
     return part.config.get("n_layers") or _text_config(part).get("num_hidden_layers") or 4
 
@@ -196,6 +235,8 @@ def peaks(parts: dict[str, Component], placement: Placement, pixels: int, dtype_
     q = placement.quantize
     size = {n: weights_gib(p, dtype_bytes, q.get(n, "none")) for n, p in parts.items()}
     act = {n: activation_gib(p, pixels, dtype_bytes, placement.vae_tiling, vl_pixels, fused) for n, p in parts.items()}
+    controlnet = size.pop("controlnet", 0.0)  # on the DiT's input device in every mode, never offloaded
+    act["transformer"] += act.pop("controlnet", 0.0)  # its residuals, held into the DiT's forward
     on_gpu = ["transformer", "vae"] + (["text_encoder"] if placement.text_encoder_on_gpu else [])
     if placement.offload == "none":
         resident = sum(size[n] for n in on_gpu)
@@ -208,6 +249,7 @@ def peaks(parts: dict[str, Component], placement: Placement, pixels: int, dtype_
         resident = size["vae"]
         generate = resident + max(size[n] * blocks / _layers(parts[n]) + act[n] for n in on_gpu if n != "vae")
         generate = max(generate, resident + act["vae"])
+    resident, generate = resident + controlnet, generate + controlnet
     result = {"generate": generate + RESERVE_GIB}
     if "vl" in parts and placement.vl in ("gpu", "gpu-park"):
         beside = resident if placement.vl == "gpu" else size["vae"]  # parking leaves the VAE in place
@@ -301,6 +343,8 @@ def plan(parts: dict[str, Component], budget_gib: float | None, device: str = "c
     for name, candidate in LADDER:
         if not quantizable and any(v != "none" for v in candidate.quantize.values()):
             continue
+        if parts["transformer"].held_bytes is not None and candidate.quantize["transformer"] != "none":
+            continue  # a GGUF DiT is quantized already
         last = None
         for tiling in ((tiled,) if tiled else (False, True)):
             candidate_t = replace(candidate, vae_tiling=tiling, vl="cpu")
@@ -426,7 +470,13 @@ def plan_for(settings, zimage_source: str, vl_source: str) -> Plan:
                     (f"the {missing} checkpoint is not downloaded yet: sizes unknown, the plan cannot check "
                      f"the budget (it will after the first download and restart)", *reasons))
     dtype_bytes = 4 if settings.dtype == "float32" or (settings.dtype == "auto" and device == "cpu") else 2
-    return plan(read_components(zimage, vl), budget, device, dtype_bytes,
+    parts = read_components(zimage, vl)
+    if settings.transformer_file and Path(settings.transformer_file).is_file():  # (a URL: counted once cached)
+        parts = with_transformer_file(parts, settings.transformer_file)
+    controlnet = read_controlnet(settings.controlnet_path) if settings.controlnet_path else None
+    if controlnet is not None:
+        parts["controlnet"] = controlnet
+    return plan(parts, budget, device, dtype_bytes,
                 vl_pixels=settings.vl_max_pixels, tiling_pixels=settings.vae_tiling_pixels,
                 overrides=overrides(settings), quantizable=not device.startswith("mps"),
                 can_park=settings.vl_auto_unload)

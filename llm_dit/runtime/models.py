@@ -281,6 +281,30 @@ class ModelManager(Placement):
         view.scheduler = scheduler
         return view
 
+    def controlnet_inpaint_view(self, scheduler):
+        """The `ZImageControlNetInpaintPipeline` view (the ControlNet view's models: it reads the
+        control map, the mask and the masked init image as one control input, which only a
+        ControlNet trained for it takes), with `scheduler` installed. Call under `generation_lock`."""
+        from diffusers import ZImageControlNetInpaintPipeline
+
+        base = self.controlnet_view(scheduler)
+        with self._lock:
+            if "controlnet_inpaint" not in self._views:
+                try:
+                    view = ZImageControlNetInpaintPipeline(scheduler=base.scheduler, vae=base.vae, text_encoder=None,
+                                                           tokenizer=None, transformer=base.transformer,
+                                                           controlnet=base.controlnet)
+                except ValueError:
+                    raise ValueError(f"control_image with mask_image: the ControlNet {self.controlnet_id!r} takes no "
+                                     f"mask (its control input is the map alone): use an inpainting union ControlNet "
+                                     f"(alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union-2.0 or later), or leave the "
+                                     f"control image or the mask empty.") from None
+                view.set_progress_bar_config(desc="controlnet inpaint")
+                self._views["controlnet_inpaint"] = view
+            view = self._views["controlnet_inpaint"]
+        view.scheduler = scheduler
+        return view
+
     def _load_controlnet(self, pipe) -> None:
         from diffusers import ZImageControlNetModel, ZImageControlNetPipeline
 
@@ -307,8 +331,11 @@ class ModelManager(Placement):
 
     @property
     def variant(self) -> str:
-        """'turbo' or 'base': `--model-variant`, else read from the checkpoint's name."""
-        return checkpoints.detect_variant(self.zimage_source, self.settings.model_variant)
+        """'turbo' or 'base': `--model-variant`, else read from the checkpoint's configs or name."""
+        from .memory import metadata_folder
+
+        return checkpoints.detect_variant(self.zimage_source, self.settings.model_variant,
+                                          metadata_folder(self.zimage_source))
 
     def request_defaults(self) -> dict:
         """The request defaults that differ for this checkpoint: its variant's (Base: CFG, negative

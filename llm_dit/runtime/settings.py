@@ -32,7 +32,7 @@ CHOICES = {"model_variant": VARIANTS, "dtype": DTYPES, "offload": OFFLOADS, "qua
 class Settings:
     model_path: str = ZIMAGE_REPO
     transformer_file: str = ""  # a single-file (.safetensors) or GGUF DiT replacing model_path's transformer
-    model_variant: str = "auto"  # turbo or base (auto: from the checkpoint's name)
+    model_variant: str = "auto"  # turbo or base (auto: from the checkpoint's configs or name)
     controlnet_path: str = ""  # a Z-Image ControlNet (union): hub id, folder or single .safetensors
     vl_model_path: str = VL_REPO
     tiny: bool = False
@@ -150,7 +150,8 @@ _HELP = {
                         "--dtype), a local path or a huggingface.co file URL; the rest comes from --model-path "
                         "('' = the transformer of --model-path)",
     "model_variant": "Z-Image variant: turbo (distilled: 8 steps, no CFG) or base (CFG, negative prompt, more "
-                     "steps); auto = from the checkpoint's name (Z-Image-Turbo vs Z-Image)",
+                     "steps); auto = from the checkpoint's configs (the repo it was saved from, the scheduler's shift: 6 Base, 3 "
+                     "Turbo), else its name (Z-Image-Turbo vs Z-Image)",
     "controlnet_path": "a Z-Image ControlNet (e.g. the union model alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union): "
                        "a hub id or folder in diffusers' layout, or one .safetensors file; loaded on the first "
                        "request with a control image ('' = no structure control)",

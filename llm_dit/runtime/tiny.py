@@ -354,7 +354,11 @@ def ensure_tiny_qwen3_vl(seed: int = 0, cache_dir: Path | None = None, size: str
     return _ensure("qwen3vl", _build_qwen3_vl, seed, cache_dir, size)
 
 
-def _build_controlnet(folder: Path, seed: int, size: str = "tiny") -> None:
+def _build_inpaint_controlnet(folder: Path, seed: int, size: str = "tiny") -> None:
+    _build_controlnet(folder, seed, size, control_in_dim=33)
+
+
+def _build_controlnet(folder: Path, seed: int, size: str = "tiny", control_in_dim: int = 16) -> None:
     """A tiny `ZImageControlNetModel` for the tiny DiT (union layout: control blocks on every DiT
     layer plus a control noise refiner). Its projections are random, not zero as at the start
     of training, so the control image visibly steers the tiny model."""
@@ -364,7 +368,7 @@ def _build_controlnet(folder: Path, seed: int, size: str = "tiny") -> None:
     dit = SIZES[size]["dit"]
     model = ZImageControlNetModel(
         control_layers_places=list(range(dit["n_layers"])), control_refiner_layers_places=[0, 1],
-        control_in_dim=16, add_control_noise_refiner="control_noise_refiner", dim=dit["dim"],
+        control_in_dim=control_in_dim, add_control_noise_refiner="control_noise_refiner", dim=dit["dim"],
         n_refiner_layers=dit["n_refiner_layers"], n_heads=dit["n_heads"], n_kv_heads=dit["n_kv_heads"])
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -373,8 +377,11 @@ def _build_controlnet(folder: Path, seed: int, size: str = "tiny") -> None:
     model.save_pretrained(folder)
 
 
-def ensure_tiny_controlnet(seed: int = 0, cache_dir: Path | None = None) -> Path:
-    """Folder of a tiny Z-Image ControlNet in diffusers' layout (built on first use)."""
+def ensure_tiny_controlnet(seed: int = 0, cache_dir: Path | None = None, inpaint: bool = False) -> Path:
+    """Folder of a tiny Z-Image ControlNet in diffusers' layout (built on first use); `inpaint`:
+    union 2.0's layout, whose control input is the map, the mask and the masked image (33 channels)."""
+    if inpaint:
+        return _ensure("controlnet-inpaint", _build_inpaint_controlnet, seed, cache_dir)
     return _ensure("controlnet", _build_controlnet, seed, cache_dir)
 
 

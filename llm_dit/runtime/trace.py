@@ -299,6 +299,39 @@ def plan_table(parts: dict, budgets=(80, 24, 16, 12, 8)) -> str:
     return "\n".join(lines)
 
 
+# Files people hold, at their published sizes in bytes (hub file listings; 3 significant figures
+# where the listing rounds): the DiT as a single file or GGUF, and the union ControlNets.
+KNOWN_FILES = {
+    "bf16 folder or single file (12.3 GB)": ("transformer", None),
+    "fp8 e4m3fn single file (6.15 GB, upcast at load)": ("transformer", None),
+    "GGUF Q8_0 (z_image_turbo-Q8_0.gguf, 6.58 GB)": ("transformer", 6_577_440_704),
+    "GGUF Q4_K_S (z_image_turbo-Q4_K_S.gguf, 4.66 GB)": ("transformer", 4_660_000_000),
+    "bf16 + ControlNet union 1.0 (3.1 GB)": ("controlnet", 3_100_000_000),
+    "bf16 + ControlNet union 2.x (6.71 GB)": ("controlnet", 6_712_488_675),
+}
+
+
+def checkpoint_table(parts: dict, budgets=(24, 16, 12, 8)) -> str:
+    """The README's plans per checkpoint format (plan and estimated peak generating, GiB, on CUDA):
+    a GGUF DiT held at its file's size, an fp8 file at the run dtype, a bf16 ControlNet beside."""
+    from dataclasses import replace
+
+    from .memory import Component, plan, weights_gib
+
+    lines = ["| DiT (and ControlNet) | their weights (GiB) | " + " | ".join(f"{b} GiB" for b in budgets) + " |",
+             "|---|---|" + "---|" * len(budgets)]
+    for name, (part, size) in KNOWN_FILES.items():
+        variant = dict(parts)
+        if part == "controlnet":
+            variant["controlnet"] = Component("controlnet", size // 2, "known size (bf16)")
+        elif size is not None:
+            variant["transformer"] = replace(parts["transformer"], held_bytes=size)
+        weights = sum(weights_gib(variant[n], 2) for n in ("transformer", "controlnet") if n in variant)
+        cells = [f"{p.name} ({p.peaks_gib['generate']:.1f})" for p in (plan(variant, b) for b in budgets)]
+        lines.append(f"| {name} | {weights:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
     parser.add_argument("--zimage", help="a Z-Image checkpoint folder (default: the released configs)")
@@ -321,7 +354,8 @@ def main(argv=None) -> dict:
             Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
         from .memory import read_components
 
-        print(stage_table(result), plan_table(read_components(zimage, vl)), sep="\n\n")
+        parts = read_components(zimage, vl)
+        print(stage_table(result), plan_table(parts), checkpoint_table(parts), sep="\n\n")
     return result
 
 

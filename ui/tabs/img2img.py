@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 import gradio as gr
+from PIL import Image
 
 from llm_dit.pipelines.generate import img2img_plan, run
 from llm_dit.core.images import image_size
@@ -50,6 +51,27 @@ def wire_strength_readout(c: dict, readout) -> None:
 
 
 INIT_HEIGHT = 260  # px: the init image, the prompt and strength fit above the fold
+MASK_BRUSH = gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=24)  # seen on any image; only the strokes' shape counts
+
+
+def _editor_on(image):
+    """The mask editor shows the new init image, with no strokes."""
+    return {"background": str(image), "layers": [], "composite": str(image)} if image is not None else None
+
+
+def _drawn_mask(drawn):
+    """The strokes drawn over the init image as the request's mask: white where painted, black
+    elsewhere, at the init image's size. No stroke layer yet (the editor just showed the image):
+    the mask stays as it is (an uploaded one too); every stroke erased: no mask."""
+    layers = (drawn or {}).get("layers") or []
+    if not layers or drawn.get("background") is None:
+        return gr.skip()
+    size = drawn["background"].size
+    mask = Image.new("L", size, 0)
+    for layer in layers:
+        painted = layer.convert("RGBA").getchannel("A").point(lambda a: 255 if a else 0)
+        mask.paste(255, (0, 0), painted.resize(size, Image.Resampling.NEAREST))
+    return mask if mask.getbbox() else None
 
 
 def main_controls(c: dict, steps: int) -> None:
@@ -83,7 +105,11 @@ def build(studio) -> TabParts:
                 steps = manager.request_defaults().get("num_inference_steps", field_meta("num_inference_steps")["default"])
                 form = generation_form(FIELDS, studio, main=lambda c: main_controls(c, steps))
                 with gr.Accordion("Inpaint mask (optional)", open=False):
-                    mask = image_input("Mask: white is redrawn, black kept from the init image")
+                    editor = gr.ImageEditor(label="Paint over what to redraw (the rest is kept)", type="pil",
+                                            sources=(), transforms=(), layers=False, brush=MASK_BRUSH,
+                                            height=INIT_HEIGHT, elem_id="img2img-mask-editor")
+                    mask = image_input("Mask: white is redrawn, black kept (painted above, or uploaded)",
+                                       elem_id="img2img-mask")
                 gr.Examples(EXAMPLES, inputs=[form.controls["prompt"]], cache_examples=False)
             with gr.Column():
                 bar = run_bar("img2img", ("Export embeddings", "img2img-export-embeddings"))
@@ -94,6 +120,8 @@ def build(studio) -> TabParts:
                 result = result_panel("img2img")
         c = form.controls
         wire_strength_readout(c, readout)
+        image.change(_editor_on, image, editor, api_visibility="private", queue=False)
+        editor.input(_drawn_mask, editor, mask, api_visibility="private", queue=False)  # (no change events for strokes)
         endpoint = Endpoint(studio, "img2img", FIELDS, action, leading=("image", "mask_image"), outputs=3, sized=True,
                             check=lambda request, image, mask_image: check(request, image, studio.policy,
                                                                            mask_image))

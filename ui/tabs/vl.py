@@ -120,7 +120,7 @@ def check_images(references, policy) -> None:
 def check(request, references, policy, structure_image=None, control_image=None, mask_image=None) -> None:
     """Before the queue: the request, and references (and structure, control and mask images) that
     open, within the image budget (their headers only: decoded once, in the job)."""
-    check_inputs(request.strength < 1.0, control_image, mask_image)
+    check_inputs(request.strength < 1.0 or mask_image is not None, control_image, mask_image, request.strength)
     validate(request, img2img=request.strength < 1.0, policy=policy)
     refs = _references(references)
     parse_weights(request.reference_weights, len(refs))
