@@ -594,3 +594,30 @@ def test_a_permitted_sweep_grows_gradios_cache_linearly_in_its_cells(hosted, tmp
     ratio = grown[16] / grown[4]
     print(f"\ncache growth: 4 cells {grown[4] / 1e3:.0f} kB, 16 cells {grown[16] / 1e3:.0f} kB (x{ratio:.1f})")
     assert ratio < 6, grown  # linear: about 4 (3.9 here); a grid re-sent after every cell gave 9.0
+
+
+def test_png_info_never_hands_out_another_visitors_reference(hosted, tmp_path):
+    """A shared VL output records its references' sha256: loading it on a hosted server must not
+    find the (often private) reference among every visitor's uploads and return its path."""
+    import json
+
+    from PIL import PngImagePlugin
+
+    from llm_dit.core.images import image_sha256, load_image
+    from llm_dit.core.pnginfo import JSON_KEY
+
+    private = tmp_path / "my_private_photo.png"
+    Image.new("RGB", (64, 64), (12, 34, 56)).save(private)
+    victims = _upload(hosted["url"], private)  # the victim's upload, in gradio's cache
+    info = PngImagePlugin.PngInfo()
+    info.add_text(JSON_KEY, json.dumps({"mode": "vl", "request": {"prompt": "x"}, "vl": {"references": [
+        {"sha256": image_sha256(load_image(str(private))), "size": [64, 64]}]}}))
+    shared = tmp_path / "shared.png"
+    Image.new("RGB", (64, 64)).save(shared, pnginfo=info)
+    dep = next(d for d in _config(hosted["url"])["dependencies"] if d.get("api_name") == "load_png")
+    reply = httpx.post(hosted["url"] + "gradio_api/run/predict", timeout=60, json={
+        "fn_index": dep["id"], "data": [{"path": _upload(hosted["url"], shared), "meta": {"_type": "gradio.FileData"}}]
+        + [None] * (len(dep["inputs"]) - 1), "session_hash": "stranger"})
+    assert reply.status_code == 200, reply.text
+    assert victims not in reply.text and "my_private_photo" not in reply.text
+    assert "does not look references up among its visitors' files" in reply.text

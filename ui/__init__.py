@@ -215,7 +215,8 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
             except ValueError as err:
                 return [f"⚠ {err}", gr.skip()] + [gr.skip()] * len(components)
             report = pnginfo.report(params) + f"\n\nLoaded into **{pnginfo.TAB_LABELS[tab]}**."
-            files, note = pnginfo.references(params, allowed) if tab == "vl" else ({}, "")
+            files, note = pnginfo.references(params, allowed, studio.policy.budgets.image_pixels,
+                                              studio.policy.hosted) if tab == "vl" else ({}, "")
             return [report + note, gr.Tabs(selected=tab)] + _updates(targets, tab, params.values, files)
 
         png.load.click(load_png, png.file, [png.report, tabs] + components, **private).then(

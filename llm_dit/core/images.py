@@ -142,6 +142,8 @@ def read_png_text(source) -> dict:
         return dict(getattr(source, "text", {}) or {})
     with Image.open(source, formats=("PNG",)) as image:
         early = {k: v for k, v in image.info.items() if isinstance(v, str)}
-        if early or image.width * image.height > TEXT_AFTER_PIXELS_MAX:
+        # an animated PNG's late chunks come after its last frame: Pillow decodes every frame to
+        # reach them (300 frames of 4096² = 23 s of CPU), so only the header's chunks are read
+        if early or image.width * image.height > TEXT_AFTER_PIXELS_MAX or getattr(image, "is_animated", False):
             return early
         return dict(getattr(image, "text", {}) or {})

@@ -115,11 +115,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FIND_LIMIT = 2000  # image files looked at, newest first: a click decodes no more than these
 
 
-def find_images(hashes: list[str], roots: list, sizes: list | None = None, limit: int = FIND_LIMIT) -> dict:
+def find_images(hashes: list[str], roots: list, sizes: list | None = None, limit: int = FIND_LIMIT,
+                max_pixels: int = 0) -> dict:
     """sha256 -> a file under `roots` (newest first) whose decoded pixels have it, as the VL
     metadata records a reference (`image_sha256(load_image(file))`); hashes not found are absent.
     With `sizes` (each reference's recorded (width, height), or None), only files of those sizes
-    are decoded (the header says it: the others cost no decoding)."""
+    are decoded (the header says it: the others cost no decoding). A file over `max_pixels` (when
+    set; the budget of one image input) is never decoded: the metadata is a client's to write."""
     from pathlib import Path
 
     from PIL import Image
@@ -133,13 +135,13 @@ def find_images(hashes: list[str], roots: list, sizes: list | None = None, limit
     for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)[:limit]:
         if not wanted - set(found):
             break
-        if shapes is not None:
-            try:
-                with Image.open(path) as header:
-                    if header.size not in shapes:
-                        continue
-            except Exception:  # noqa: BLE001 - not an image PIL reads
-                continue
+        try:
+            with Image.open(path) as header:
+                if (shapes is not None and header.size not in shapes) or (
+                        max_pixels and header.width * header.height > max_pixels):
+                    continue
+        except Exception:  # noqa: BLE001 - not an image PIL reads
+            continue
         try:
             digest = image_sha256(load_image(str(path)))
         except ValueError:  # not an image we can open: not a reference either

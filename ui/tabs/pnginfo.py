@@ -53,20 +53,23 @@ def report(params: Parameters) -> str:
     return "\n\n".join(params.report().split("\n") + usable + [" · ".join(glance)])
 
 
-def references(params: Parameters, roots: list) -> tuple[dict, str]:
+def references(params: Parameters, roots: list, max_pixels: int = 0, hosted: bool = False) -> tuple[dict, str]:
     """A VL image's references, found by their recorded sha256 among the files the app still has
     (`roots`: the output folder and gradio's upload cache, where the history's files lie too): the
-    image inputs to restore, and what the report adds. All or none are loaded: the weights count them."""
+    image inputs to restore, and what the report adds. All or none are loaded: the weights count them.
+    Hosted, nothing is looked up: those folders hold every visitor's files, and a shared output PNG
+    would hand its reference (often a private photo) to whoever loads it."""
     if not params.references:
         return {}, ""
-    found = find_images(params.references, roots, params.reference_sizes)
+    found = {} if hosted else find_images(params.references, roots, params.reference_sizes, max_pixels=max_pixels)
     if len(found) == len(set(params.references)):
         return {"references": [str(found[h]) for h in params.references]}, (
             f"\n\nReference image(s): {len(params.references)} found by their sha256 and loaded.")
     missing = [f"{MISSING} {i + 1} (sha256 {h[:12]}…)" for i, h in enumerate(params.references) if h not in found]
-    return {}, ("\n\n⚠ " + "; ".join(missing) + " is no longer in the output folder, the history or the upload "
-                "cache: upload it again in **Reference image(s)** on the VL conditioning tab (the references "
-                "were left as they were).")
+    where = ("this shared server does not look references up among its visitors' files" if hosted else
+             "is no longer in the output folder, the history or the upload cache")
+    return {}, ("\n\n⚠ " + "; ".join(missing) + f": {where}. Upload it again in **Reference image(s)** on the "
+                "VL conditioning tab (the references were left as they were).")
 
 
 def show_png(path):
