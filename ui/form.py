@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -61,17 +62,21 @@ def size_picker(c: dict, most: tuple[int, int]) -> None:
         r = sizes.get(label)
         return (r.width, r.height) if r else (gr.skip(), gr.skip())
 
-    def match(width, height, shown):
-        """The preset that names this size, or free size: the picker never shows a size that will not run."""
-        if shown in sizes and (sizes[shown].width, sizes[shown].height) == (width, height):
-            return gr.skip()
-        return next((label for label, r in sizes.items() if (r.width, r.height) == (width, height)), FREE_SIZE)
+    # The preset that names this size, or free size: the picker never shows a size that will not run.
+    # Found in the browser (no round trip): as a server event it was a second `always_last` listener
+    # on the size fields, and gradio 6.31 re-dispatches every listener of a trigger when a deferred
+    # one ends, so two of them kept re-firing each other (see ui/keep.py).
+    match = f"""(width, height, shown) => {{
+  const sizes = {json.dumps({label: [r.width, r.height] for label, r in sizes.items()})};
+  const same = (label) => sizes[label] && sizes[label][0] === Number(width) && sizes[label][1] === Number(height);
+  return same(shown) ? undefined : Object.keys(sizes).find(same) ?? {json.dumps(FREE_SIZE)};
+}}"""
 
     # A person's choice sets the size; the size (typed, restored, from a preset) names its preset.
     # `input`, not `change`: the picker set by `match` does not write the size back (no ping-pong
     # with what is being typed).
     picker.input(apply, picker, [c["width"], c["height"]], api_visibility="private", queue=False)
-    gr.on([c["width"].change, c["height"].change], match, [c["width"], c["height"], picker], picker,
+    gr.on([c["width"].change, c["height"].change], None, [c["width"], c["height"], picker], picker, js=match,
           api_visibility="private", queue=False)
 
 

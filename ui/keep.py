@@ -5,6 +5,8 @@ defaults" puts one tab back to the request's declared defaults, its uploads empt
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
 from llm_dit.core.request import check_field, field_meta
@@ -38,6 +40,23 @@ def _files(value, allowed):
     return allowed_file(value, allowed)
 
 
+def _keep_js(controls: list, inputs: list) -> str:
+    """The browser stores the form itself, in the change's own tick: no round trip to the server to
+    lose to a reload, and no server event at all. (A server event kept with trigger_mode
+    "always_last" made a storm: when a deferred event finishes, gradio 6.31's front end re-dispatches
+    every listener of the first trigger, not only the deferred one, and the size fields' other
+    always_last listeners (preset match, run readout) deferred and re-dispatched each other: a size
+    typed by hand re-sent the form every ~0.2 s for 10-30 s, and a reload in that time could keep an
+    older form.) Uploads are kept as their server paths, as the request reads them."""
+    return f"""(ready, ...values) => {{
+  if (!ready) return undefined;
+  const path = (v) => Array.isArray(v) ? v.map(path) : (v && typeof v === "object" && "path" in v) ? v.path : v;
+  const named = (names, vals) => Object.fromEntries(names.map((n, i) => [n, vals[i] ?? null]));
+  return {{controls: named({json.dumps(controls)}, values),
+          inputs: named({json.dumps(inputs)}, values.slice({len(controls)}).map(path))}};
+}}"""
+
+
 def wire(parts: dict, allowed: list, demo: gr.Blocks) -> None:
     for tab, part in parts.items():
         # one stored form per tab: two tabs saving at once never write over each other
@@ -49,20 +68,11 @@ def wire(parts: dict, allowed: list, demo: gr.Blocks) -> None:
         inputs = list(part.inputs) + list(uploads)
         components = [part.controls[f] for f in controls] + [{**part.inputs, **uploads}[k] for k in inputs]
 
-        restored = gr.State(False)  # nothing is kept before the stored form is back (the page's own
-        # updates while it loads would otherwise store the defaults over it)
-
-        def keep(ready, *values, controls=controls, inputs=inputs):
-            if not ready:
-                return gr.skip()
-            return {"controls": dict(zip(controls, values)), "inputs": dict(zip(inputs, values[len(controls):]))}
-
-        keep.__name__ = f"{tab}_keep_form"
-        # always_last: one save in flight per tab and the newest one after it (gr.on's default,
-        # "once", dropped the changes made while a save was running: a reload right after typing
-        # then brought back an older form)
-        gr.on([c.change for c in components], keep, [restored, *components], state, trigger_mode="always_last",
-              **PRIVATE)
+        # nothing is kept before the stored form is back (the page's own updates while it loads would
+        # otherwise store the defaults over it); a hidden checkbox, as the browser reads it
+        restored = gr.Checkbox(False, visible=False)
+        gr.on([c.change for c in components], None, [restored, *components], state,
+              js=_keep_js(controls, inputs), **PRIVATE)
 
         def restore(form, controls=controls, inputs=inputs, components=components):
             """The stored form back (what passes the request's checks)."""
@@ -75,7 +85,7 @@ def wire(parts: dict, allowed: list, demo: gr.Blocks) -> None:
         restore.__name__ = f"{tab}_restore_form"
         # then kept as the page shows it: what was typed while the page loaded is not lost
         demo.load(restore, state, [restored, *components], **PRIVATE).then(
-            keep, [restored, *components], state, **PRIVATE)
+            None, [restored, *components], state, js=_keep_js(controls, inputs), **PRIVATE)
 
         def reset(controls=controls, inputs=inputs):
             return [_default(f) for f in controls] + [None] * len(inputs)
