@@ -88,6 +88,10 @@ def launch_options(settings: Settings, environ=None) -> dict:
                          "a departed client's job would run on. Serve MCP only where you alone reach the app "
                          "(--hosting local on loopback), or leave out --mcp-server.")
     body = [Middleware(BodyLimit, limit=policy.budgets.body_bytes, upload_mb=settings.max_upload_mb)]
+    if policy.hosted:  # uvicorn (gradio's server) rewrites the peer from X-Forwarded-For sent by any
+        # loopback peer (its default), before the per-client limits see it: a tunnel, a share link or a
+        # local proxy would let each request name its own address. Only --trusted-proxy is believed.
+        os.environ["FORWARDED_ALLOW_IPS"] = settings.trusted_proxy
     return {"allowed_paths": [str(Path(settings.output_dir).expanduser().resolve())],
             "max_file_size": settings.max_upload_mb * 1024 * 1024,
             "share": share_wanted(settings.share, environ)[0], "app_kwargs": {"middleware": body},

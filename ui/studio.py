@@ -4,6 +4,8 @@ folder and the admission rule for the queue."""
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from dataclasses import dataclass, field
 
 from llm_dit.runtime.models import ModelManager
@@ -20,6 +22,7 @@ GPU = "gpu"  # one job at a time on the accelerator: generations, VL extraction 
 HTTP = "http"  # rewrites through an OpenAI-compatible server: never hold the GPU slot
 HTTP_LIMIT = 4
 QUEUE_SIZE = 32
+ADMISSION_HELD_S = 2.0  # an admitted job's place is held until gradio records its event (milliseconds later)
 TIMELINE_SESSIONS = 1024  # sessions whose last timeline is kept, the least recently used forgotten first
 
 
@@ -32,21 +35,52 @@ class Admission:
     def __init__(self, limit: int, client_limit: int = 0, trusted_proxy: str = ""):
         self.limit, self.client_limit, self.trusted_proxy = limit, client_limit, trusted_proxy
         self.demo = None  # set once the Blocks exist
+        # Gradio runs the validators of a burst of joins side by side and records their events only
+        # afterwards, so counting its record alone let 22 of 60 parallel joins through a limit of 8.
+        # An admission is therefore held here until an event of its session or client shows up.
+        self._lock = threading.Lock()
+        self._held: dict = {}  # ("session" | "client", key) -> times of admissions gradio does not show yet
+        self._seen: dict = {}  # the same keys -> the job event ids gradio showed at the last look
+
+    def _count(self, key, ids: set, now: float) -> int:
+        """Jobs of `key`: the events gradio holds, and the admissions it does not hold yet (each new
+        event takes the place of the oldest admission; one not seen within ADMISSION_HELD_S lapses)."""
+        appeared = len(ids - self._seen.get(key, set()))
+        held = [t for t in self._held.get(key, ()) if now - t < ADMISSION_HELD_S][appeared:]
+        self._seen[key], self._held[key] = ids, held
+        if not ids and not held:
+            del self._seen[key], self._held[key]
+        return len(ids) + len(held)
 
     def refuse(self, session) -> str | None:
+        """Why this session may not queue another job, or None. Jobs are the events that have a
+        validator (a page's pre-checks are not jobs); None holds the job's place until gradio
+        records its event, so the validators of a burst cannot all see the same free places."""
         if self.demo is None or session is None:
             return None
-        pending = self.demo._queue.pending_event_ids_session.get(session.session_hash, ())
-        if self.limit and len(pending) >= self.limit:
-            return (f"queue: you already have {len(pending)} job(s) waiting or running here (the limit is "
-                    f"{self.limit}): wait for one to finish, or cancel one.")
-        if self.client_limit:
-            client = client_address(session, self.trusted_proxy)
-            events = list(self.demo._queue.event_ids_to_events.values())
-            mine = sum(client_address(e.request, self.trusted_proxy) == client for e in events)
-            if mine >= self.client_limit:
-                return (f"queue: your address already has {mine} job(s) waiting or running here, over all its "
-                        f"sessions (the limit is {self.client_limit} per client): wait for one to finish.")
+        queue, now = self.demo._queue, time.monotonic()
+        jobs = {i: e for i, e in list(queue.event_ids_to_events.items())
+                if getattr(getattr(e, "fn", None), "validator", None) is not None}
+        with self._lock:
+            keys = []
+            if self.limit:
+                keys.append(("session", session.session_hash))
+                ids = set(queue.pending_event_ids_session.get(session.session_hash, ())) & set(jobs)
+                pending = self._count(keys[-1], ids, now)
+                if pending >= self.limit:
+                    return (f"queue: you already have {pending} job(s) waiting or running here (the limit is "
+                            f"{self.limit}): wait for one to finish, or cancel one.")
+            if self.client_limit:
+                client = client_address(session, self.trusted_proxy)
+                keys.append(("client", client))
+                ids = {i for i, e in jobs.items() if client_address(e.request, self.trusted_proxy) == client}
+                mine = self._count(keys[-1], ids, now)
+                if mine >= self.client_limit:
+                    return (f"queue: your address already has {mine} job(s) waiting or running here, over all "
+                            f"its sessions (the limit is {self.client_limit} per client): wait for one to finish.")
+            for key in keys:
+                self._held.setdefault(key, []).append(now)
+                self._seen.setdefault(key, set())
         return None
 
     def connected(self, session) -> bool:
