@@ -32,7 +32,7 @@ height = 64
 width = 64
 num_inference_steps = 2
 """
-TIMING = {"extract_seconds", "generate_seconds"}
+TIMING = {"extract_seconds", "generate_seconds", "batch_seconds"}
 
 
 def pixels(path) -> np.ndarray:
