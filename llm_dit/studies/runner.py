@@ -193,7 +193,7 @@ def _row(cell, result, scores: dict, extract_seconds: float) -> dict:
             "vl_share": vl.get("effective_alpha", 0.0 if cell.route == "text" else None),
             "extract_seconds": extract_seconds, "generate_seconds": round(own + shared / size, 4),
             "batch_size": size, "batch_seconds": round(shared, 4), "forwards": meta["forwards"], **scores,
-            "warnings": list(meta.get("warnings", []))}
+            **({"caption": meta["caption"]} if cell.route == "text" else {}), "warnings": list(meta.get("warnings", []))}
 
 
 def _compatible(a, b) -> bool:
@@ -239,10 +239,20 @@ def run_cells(manager, study: Study, folder: str | Path, only: set | None = None
     structure = load_image(study.structure_image, field="structure_image") if study.structure_image else None
     scorer = manager.scorer()
     extract_seconds, captions = {}, {}
+
+    def uncached(cell) -> bool:
+        try:
+            prefetch(manager, cell.request, images_of(cell), cache_only=True)
+        except LookupError:
+            return True
+        return False
+
+    probed = manager.vl_cache.misses
+    local_captions = study.captioner.get("backend", "qwen3_vl") == "qwen3_vl"
+    needs_vl = not manager.remote_vl and any(uncached(c) if c.route == "embedding" else local_captions for c in todo)
+    before["extractions"] += manager.vl_cache.misses - probed  # lookups only: they ran nothing
     with manager.vl_session():
-        local_captions = study.captioner.get("backend", "qwen3_vl") == "qwen3_vl"
-        if not manager.remote_vl and any(c.request.alpha > 0 if c.route == "embedding" else local_captions
-                                         for c in todo):
+        if needs_vl:  # loaded apart from any cell's time (already cached: not at all)
             start = time.perf_counter()
             with manager.vl_model():
                 counts["load_seconds"]["vl"] = round(time.perf_counter() - start, 4)
