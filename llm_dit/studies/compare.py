@@ -7,7 +7,7 @@ study. Everything not on an axis comes from the base request. Extractions and pr
 go through the model manager's caches, so each distinct extraction key and text is computed once
 per sweep whatever the number of cells; compatible cells can run as one batched pipeline call.
 The folder adds the sweep's own table (`sweep.csv`, `sweep.json`: one row per cell, with each
-cell's difference to a base cell) and difference grids (`grids/diff-NN.png`).
+cell's difference to a base cell) and grids (`grids/sweep-NN.png`, `grids/diff-NN.png`).
 """
 
 from __future__ import annotations
@@ -308,31 +308,33 @@ def sweep_counts(cells: int, per_process: list[dict], batch_size: int) -> dict:
     return counts
 
 
-def save_sweep(sweep: SweepResult, folder: str | Path, grids: list) -> dict:
-    """The sweep's table (sweep.csv, sweep.json) and difference grids (grids/diff-NN.png) beside
-    the study's files; returns every file's path."""
+def save_sweep(sweep: SweepResult, folder: str | Path) -> dict:
+    """The sweep's table (sweep.csv, sweep.json) and grids (grids/sweep-NN.png: one per Z value,
+    the axes alone, as the tab shows them; grids/diff-NN.png: the difference maps) beside the
+    study's files; returns every file's path."""
     folder = Path(folder)
     (folder / "sweep.csv").write_text(sweep.table_csv(), encoding="utf-8")
     (folder / "sweep.json").write_text(sweep.table_json(), encoding="utf-8")
-    diffs = []
-    for i, grid in enumerate(sweep.grids(diff=True)):
-        (folder / "grids").mkdir(exist_ok=True)
-        path = folder / "grids" / f"diff-{i:02d}.png"
-        grid.save(path)
-        diffs.append(str(path))
-    return {"folder": str(folder), "grids": [str(g) for g in grids] + diffs,
+    (folder / "grids").mkdir(exist_ok=True)
+    grids = []
+    for kind, images in (("sweep", sweep.grids()), ("diff", sweep.grids(diff=True))):
+        for i, grid in enumerate(images):
+            path = folder / "grids" / f"{kind}-{i:02d}.png"
+            grid.save(path)
+            grids.append(str(path))
+    return {"folder": str(folder), "grids": grids,
             "cells": [str(folder / cell_name(c.index)) for c in sweep.cells],
             "csv": str(folder / "sweep.csv"), "json": str(folder / "sweep.json")}
 
 
-def close_sweep(folder: str | Path, spec: SweepSpec, per_process: list[dict], summary: dict | None = None,
+def close_sweep(folder: str | Path, spec: SweepSpec, per_process: list[dict], finished: bool = False,
                 images: dict | None = None, stopped: bool = False) -> SweepResult:
     """Finish a sweep's study folder (metadata, summary, grids; status `incomplete` when cells are
-    missing), unless `summary` says it was, and write its table and difference grids."""
+    missing) unless it is `finished` already, and write the sweep's table and grids."""
     folder = Path(folder)
     study = Study.from_dict(read_info(folder)["study"])
-    if summary is None:
-        summary = finish(folder, study, {"processes": len(per_process), "per_process": per_process})
+    if not finished:
+        finish(folder, study, {"processes": len(per_process), "per_process": per_process})
     found = study_rows(folder)
     cells = sweep_cells(study, spec, found, images)
     for cell in cells:
@@ -341,7 +343,7 @@ def close_sweep(folder: str | Path, spec: SweepSpec, per_process: list[dict], su
     caption = next((c.row.get("caption") for c in cells if c.row.get("caption")), None)
     sweep = SweepResult(spec.axes(), cells, sweep_counts(len(study.cells()), per_process, study.batch_size),
                         caption, stopped, int(spec.diff_base))
-    sweep.outputs = save_sweep(sweep, folder, summary["grids"])
+    sweep.outputs = save_sweep(sweep, folder)
     return sweep
 
 

@@ -51,13 +51,16 @@ def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure
     """Run the sweep as a study in `folder`, its cells split over every process of the launch; the
     main process finishes the folder and returns its files and counts (other processes return None)."""
     with _launch(manager.settings) as state:
-        study = None
+        study, problem = None, None
         if state.is_main_process:  # one study (its drawn seed) for every process: the main process's
-            study = sweep_study(manager, spec, base, references, Path(folder).parent / "references", structure_image)
-        summary = _study(state, manager, folder, study)
-    if summary is None:
-        return None
-    result = close_sweep(folder, spec, read_info(folder)["runs"][-1]["per_process"], summary)
+            try:
+                study = sweep_study(manager, spec, base, references, Path(folder).parent / "references",
+                                    structure_image)
+            except ValueError as err:  # every process stops with it (none waits for the others forever)
+                problem = str(err)
+        if _study(state, manager, folder, study, problem) is None:
+            return None
+    result = close_sweep(folder, spec, read_info(folder)["runs"][-1]["per_process"], finished=True)
     return {**result.outputs, "counts": result.counts, "caption": result.caption,
             "seed": result.cells[0].row["seed"] if result.cells else None}
 
@@ -80,15 +83,15 @@ def study(manager, folder: str, study=None) -> dict | None:
         return _study(state, manager, folder, study)
 
 
-def _study(state, manager, folder, study):
+def _study(state, manager, folder, study, problem: str | None = None):
     from accelerate.utils import broadcast_object_list, gather_object
 
     from .runner import create, finish, load_folder_study, rows, run_cells
 
     with state.main_process_first():  # checkpoints that are built (tiny) or fetched on first use: once
         manager.zimage_source, manager.vl_source
-    error = [None]
-    if state.is_main_process and study is not None:
+    error = [problem if state.is_main_process else None]
+    if state.is_main_process and study is not None and problem is None:
         try:  # the main process's study (its drawn seeds) is the one every process runs
             create(manager, study, folder)
         except ValueError as err:
