@@ -21,6 +21,7 @@ from ..common import Endpoint
 from ..guard import message_box
 from ..fields import FieldDropdown, FieldNumber, FieldSlider
 from ..gpu import gpu_seconds, on_gpu
+from ..owners import OWNERS
 from ..stops import CLICK_TIME_JS, Stops
 from ..studio import GPU
 from .vl import check as check_vl
@@ -135,7 +136,7 @@ def build(studio, vl_tab) -> None:
             folder = root / output_dir.stem("compare")
             chosen = _spec(spec)
             found, images, study = {}, {}, None
-            chunks = gpu_sweep(request, references, structure_image, str(folder), session_hash or "", **spec)
+            chunks = gpu_sweep(request, references, structure_image, str(folder), OWNERS.owner(session), **spec)
             for new, counts, caption, outputs in chunks:
                 study = study or Study.from_dict(read_info(folder)["study"])
                 for index, row in new:
