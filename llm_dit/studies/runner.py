@@ -128,7 +128,7 @@ def read_info(folder: str | Path) -> dict:
 def load_folder_study(folder: str | Path) -> Study:
     """The study of a folder, its references checked against the recorded sha256."""
     study = Study.from_dict(read_info(folder)["study"])
-    for ref in study.references:
+    for ref in [*study.references, *filter(None, (study.control_image, study.mask_image))]:
         if not Path(ref.path).is_file() or file_sha256(ref.path) != ref.sha256:
             raise ValueError(f"reference {ref.name!r} ({ref.path}) is missing or changed since the study ran "
                              f"(sha256 {ref.sha256[:12]}…): put the original file back.")
@@ -237,6 +237,8 @@ def run_cells(manager, study: Study, folder: str | Path, only: set | None = None
         return [images[r.name] for r in study.members(cell.reference)]
 
     structure = load_image(study.structure_image, field="structure_image") if study.structure_image else None
+    control, mask = (load_image(r.path, field=name) if r else None for r, name in (
+        (study.control_image, "control_image"), (study.mask_image, "mask_image")))
     scorer = manager.scorer()
     extract_seconds, captions = {}, {}
 
@@ -282,12 +284,12 @@ def run_cells(manager, study: Study, folder: str | Path, only: set | None = None
         if cell.route == "text":
             request = text_request(cell.request, captions[cell.reference.name])
             key = (cell.reference.name, json.dumps(request.to_dict(), sort_keys=True))
-            made[key] = made.get(key) or run(manager, request, init)
+            made[key] = made.get(key) or run(manager, request, init, control_image=control, mask_image=mask)
             result = made[key]
             result.metadata.update(route="text", caption=captions[cell.reference.name])
             return [result]
         return run_batch(manager, [c.request for c, _, _ in batch], [i for _, i, _ in batch],
-                         [e for _, _, e in batch])
+                         [e for _, _, e in batch], control, mask)
 
     def save(batch):
         for (cell, init, _), result in zip(batch, generate(batch)):
@@ -434,13 +436,14 @@ def rerun(manager, folder: str | Path, index: int) -> dict:
 
 
 def session_key(session: str) -> str:
-    """What a study folder records of the browser session that started it (a hash, never the id)."""
+    """What a study folder records of who started it (hosted: the visitor's owner token,
+    `ui/owners.py`; a hash, never the token)."""
     return hashlib.sha256(session.encode("utf-8", "replace")).hexdigest()[:16] if session else ""
 
 
 def list_studies(root: str | Path, session: str | None = None) -> list[dict]:
     """The study folders directly in `root`, newest first: name, started, status, cells, size.
-    With `session` (hosted), only the studies that session started."""
+    With `session` (hosted: an owner token), only the studies that owner started."""
     root = Path(root)
     found = []
     for folder in sorted(root.iterdir()) if root.is_dir() else ():

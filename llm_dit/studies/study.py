@@ -6,6 +6,9 @@ references = "refs"            # a folder (every image in it, sorted) or a list 
 seeds = [1, 2, 3]              # replicates: aggregated in summary.csv (without `seeds`, `seed` may be an axis)
 blend = false                  # optional: true, the references are one set blended in every cell
 batch_size = 1                 # optional: cells per pipeline call where they can share one
+control_image = "edges.png"    # optional: the ControlNet's layout (--controlnet-path) for every cell;
+                               # then controlnet_conditioning_scale, control_guidance_start/end are axes
+mask_image = "mask.png"        # optional: inpaint (cells at strength < 1: white redrawn, black kept)
 metrics = ["palette_distance", "ssim"]   # optional; style/prompt similarity need --metrics-model
 [axes]                         # any request field (or `route`): its values, checked before any cell runs
 alpha = [0.0, 0.3, 0.6]
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..core.images import load_image
+from ..pipelines.control import check_inputs
 from .routes import ROUTES, caption_request
 from ..core.request import SEED_MAX, RewriteRequest, VLRequest, check_field, validate, validate_rewrite
 
@@ -36,7 +40,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CHEAP_METRICS = ("palette_distance", "ssim")
 MODEL_METRICS = ("style_similarity", "prompt_similarity")  # --metrics-model (CLIP / SigLIP)
 KEYS = ("name", "description", "references", "seeds", "axes", "base", "metrics", "structure_image", "captioner",
-        "blend", "batch_size")
+        "blend", "batch_size", "control_image", "mask_image")
+CONTROL_SETTINGS = ("controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end",
+                    "control_preprocess")  # what a control image makes matter
 REQUEST_FIELDS = {f.name: f for f in fields(VLRequest)}
 
 
@@ -70,6 +76,8 @@ class Study:
     captioner: dict = field(default_factory=dict)  # the text route's rewrite backend (RewriteRequest fields)
     blend: bool = False  # the references are one set, blended in every cell (a sweep's)
     batch_size: int = 1  # cells per pipeline call where they can share one (1: each cell bit-reproducible)
+    control_image: Reference | None = None  # every cell's ControlNet layout (its file, hashed)
+    mask_image: Reference | None = None  # every cell's inpainting mask (its file, hashed)
 
     def to_dict(self) -> dict:
         """The study as run: resolved paths, hashes and seeds (what `from_dict` reads back)."""
@@ -77,14 +85,16 @@ class Study:
                 "references": [vars(r) for r in self.references], "seeds": self.seeds,
                 "axes": {a: v for a, v in self.axes}, "base": self.base, "metrics": self.metrics,
                 "structure_image": self.structure_image, "captioner": self.captioner, "blend": self.blend,
-                "batch_size": self.batch_size}
+                "batch_size": self.batch_size, "control_image": self.control_image and vars(self.control_image),
+                "mask_image": self.mask_image and vars(self.mask_image)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Study":
         return cls(data["name"], [Reference(**r) for r in data["references"]], list(data["seeds"]),
                    list(data["axes"].items()), dict(data["base"]), list(data["metrics"]),
                    data.get("structure_image", ""), data.get("description", ""), dict(data.get("captioner", {})),
-                   bool(data.get("blend", False)), int(data.get("batch_size", 1)))
+                   bool(data.get("blend", False)), int(data.get("batch_size", 1)),
+                   *(Reference(**data[k]) if data.get(k) else None for k in ("control_image", "mask_image")))
 
     def base_request(self) -> VLRequest:
         return VLRequest(**self.base)
@@ -123,6 +133,11 @@ class Study:
         """Validate every cell's request, and the captioner when a cell takes the text route
         (before any runs); the cells."""
         cells = self.cells()
+        changed = [a for a, _ in self.axes if a in CONTROL_SETTINGS] + [
+            k for k in CONTROL_SETTINGS if k in self.base and self.base[k] != REQUEST_FIELDS[k].default]
+        if changed and self.control_image is None:
+            raise ValueError(f"study {self.name!r}: {changed[0]} does nothing without a control image: give "
+                             f'control_image = "layout.png" (and start with --controlnet-path), or drop it.')
         text = next((c for c in cells if c.route == "text"), None)
         if text is not None:
             try:
@@ -132,6 +147,7 @@ class Study:
         for cell in cells:
             try:
                 validate(cell.request, img2img=cell.request.strength < 1.0, policy=policy)
+                check_inputs(cell.request.strength < 1.0, self.control_image, self.mask_image)
             except ValueError as err:
                 where = ", ".join(f"{k}={v!r}" for k, v in cell.coords.items())
                 raise ValueError(f"study {self.name!r}, cell {cell.index} ({where or 'base'}): {err}") from None
@@ -254,7 +270,18 @@ def parse_study(data: dict, root: Path, name: str = "study", scorer: bool = Fals
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 16:
         raise ValueError(f"batch_size={batch_size!r} is out of range: use a whole number from 1 to 16.")
     return Study(str(data.get("name", name)), _references(data.get("references"), root), seeds,
-                 axes, base, metrics, structure, str(data.get("description", "")), dict(captioner), blend, batch_size)
+                 axes, base, metrics, structure, str(data.get("description", "")), dict(captioner), blend, batch_size,
+                 *(_file(k, data[k], root) if data.get(k) else None for k in ("control_image", "mask_image")))
+
+
+def _file(key: str, value, root: Path) -> Reference:
+    """A study's control image or mask: its file (relative to the study file's folder), hashed."""
+    path = (root / str(value)).expanduser()
+    if not isinstance(value, str) or not path.is_file():
+        raise ValueError(f"{key}={value!r} is not a file: give an image file (relative paths start at the study "
+                         f"file's folder).")
+    load_image(str(path), field=key)  # refuses a bad image before any cell runs
+    return Reference(path.name, str(path.resolve()), file_sha256(path))
 
 
 def load_study(path: str | Path, scorer: bool = False, references: list[str] | None = None,
