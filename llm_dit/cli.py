@@ -246,9 +246,6 @@ def _sweep(args, manager, notes):
     spec = SweepSpec(**spec_values)
     stem = args.name or f"{time.strftime('%Y%m%d-%H%M%S')}-sweep"
     folder = Path(manager.settings.output_dir) / "studies" / stem  # a study folder, listed in the Studies tab
-    if folder.exists():  # never a new table over old cells: a sweep's files are all its own
-        raise ValueError(f"--name {stem!r} is taken: {folder} exists: choose another name, or "
-                         f"`llm-dit study resume {folder}` to finish that sweep.")
     summary = run_sweep(manager, spec, _request(args, notes, base, manager), args.reference, args.structure_image,
                         str(folder))
     return None if summary is None else {**summary, **notes}

@@ -50,10 +50,19 @@ def _launch(settings):
 def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image, folder: str) -> dict | None:
     """Run the sweep as a study in `folder`, its cells split over every process of the launch; the
     main process finishes the folder and returns its files and counts (other processes return None)."""
+    from accelerate.utils import broadcast_object_list
+
     with _launch(manager.settings) as state:
+        where = [str(folder)]  # the main process's name (a default name has the time in it)
+        if state.num_processes > 1:
+            broadcast_object_list(where)
+        folder = where[0]
         study, problem = None, None
         if state.is_main_process:  # one study (its drawn seed) for every process: the main process's
             try:
+                if Path(folder).exists():  # never a new table over old cells: a sweep's files are all its own
+                    raise ValueError(f"--name: {folder} exists: choose another name, or `llm-dit study resume "
+                                     f"{folder}` to finish that sweep.")
                 study = sweep_study(manager, spec, base, references, Path(folder).parent / "references",
                                     structure_image)
             except ValueError as err:  # every process stops with it (none waits for the others forever)
