@@ -334,7 +334,9 @@ def close_sweep(folder: str | Path, spec: SweepSpec, per_process: list[dict], fi
     folder = Path(folder)
     study = Study.from_dict(read_info(folder)["study"])
     if not finished:
-        finish(folder, study, {"processes": len(per_process), "per_process": per_process})
+        # no plots: they take longer than a small sweep's cells; `llm-dit study plot DIR` draws them,
+        # and the Studies tab plots from summary.csv
+        finish(folder, study, {"processes": len(per_process), "per_process": per_process}, plots=False)
     found = study_rows(folder)
     cells = sweep_cells(study, spec, found, images)
     for cell in cells:

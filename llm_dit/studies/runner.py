@@ -334,8 +334,8 @@ def run_cells(manager, study: Study, folder: str | Path, only: set | None = None
     return counts
 
 
-def finish(folder: str | Path, study: Study, counts: dict | None = None) -> dict:
-    """Merge every row into metadata.jsonl (by cell), write summary.csv, the grids and the plots,
+def finish(folder: str | Path, study: Study, counts: dict | None = None, plots: bool = True) -> dict:
+    """Merge every row into metadata.jsonl (by cell), write summary.csv, the grids and (`plots`) the plots,
     and close study.json (status `finished`, or `incomplete` with cells missing)."""
     from .summary import plot_summary, summarize, write_summary
 
@@ -350,7 +350,7 @@ def finish(folder: str | Path, study: Study, counts: dict | None = None) -> dict
         (folder / "progress").rmdir()
     table = summarize([found[i] for i in sorted(found)], study)
     write_summary(table, folder / "summary.csv")
-    plots = plot_summary(folder / "summary.csv", folder / "plots")
+    drawn = plot_summary(folder / "summary.csv", folder / "plots") if plots else []
     grids = draw_grids(folder, study, found)
     info = read_info(folder)
     total = len(study.cells())
@@ -361,7 +361,7 @@ def finish(folder: str | Path, study: Study, counts: dict | None = None) -> dict
     _write_json(folder / "study.json", info)
     return {"folder": str(folder), "status": info["status"], "cells": total, "finished": len(found),
             "metadata": str(folder / "metadata.jsonl"), "summary": str(folder / "summary.csv"),
-            "grids": [str(g) for g in grids], "plots": [str(p) for p in plots]}
+            "grids": [str(g) for g in grids], "plots": [str(p) for p in drawn]}
 
 
 def draw_grids(folder: Path, study: Study, found: dict) -> list[Path]:
