@@ -93,6 +93,17 @@ def main(argv=None) -> dict:
     extraction = client.predict(reference=handle_file(str(reference)), vl_text="a fox", api_name="/vl_encode")
     got["encode"], got["vl_encode"] = Path(encoding).name, Path(extraction).name
     print(f"encode: {got['encode']}; vl_encode: {got['vl_encode']}")
+
+    # 10. Studies: run one from its TOML text (the format of presets/studies/*.toml) over your
+    # references, list yours (the sweep above is one too), read one: study.json, summary, files.
+    study = "seeds = [1, 2]\n[axes]\nalpha = [0.3, 0.6]\n[base]\nprompt = \"a fox in a snowy forest\"\n" + "".join(
+        f"{k} = {v}\n" for k, v in size.items())
+    progress, _ = client.predict(study, [handle_file(str(reference))], api_name="/run_study_text")
+    mine = client.predict(api_name="/list_my_studies")
+    summary, files = client.predict(mine[0]["name"], api_name="/read_study")
+    got["run_study_text"], got["list_my_studies"], got["read_study"] = progress, len(mine), summary["info"]["status"]
+    print(f"run_study_text: {progress}; list_my_studies: {len(mine)} studies; read_study: "
+          f"{len(summary['summary'])} summary rows, {len(files)} files")
     return got
 
 

@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -138,8 +139,13 @@ def p2(folder: Path, vl_folder: Path, size: int, repeats: int) -> dict:
     base = VLRequest(prompt=PROMPTS[1], height=size, width=size, seed=3)
     spec = SweepSpec("blend_mode", "linear, linear_rms, adain", "alpha", "0.3, 0.6")
     cells = 6
+    sweeps = Path(tempfile.mkdtemp(prefix="llm-dit-bench-sweeps-"))  # each sweep is a study folder
+
+    def scratch() -> Path:
+        return sweeps / f"sweep{time.perf_counter_ns()}"
+
     fresh = ModelManager(settings)
-    sweep = run_sweep(fresh, spec, base, [reference])  # warm: loads, extraction, encode
+    sweep = run_sweep(fresh, spec, base, [reference], scratch())  # warm: loads, extraction, encode
     single = ModelManager(settings)
     vl_generate(single, base, [reference])
     t_single, t_sweep, t_batched = [], [], []
@@ -148,11 +154,12 @@ def p2(folder: Path, vl_folder: Path, size: int, repeats: int) -> dict:
         vl_generate(single, base, [reference])
         t_single.append(time.perf_counter() - t)
         t = time.perf_counter()
-        run_sweep(fresh, spec, base, [reference])
+        run_sweep(fresh, spec, base, [reference], scratch())
         t_sweep.append(time.perf_counter() - t)
         t = time.perf_counter()
-        run_sweep(fresh, replace(spec, batch_size=cells), base, [reference])
+        run_sweep(fresh, replace(spec, batch_size=cells), base, [reference], scratch())
         t_batched.append(time.perf_counter() - t)
+    shutil.rmtree(sweeps)
     one, whole, batched = _median(t_single), _median(t_sweep), _median(t_batched)
     return {"cells": cells, "counts_first_run": sweep.counts, "single_s": one, "sweep_s": whole,
             "sweep_vs_k_singles": round(whole / (cells * one), 3), "batched_s": batched,

@@ -89,7 +89,7 @@ def _add_spec_arguments(parser) -> None:
                            help=f"default {f.default!r}" + (" (vl_text values: |-separated)" if "values" in f.name else ""))
     group.add_argument("--preset", default=None, help="a study preset from presets/studies/ (its axes and "
                        "base fields; flags given win)")
-    group.add_argument("--name", default=None, help="file stem of the grids, table and cell folder "
+    group.add_argument("--name", default=None, help="the sweep's study folder, under <output dir>/studies/ "
                        "(default: <time>-sweep)")
 
 
@@ -245,13 +245,9 @@ def _sweep(args, manager, notes):
             spec_values[f.name] = getattr(args, f.name)
     spec = SweepSpec(**spec_values)
     stem = args.name or f"{time.strftime('%Y%m%d-%H%M%S')}-sweep"
-    taken = [p for p in (Path(manager.settings.output_dir) / f"{stem}{end}" for end in (".csv", ".json", "-cells"))
-             if p.exists()]
-    if taken:  # never a new table over old cells: a sweep's files are all its own
-        raise ValueError(f"--name {stem!r} is taken in the output folder ({taken[0].name} exists): choose another "
-                         f"name, or a study (`llm-dit study run`), which can be resumed.")
+    folder = Path(manager.settings.output_dir) / "studies" / stem  # a study folder, listed in the Studies tab
     summary = run_sweep(manager, spec, _request(args, notes, base, manager), args.reference, args.structure_image,
-                        manager.settings.output_dir, stem)
+                        str(folder))
     return None if summary is None else {**summary, **notes}
 
 

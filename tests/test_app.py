@@ -165,7 +165,7 @@ def test_the_client_guide_drives_every_public_endpoint(served, tmp_path):
     guide = runpy.run_path("examples/client_guide.py")
     got = guide["main"]([served[0], "--size", "64", "--out", str(tmp_path)])
     assert set(got) == {"templates", "rewrite", "txt2img", "img2img", "vl_generate", "vl_extract", "vl_layer_scan",
-                        "compare", "encode", "vl_encode"}
+                        "compare", "encode", "vl_encode", "run_study_text", "list_my_studies", "read_study"}
     assert got["img2img"] == 4 and (tmp_path / "conditioning.safetensors").exists()
     public = served[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/" + name for name in got} == set(public)  # the guide covers every public endpoint

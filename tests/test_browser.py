@@ -186,7 +186,7 @@ def test_small_sweep_in_the_browser(page, tmp_path):
     page.locator("#compare").get_by_label("X values").fill("0, 0.5")
     page.locator("#compare-run").click()
     expect(page.locator("#compare-progress")).to_contain_text("2 / 2 cells", timeout=60_000)
-    expect(page.locator("#compare-grids img").first).to_have_attribute("src", re.compile(r"-grid0\.png$"))
+    expect(page.locator("#compare-grids img").first).to_have_attribute("src", re.compile(r"sweep-00\.png$"))
     expect(page.locator("#compare-table")).to_contain_text("effective_alpha")
 
 

@@ -120,9 +120,10 @@ def test_sweep_writes_the_grid_table_and_cells(run, tmp_path):
     code, out, err = run("sweep", "--reference", str(tmp_path / "ref.png"), "--prompt", "a boat", "--height", "64",
                          "--width", "64", "--seed", "3", "--x-axis", "alpha", "--x-values", "0, 0.5",
                          "--y-axis", "blend_mode", "--y-values", "linear, adain", "--name", "run1")
-    assert code == 0 and "sweep (process 1/1)" in err
-    assert [Path(p).name for p in out["cells"]] == [f"cell00{i}.png" for i in range(4)]
-    assert Path(out["grids"][0]).name == "run1-grid0.png" and out["counts"]["extractions_run"] == 1
+    assert code == 0 and "study (process 1/1)" in err  # a sweep is a study: <output dir>/studies/run1/
+    assert [Path(p).name for p in out["cells"]] == [f"cell000{i}.png" for i in range(4)]
+    assert Path(out["folder"]).name == "run1" and Path(out["folder"]).parent.name == "studies"
+    assert Path(out["grids"][0]).name == "sweep-00.png" and out["counts"]["extractions_run"] == 1
     rows = json.loads(Path(out["json"]).read_text())["cells"]
     assert [(r["alpha"], r["blend_mode"]) for r in rows] == [(0.0, "linear"), (0.5, "linear"), (0.0, "adain"),
                                                              (0.5, "adain")]
@@ -130,7 +131,7 @@ def test_sweep_writes_the_grid_table_and_cells(run, tmp_path):
                        "--x-values", "0, 2")
     assert code == 2 and "axis 'alpha': alpha=2.0 is out of range" in err
     code, _, err = run("sweep", "--reference", str(tmp_path / "ref.png"), "--prompt", "x", "--name", "run1")
-    assert code == 2 and "--name 'run1' is taken in the output folder (run1.csv exists)" in err
+    assert code == 2 and "run1 exists: choose another name, or `llm-dit study resume" in err
 
 
 def test_rewrite_and_info(run):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llm_dit.studies.compare import SweepSpec, parse_values, run_sweep, save_outputs
+from llm_dit.studies.compare import SweepSpec, parse_values, run_sweep
 from llm_dit.pipelines.recipe import vl_generate
 from llm_dit.studies.grid import difference
 from llm_dit.runtime.models import ModelManager
@@ -22,9 +22,9 @@ def test_prompt_values_one_per_line_or_bar_separated():
         parse_values("prompt", "a fox\na fox")
 
 
-def test_a_prompt_axis_shares_what_it_can(settings):
+def test_a_prompt_axis_shares_what_it_can(settings, tmp_path):
     fresh = ModelManager(settings)
-    sweep = run_sweep(fresh, SweepSpec("prompt", PROMPTS, "alpha", "0.3, 0.6"), BASE, [REF])
+    sweep = run_sweep(fresh, SweepSpec("prompt", PROMPTS, "alpha", "0.3, 0.6"), BASE, [REF], tmp_path / "s1")
     counts = sweep.counts
     # VL reads each prompt: one extraction and one encode per prompt, shared across alpha
     assert counts["distinct_extractions"] == counts["extractions_run"] == 2
@@ -34,7 +34,7 @@ def test_a_prompt_axis_shares_what_it_can(settings):
         single = vl_generate(fresh, cell.request, [REF])
         assert np.array_equal(np.asarray(single.image), np.asarray(cell.result.image))
     fixed = VLRequest(**{**BASE.to_dict(), "vl_use_prompt": False, "vl_text": "the colours"})
-    shared = run_sweep(fresh, SweepSpec("prompt", PROMPTS), fixed, [REF])
+    shared = run_sweep(fresh, SweepSpec("prompt", PROMPTS), fixed, [REF], tmp_path / "s2")
     assert shared.counts["distinct_extractions"] == 1  # the same VL text: one extraction for both prompts
 
 
@@ -49,7 +49,7 @@ def test_difference_maps():
 
 
 def test_a_sweep_diffs_every_cell_against_the_base(manager, tmp_path):
-    sweep = run_sweep(manager, SweepSpec("alpha", "0, 0.5, 1", diff_base=1), BASE, [REF])
+    sweep = run_sweep(manager, SweepSpec("alpha", "0, 0.5, 1", diff_base=1), BASE, [REF], tmp_path / "s3")
     rows = {r["cell"]: r for r in sweep.rows()}
     assert rows[1]["diff_to_base"] == 0.0 and rows[0]["diff_to_base"] > 0 and rows[2]["diff_to_base"] > 0
     for cell in sweep.finished():
@@ -57,15 +57,15 @@ def test_a_sweep_diffs_every_cell_against_the_base(manager, tmp_path):
         assert rows[cell.index]["diff_to_base"] == round(expected, 4)
     (diff_grid,) = sweep.grids(diff=True)
     assert diff_grid.width == sweep.grids()[0].width  # the same layout (one more title line)
-    out = save_outputs(sweep, tmp_path, "s")
-    assert any(p.endswith("s-diff0.png") for p in out["grids"])
+    out = sweep.outputs
+    assert any(p.endswith("grids/diff-00.png") for p in out["grids"])
     assert "diff_to_base" in open(out["csv"]).read().splitlines()[0]
-    assert "diff_to_base" not in run_sweep(manager, SweepSpec("alpha", "0, 0.5"), BASE, [REF]).rows()[0]
+    assert "diff_to_base" not in run_sweep(manager, SweepSpec("alpha", "0, 0.5"), BASE, [REF], tmp_path / "s4").rows()[0]
 
 
-def test_a_base_that_is_not_a_cell_is_refused(manager):
+def test_a_base_that_is_not_a_cell_is_refused(manager, tmp_path):
     with pytest.raises(ValueError, match=r"diff_base=3 is not a cell of this sweep: use a cell number from 0 to 2"):
-        run_sweep(manager, SweepSpec("alpha", "0, 0.5, 1", diff_base=3), BASE, [REF])
+        run_sweep(manager, SweepSpec("alpha", "0, 0.5, 1", diff_base=3), BASE, [REF], tmp_path / "s5")
 
 
 def test_the_cli_sweep_takes_the_new_axes_and_diff_base(settings, tmp_path, capsys):
@@ -79,6 +79,7 @@ def test_the_cli_sweep_takes_the_new_axes_and_diff_base(settings, tmp_path, caps
                  "--width", "64", "--seed", "3", "--x-axis", "vl_end", "--x-values", "0.5, 1", "--diff-base", "1",
                  "--name", "d", "--tiny", "--cache-dir", settings.cache_dir, "--output-dir", str(tmp_path / "out")])
     out = json.loads(capsys.readouterr().out)
-    assert code == 0 and any(Path(p).name == "d-diff0.png" for p in out["grids"])
+    assert code == 0 and any(Path(p).name == "diff-00.png" for p in out["grids"])
+    assert Path(out["folder"]) == tmp_path / "out" / "studies" / "d"  # a study folder: resumable, listed
     rows = json.loads(Path(out["json"]).read_text())["cells"]
     assert [r["vl_end"] for r in rows] == [0.5, 1.0] and rows[1]["diff_to_base"] == 0.0 < rows[0]["diff_to_base"]

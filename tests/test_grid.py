@@ -94,18 +94,18 @@ def test_cells_sit_whole_in_their_slots():
     assert len({pos for pos in plan.slots.values()}) == 9  # no two cells overlap at the same place
 
 
-def test_sweep_counts_are_the_sweeps_own(settings):
+def test_sweep_counts_are_the_sweeps_own(settings, tmp_path):
     """A second sweep on the same manager reports its own loads and runs, not the process's totals."""
     fresh = ModelManager(settings)
     base = VLRequest(prompt="a fox", height=64, width=64, seed=3)
     ref = Image.new("RGB", (64, 64), (20, 90, 200))
     spec = SweepSpec("alpha", "0.2, 0.6")
-    first = run_sweep(fresh, spec, base, [ref]).counts
+    first = run_sweep(fresh, spec, base, [ref], tmp_path / "s1").counts
     assert (first["vl_loads"], first["extractions_run"], first["encodes_run"]) == (1, 1, 1)
-    again = run_sweep(fresh, spec, base, [ref]).counts  # everything cached: nothing loads or runs
+    again = run_sweep(fresh, spec, base, [ref], tmp_path / "s2").counts  # everything cached: nothing loads or runs
     assert (again["vl_loads"], again["extractions_run"], again["encodes_run"]) == (0, 0, 0)
     fresh.clear_caches()
-    third = run_sweep(fresh, spec, base, [ref]).counts
+    third = run_sweep(fresh, spec, base, [ref], tmp_path / "s3").counts
     assert third["vl_loads"] == 1 and fresh.load_counts["vl"] == 2  # the process has loaded twice
 
 

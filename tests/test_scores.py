@@ -39,16 +39,16 @@ def test_scores_are_cosine_similarities(clip_dir):
     assert scorer.score(REF, REF, "a red fox")["prompt_similarity"] != scorer.score(REF, REF, "the sea")["prompt_similarity"]
 
 
-def test_sweep_cells_get_scores_only_with_a_metrics_model(settings, clip_dir):
+def test_sweep_cells_get_scores_only_with_a_metrics_model(settings, clip_dir, tmp_path):
     scored = ModelManager(replace(settings, metrics_model=str(clip_dir)))
-    sweep = run_sweep(scored, SweepSpec("alpha", "0, 0.6"), BASE, [REF])
+    sweep = run_sweep(scored, SweepSpec("alpha", "0, 0.6"), BASE, [REF], tmp_path / "s1")
     scorer = scored.scorer()
     for row, cell in zip(sweep.rows(), sweep.finished()):
         assert row["style_similarity"] == scorer.score(cell.result.image, REF, BASE.prompt)["style_similarity"]
         assert row["prompt_similarity"] == scorer.score(cell.result.image, REF, BASE.prompt)["prompt_similarity"]
         assert "palette_distance" in row and "ssim" in row  # the cheap metrics stay
     assert scored.load_counts["metrics"] == 1
-    plain = run_sweep(ModelManager(settings), SweepSpec("alpha", "0"), BASE, [REF]).rows()[0]
+    plain = run_sweep(ModelManager(settings), SweepSpec("alpha", "0"), BASE, [REF], tmp_path / "s2").rows()[0]
     assert "style_similarity" not in plain and "palette_distance" in plain
 
 
@@ -57,7 +57,7 @@ def test_the_flag_and_a_bad_folder(tmp_path, settings):
     assert load_settings([], {"LLM_DIT_METRICS_MODEL": "/x"}).metrics_model == "/x"
     bad = ModelManager(replace(settings, metrics_model=str(tmp_path / "missing")))
     with pytest.raises(ValueError, match=r"metrics_model='.*missing' is not a folder: give a local CLIP or SigLIP"):
-        run_sweep(bad, SweepSpec("alpha", "0"), BASE, [REF])
+        run_sweep(bad, SweepSpec("alpha", "0"), BASE, [REF], tmp_path / "s3")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"could not be loaded as a CLIP or SigLIP model"):
         Scorer(str(tmp_path / "empty"))

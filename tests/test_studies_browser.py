@@ -25,7 +25,7 @@ def test_the_studies_tab_opens_a_finished_study(page, manager, settings, tmp_pat
     page.locator("#studies-refresh").click()
     expect(page.locator("#studies-list")).to_contain_text("lighthouse")
     expect(page.locator("#studies-list")).to_contain_text("8 / 8")
-    _choose(page, page.locator("#studies-chosen").get_by_label("Study"), "lighthouse")
+    _choose(page, page.locator("#studies-chosen").get_by_label("Study", exact=True), "lighthouse")
     page.locator("#studies-open").click()
     expect(page.locator("#studies-info")).to_contain_text("finished")
     table = page.locator("#studies-table")

@@ -32,7 +32,7 @@ height = 64
 width = 64
 num_inference_steps = 2
 """
-TIMING = {"extract_seconds", "generate_seconds"}
+TIMING = {"extract_seconds", "generate_seconds", "batch_seconds"}
 
 
 def pixels(path) -> np.ndarray:
@@ -286,3 +286,38 @@ def test_each_cell_is_scored_against_its_own_reference(settings, tmp_path):
         assert row["style_similarity"] == own["style_similarity"] != other["style_similarity"]
         assert row["prompt_similarity"] == own["prompt_similarity"]
     assert "style_similarity_mean" in read_summary(Path(summary["summary"]))[2][0]
+
+
+def test_controlnet_settings_and_the_inpaint_mask_are_study_axes(settings, tmp_path):
+    """A study names a control image (or a mask) once, hashed like a reference; the ControlNet's
+    scale and window are then axes that change the cells, and scale 0 is the cell without it."""
+    from dataclasses import replace as with_
+
+    from PIL import ImageDraw
+
+    from llm_dit.runtime.tiny import ensure_tiny_controlnet
+
+    controlled = ModelManager(with_(settings, controlnet_path=str(ensure_tiny_controlnet(cache_dir=settings.tiny_cache_dir))))
+    square = Image.new("RGB", (64, 64), "black")
+    ImageDraw.Draw(square).rectangle((16, 16, 47, 47), fill="white")
+    square.save(tmp_path / "layout.png")
+    Image.new("RGB", (64, 64), (200, 60, 30)).save(tmp_path / "ref.png")
+    data = {"references": ["ref.png"], "seeds": [1], "control_image": "layout.png",
+            "axes": {"controlnet_conditioning_scale": [0.0, 0.75], "control_guidance_end": [0.5, 1.0]},
+            "base": {"prompt": "a box", "height": 64, "width": 64, "num_inference_steps": 4, "alpha": 0.0,
+                     "strength": 1.0}}
+    *_, summary = run_study(controlled, parse_study(data, tmp_path), tmp_path / "out")
+    assert summary["finished"] == 4
+    info = read_info(tmp_path / "out")
+    assert info["study"]["control_image"]["sha256"] == file_sha256(tmp_path / "layout.png")
+    cells = [pixels(tmp_path / "out" / "cells" / f"cell{i:04d}.png") for i in range(4)]
+    # cells: (scale 0, end 0.5), (0.75, 0.5), (0, 1), (0.75, 1): scale 0 is the same whatever the window
+    assert np.array_equal(cells[0], cells[2])
+    assert not np.array_equal(cells[1], cells[0]) and not np.array_equal(cells[3], cells[1])
+    meta = json.loads(Image.open(tmp_path / "out" / "cells" / "cell0003.png").text["llm_dit"])
+    assert meta["control"]["steps"] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"controlnet_conditioning_scale does nothing without a control image"):
+        parse_study({**data, "control_image": ""}, tmp_path).check()
+    with pytest.raises(ValueError, match=r"mask_image: inpainting redraws part of an init image"):
+        parse_study({**data, "axes": {"guidance_scale": [0.0]}, "control_image": "", "mask_image": "layout.png"},
+                    tmp_path).check()

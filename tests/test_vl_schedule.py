@@ -66,8 +66,8 @@ def test_a_scheduled_image_regenerates_from_its_png(manager, tmp_path):
     assert np.array_equal(np.asarray(vl_generate(manager, request, [RED]).image), np.asarray(result.image))
 
 
-def test_windows_in_one_batched_sweep_equal_single_runs(manager):
-    sweep = run_sweep(manager, SweepSpec("vl_end", "0.5, 1", batch_size=2), vl_request(), [RED])
+def test_windows_in_one_batched_sweep_equal_single_runs(manager, tmp_path):
+    sweep = run_sweep(manager, SweepSpec("vl_end", "0.5, 1", batch_size=2), vl_request(), [RED], tmp_path / "s1")
     assert [c.result.metadata["batch_size"] for c in sweep.finished()] == [2, 2]  # one call, two windows
     assert sweep.finished()[0].result.metadata["scheduled_steps"]["conditioned"] == [0, 1, 2, 3]
     for cell in sweep.finished():

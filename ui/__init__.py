@@ -122,7 +122,7 @@ def build_demo(settings: Settings, manager: ModelManager | None = None) -> gr.Bl
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             parts = {p.name: p for p in (txt2img.build(studio), img2img.build(studio), vl.build(studio))}
             compare.build(studio, parts["vl"])
-            studies.build(studio)
+            studies.build(studio, demo)
             rewriter = rewrite.build(studio)
             png = pnginfo.build()
             status.build(studio)

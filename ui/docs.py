@@ -21,7 +21,8 @@ SUMMARIES = {
                      "tokens, the global std, the per-dim std correlation with the text encoder and the outlier "
                      "dims. Returns the two plots' data, a CSV and the suggested vl_hidden_layer.",
     "compare": "A comparison sweep over up to three axes of the VL settings: returns labelled grids, a table of "
-               "cells with metrics, the cell PNGs and counts of the extractions and encodes actually run.",
+               "cells with metrics, the cell PNGs and counts of the extractions and encodes actually run. "
+               "The sweep is a study folder: read_study reads it by the name its progress gives.",
     "rewrite": "Rewrite a short idea into a detailed prompt with a rewriter template, by the local Qwen3, "
                "Qwen3-VL (which can look at an image) or an OpenAI-compatible server.",
     "encode": "Prompt embeddings from this instance's text encoder, as a .safetensors file (tensor `embeds`, "

@@ -67,16 +67,17 @@ def _vl_parts(manager, request: VLRequest, reference, cache_only: bool) -> tuple
     return [(style.embeds, ratio), (content.embeds, 1.0 - ratio)], [style, content]
 
 
-def prefetch(manager: ModelManager, request: VLRequest, references: list) -> None:
+def prefetch(manager: ModelManager, request: VLRequest, references: list, cache_only: bool = False) -> None:
     """Run (or find cached) every extraction `condition` will need, without encoding text: a
-    sweep calls this for all its cells inside one VL session, so the model loads once."""
+    sweep calls this for all its cells inside one VL session, so the model loads once. With
+    `cache_only`, LookupError when one is not cached (the VL model would have to load)."""
     if request.alpha == 0.0:
         return  # condition() extracts nothing at alpha 0
     images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
     for image in images:
-        _vl_parts(manager, request, image, cache_only=False)
+        _vl_parts(manager, request, image, cache_only=cache_only)
     if request.blend_mode == "style_delta":
-        _vl_parts(manager, request, Image.new("RGB", images[0].size, NEUTRAL_GREY), cache_only=False)
+        _vl_parts(manager, request, Image.new("RGB", images[0].size, NEUTRAL_GREY), cache_only=cache_only)
 
 
 ADAIN_MODES = ("adain", "adain_per_dim")

@@ -1,34 +1,33 @@
-"""Comparison sweeps: up to three axes over a VL request -> cells -> labelled grids + a table.
+"""Comparison sweeps: up to three axes over a VL request -> a study folder, labelled grids, a table.
 
-Everything not on an axis comes from the base request; one seed for all cells unless `seed` is
-an axis. Extractions and prompt encodings go through the model manager's caches, so each distinct
-extraction key and text is computed once per sweep whatever the number of cells; compatible
-cells can run as one batched pipeline call. The `route` axis adds the baseline every reviewer asks
-for: Qwen3-VL captions the reference and that caption plus the prompt goes through plain
-txt2img/img2img, no embedding blend.
+A sweep is a study (`study.py`) with one reference set (the references blended in every cell)
+and one seed (unless `seed` is an axis), its x/y/z axes the study's axes, run by the study runner
+(`runner.py`) into a study folder: resumable, re-runnable and listed in the Studies tab like any
+study. Everything not on an axis comes from the base request. Extractions and prompt encodings
+go through the model manager's caches, so each distinct extraction key and text is computed once
+per sweep whatever the number of cells; compatible cells can run as one batched pipeline call.
+The folder adds the sweep's own table (`sweep.csv`, `sweep.json`: one row per cell, with each
+cell's difference to a base cell) and grids (`grids/sweep-NN.png`, `grids/diff-NN.png`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
-import itertools
 import json
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from ..serving import cancel
-from ..pipelines.recipe import condition, prefetch
-from .grid import axis_label, difference, draw_grid
-from ..pipelines.generate import BATCH_KEY, GenerationResult, resolve_seed, run_batch
 from ..core.images import load_image
-from .metrics import palette_distance, ssim
-from ..core.request import (GenerationRequest, RewriteRequest, VLRequest, check_field, parse_weights, to_number,
-                           validate)
-from ..pipelines.rewrite import rewrite
+from ..core.request import VLRequest, check_field, to_number, validate
+from ..pipelines.generate import GenerationResult, resolve_seed
+from .grid import axis_label, difference, draw_grid
+from .routes import ROUTES
+from .runner import cell_name, create, finish, read_info, rows as study_rows, run_cells
+from .study import CHEAP_METRICS, MODEL_METRICS, Reference, Study, file_sha256
 
 # axis name -> VLRequest field (None: the route axis)
 AXES = {
@@ -38,8 +37,6 @@ AXES = {
     "vl_start": "vl_start", "vl_end": "vl_end", "concat_tokens": "concat_tokens", "prompt": "prompt",
     "route": None,
 }
-ROUTES = ("embedding", "text")  # `route`: the VL embedding blend, or Qwen3-VL's caption as text
-SHARED_STAGES = ("vae_encode", "denoise", "decode")  # one pipeline call for every cell of a batch
 MAX_CELLS = 1024  # the highest cell_limit one may ask for
 EXAMPLE_VALUES = {  # what an axis picker fills in when chosen
     "blend_mode": "linear, linear_rms, adain", "alpha": "0, 0.3, 0.6", "strength": "0.7, 0.8, 0.9",
@@ -50,7 +47,6 @@ EXAMPLE_VALUES = {  # what an axis picker fills in when chosen
     "prompt": "A fox on a hill | A quiet harbour town",
     "route": "embedding, text",
 }
-CAPTION_TEMPLATE = "Image captioner"
 TRUE, FALSE = ("on", "true", "yes", "with", "1"), ("off", "false", "no", "without", "0")
 
 
@@ -144,49 +140,45 @@ class SweepSpec:
 
 
 @dataclass
-class Cell:
+class SweepCell:
     index: int
-    coords: dict  # axis -> value
+    coords: dict  # sweep axis -> value
     request: VLRequest
-    route: str = "embedding"
-    result: GenerationResult | None = None
-    metrics: dict = field(default_factory=dict)
-    extract_seconds: float = 0.0  # its own extractions (0 where an earlier cell's are reused)
+    route: str
+    row: dict  # its row in the study's metadata.jsonl
+    image: Image.Image
+    result: GenerationResult | None = None  # in the process that generated it
 
 
 @dataclass
 class SweepResult:
-    axes: list
-    cells: list[Cell]
+    axes: list  # [(sweep axis, values)]
+    cells: list[SweepCell]  # the finished cells, in cell order
     counts: dict
     caption: str | None = None
     stopped: bool = False
     diff_base: int = -1
+    outputs: dict = field(default_factory=dict)  # the files, once the sweep is finished (`save_sweep`)
 
-    def finished(self) -> list[Cell]:
-        return [c for c in self.cells if c.result is not None]
+    def finished(self) -> list[SweepCell]:
+        return self.cells
 
     def _base_image(self):
-        base = next((c for c in self.finished() if c.index == self.diff_base), None)
-        return base.result.image if base is not None else None
+        return next((c.image for c in self.cells if c.index == self.diff_base), None)
 
     def rows(self) -> list[dict]:
         rows = []
-        for cell in self.finished():
-            meta = cell.result.metadata
-            timings, size = meta["timings"], meta.get("batch_size", 1)
-            # the pipeline call is shared by the batch; model loading is the sweep's (counts), not a cell's
-            shared = sum(timings.get(k, 0.0) for k in SHARED_STAGES)
-            own = timings["total"] - shared - timings.get("load", 0.0)
-            rows.append({"cell": cell.index, **{a: cell.coords[a] for a, _ in self.axes}, "route": cell.route,
-                         "seed": cell.result.seed, "effective_alpha": meta.get("vl", {}).get("effective_alpha"),
-                         "batch_size": size, "batch_seconds": round(shared, 4),
-                         "extract_seconds": cell.extract_seconds,
-                         "seconds_per_cell": round(own + shared / size, 4), **cell.metrics})
+        for cell in self.cells:
+            row = cell.row
+            scores = {k: v for k, v in row.items() if k.startswith(CHEAP_METRICS + MODEL_METRICS)}
+            rows.append({"cell": cell.index, **cell.coords, "route": cell.route, "seed": row["seed"],
+                         "effective_alpha": row["vl_share"], "batch_size": row["batch_size"],
+                         "batch_seconds": row["batch_seconds"], "extract_seconds": row["extract_seconds"],
+                         "seconds_per_cell": row["generate_seconds"], **scores})
         base = self._base_image()
         if base is not None:
-            for row, cell in zip(rows, self.finished()):
-                row["diff_to_base"] = round(difference(cell.result.image, base)[0], 4)
+            for row, cell in zip(rows, self.cells):
+                row["diff_to_base"] = round(difference(cell.image, base)[0], 4)
         return rows
 
     def table_csv(self) -> str:
@@ -226,10 +218,10 @@ class SweepResult:
         grids = []
         for z in zs:
             images = {}
-            for cell in self.finished():
+            for cell in self.cells:
                 if not z_axis or cell.coords[z_axis] == z:
                     key = (cell.coords[x_axis], cell.coords.get(y_axis) if y_axis else None)
-                    images[key] = difference(cell.result.image, base)[1] if diff else cell.result.image
+                    images[key] = difference(cell.image, base)[1] if diff else cell.image
             title = axis_label(z_axis, z) if z_axis else ""
             if diff:
                 title = (title + " · " if title else "") + f"difference to cell {self.diff_base}"
@@ -237,181 +229,159 @@ class SweepResult:
         return grids
 
 
-def plan(spec: SweepSpec, base: VLRequest) -> tuple[list, list[Cell]]:
-    """The axes and one cell per combination (Z outermost, then Y, then X)."""
-    axes = spec.axes()
-    cells = []
-    for i, combo in enumerate(itertools.product(*[values for _, values in reversed(axes)])):
-        coords = dict(zip([a for a, _ in reversed(axes)], combo))
-        overrides = {AXES[a]: v for a, v in coords.items() if AXES[a]}
-        if coords.get("vl_text") is not None:
-            overrides["vl_use_prompt"] = False
-        cells.append(Cell(i, coords, replace(base, **overrides), coords.get("route", "embedding")))
-    return axes, cells
+def store_references(references: list, store: str | Path) -> list[Reference]:
+    """A sweep's references as study references: a file is used where it is; an image (uploaded,
+    or in memory) is written once under `store/<sha256>/` (a resumed or re-run sweep needs it)."""
+    refs = []
+    for i, source in enumerate(references):
+        if isinstance(source, (str, Path)) and Path(source).is_file():
+            load_image(str(source), field=f"references[{i}]")  # refuses a bad image before any cell runs
+            path = Path(source).resolve()
+        else:
+            image = load_image(source, field=f"references[{i}]")
+            data = io.BytesIO()
+            image.save(data, format="PNG")
+            folder = Path(store) / hashlib.sha256(data.getvalue()).hexdigest()[:32]
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"reference{i}.png"
+            if not path.exists():
+                path.write_bytes(data.getvalue())
+        refs.append(Reference(path.name, str(path), file_sha256(path)))
+    if len({r.name for r in refs}) != len(refs):
+        raise ValueError("references: two files share a name: the name labels a reference, rename one.")
+    return refs
 
 
-def caption_request(request: VLRequest, captioner: dict | None = None) -> RewriteRequest:
-    """The text route's captioning: the "Image captioner" template on local Qwen3-VL, or on any
-    rewrite backend `captioner` names (RewriteRequest fields, e.g. an OpenAI-compatible server)."""
-    seed = request.seed if request.seed != -1 else 0
-    return replace(RewriteRequest(prompt="", template=CAPTION_TEMPLATE, backend="qwen3_vl", seed=seed,
-                                  max_new_tokens=160), **(captioner or {}))
+def to_study(spec: SweepSpec, base: VLRequest, references: list[Reference], structure_image: str = "",
+             scorer: bool = False, name: str = "sweep") -> Study:
+    """The sweep as a study: its references one blended set, the base request's seed its one seed
+    (unless `seed` is an axis), the x/y/z axes the study's axes (x fastest, z outermost)."""
+    axes = [(AXES[a] or "route", values) for a, values in spec.axes()]
+    on_axes = {a for a, _ in axes}
+    fixed = {k: v for k, v in base.to_dict().items() if k != "seed" and k not in on_axes}
+    seeds = dict(axes).get("seed") or [base.seed]
+    return Study(name, references, list(seeds), axes, fixed,
+                 list(CHEAP_METRICS + (MODEL_METRICS if scorer else ())), structure_image,
+                 blend=True, batch_size=int(spec.batch_size))
 
 
-def _caption(manager, reference, request: VLRequest, captioner: dict | None = None) -> str:
-    return rewrite(manager, caption_request(request, captioner), reference).text
-
-
-def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
-               should_stop=None, only: set | None = None):
-    """Run the cells in order, yielding the sweep after each finished cell (or batch). Stopping
-    (`should_stop()` true, or closing the generator) keeps what was finished. With `only` (cell
-    indices), just those cells run (one process's share of a sweep split over several).
-
-    First, in one VL session (the model loads at most once and is released before the DiT runs),
-    the text-route caption and every extraction the cells need; then the cells themselves.
-    """
+def sweep_study(manager, spec: SweepSpec, base: VLRequest, references: list, store: str | Path,
+                structure_image=None, name: str = "sweep") -> Study:
+    """The checked study of a sweep (its references stored, a drawn seed drawn once)."""
+    spec.axes()  # the spec's own errors first
     if not references:
         raise ValueError("references: no reference image: a comparison sweep conditions on one.")
     base = resolve_seed(validate(base, img2img=base.strength < 1.0, policy=manager.policy))
-    axes, cells = plan(spec, base)
+    refs = store_references(references, store)
+    structure = store_references([structure_image], store)[0].path if structure_image is not None else ""
+    study = to_study(spec, base, refs, structure, manager.scorer() is not None, name)
+    study.check(manager.policy)
+    return study
+
+
+def sweep_cells(study: Study, spec: SweepSpec, found: dict, images: dict | None = None) -> list[SweepCell]:
+    """The finished cells of a sweep's study folder (`found`: rows by cell), in cell order; their
+    images from `images` (cell -> result or image) or else read from the folder."""
+    names = {AXES[a] or "route": a for a, _ in spec.axes()}
+    cells = []
+    for cell in study.cells():
+        if cell.index in found:
+            got = (images or {}).get(cell.index)
+            result = got if isinstance(got, GenerationResult) else None
+            image = result.image if result else got
+            cells.append(SweepCell(cell.index, {names[k]: v for k, v in cell.coords.items()}, cell.request,
+                                   cell.route, found[cell.index], image, result))
+    return cells
+
+
+def sweep_counts(cells: int, per_process: list[dict], batch_size: int) -> dict:
+    """A sweep's counts from its processes' run counts: what the caches ran vs the distinct keys
+    needed, the VL loads and the model loading time (apart from any cell's)."""
+    counts = {"cells": cells, "finished": sum(c["finished"] for c in per_process), "batch_size": batch_size,
+              "processes": len(per_process),
+              **{k: sum(c.get(k, 0) for c in per_process) for k in ("extractions_run", "encodes_run", "vl_loads")},
+              "load_seconds": round(sum(sum(c["load_seconds"].values()) for c in per_process), 4)}
+    if len(per_process) == 1:
+        counts.update({k: per_process[0].get(k, 0) for k in ("distinct_extractions", "distinct_texts")})
+    else:
+        counts["per_process"] = per_process
+    return counts
+
+
+def save_sweep(sweep: SweepResult, folder: str | Path) -> dict:
+    """The sweep's table (sweep.csv, sweep.json) and grids (grids/sweep-NN.png: one per Z value,
+    the axes alone, as the tab shows them; grids/diff-NN.png: the difference maps) beside the
+    study's files; returns every file's path."""
+    folder = Path(folder)
+    (folder / "sweep.csv").write_text(sweep.table_csv(), encoding="utf-8")
+    (folder / "sweep.json").write_text(sweep.table_json(), encoding="utf-8")
+    (folder / "grids").mkdir(exist_ok=True)
+    grids = []
+    for kind, images in (("sweep", sweep.grids()), ("diff", sweep.grids(diff=True))):
+        for i, grid in enumerate(images):
+            path = folder / "grids" / f"{kind}-{i:02d}.png"
+            grid.save(path)
+            grids.append(str(path))
+    return {"folder": str(folder), "grids": grids,
+            "cells": [str(folder / cell_name(c.index)) for c in sweep.cells],
+            "csv": str(folder / "sweep.csv"), "json": str(folder / "sweep.json")}
+
+
+def close_sweep(folder: str | Path, spec: SweepSpec, per_process: list[dict], finished: bool = False,
+                images: dict | None = None, stopped: bool = False) -> SweepResult:
+    """Finish a sweep's study folder (metadata, summary, grids; status `incomplete` when cells are
+    missing) unless it is `finished` already, and write the sweep's table and grids."""
+    folder = Path(folder)
+    study = Study.from_dict(read_info(folder)["study"])
+    if not finished:
+        # no plots: they take longer than a small sweep's cells; `llm-dit study plot DIR` draws them,
+        # and the Studies tab plots from summary.csv
+        finish(folder, study, {"processes": len(per_process), "per_process": per_process}, plots=False)
+    found = study_rows(folder)
+    cells = sweep_cells(study, spec, found, images)
     for cell in cells:
-        validate(cell.request, img2img=cell.request.strength < 1.0, policy=manager.policy)
-    mine = [c for c in cells if only is None or c.index in only]
-    images = [load_image(r, field=f"references[{i}]") for i, r in enumerate(references)]
-    structure = load_image(structure_image, field="structure_image") if structure_image is not None else None
-    scorer = manager.scorer()  # None without --metrics-model: the cheap metrics only
-    # every count is this sweep's own: what the manager's counters did since it began
-    before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses,
-              "vl_loads": manager.load_counts["vl"]}
-    keys, texts = set(), set()
-    sweep = SweepResult(axes, cells, {}, diff_base=int(spec.diff_base))
-    with manager.vl_session():
-        if any(c.route == "text" for c in mine):
-            sweep.caption = _caption(manager, images[0], base)
-        for cell in mine:
-            if cell.route == "embedding":
-                start = time.perf_counter()
-                prefetch(manager, cell.request, images)
-                cell.extract_seconds = round(time.perf_counter() - start, 4)
-    pending: list[tuple[Cell, object, object]] = []
-
-    def count():
-        sweep.counts = {"cells": len(cells), "finished": len(sweep.finished()), "distinct_extractions": len(keys),
-                        "distinct_texts": len(texts),
-                        "extractions_run": manager.vl_cache.misses - before["extractions"],
-                        "encodes_run": manager.text_cache.misses - before["encodes"], "batch_size": spec.batch_size,
-                        "load_seconds": round(sum(c.result.metadata["timings"].get("load", 0.0)
-                                                  for c in sweep.finished()), 4),
-                        "vl_loads": manager.load_counts["vl"] - before["vl_loads"]}
-
-    def flush():
-        requests = [c.request if c.route == "embedding" else _text_request(c.request, sweep.caption)
-                    for c, _, _ in pending]
-        results = run_batch(manager, requests, [i for _, i, _ in pending], [e for _, _, e in pending])
-        for (cell, init, _), result in zip(pending, results):
-            cell.result = result
-            if cell.route == "text":  # the caption baseline says so in its own metadata
-                result.metadata.update(route="text", caption=sweep.caption)
-            cell.metrics = {**_against_references(result.image, images, cell.request, scorer),
-                            "ssim": round(ssim(result.image, init or images[0]), 4)}
-        pending.clear()
-        count()
-
-    for cell in mine:
-        cancel.check()  # the client went away: stop before the next cell
-        if should_stop is not None and should_stop():
-            sweep.stopped = True
-            break
-        init = (structure or images[0]) if cell.request.strength < 1.0 else None
-        if cell.route == "text":
-            encoding = None
-            texts.add(_text_request(cell.request, sweep.caption).prompt)
-        else:
-            try:  # prefetched above; only a VL cache smaller than the sweep's keys can miss
-                encoding = condition(manager, cell.request, images, cache_only=True).encoding
-            except LookupError:
-                encoding = condition(manager, cell.request, images).encoding
-            keys.update(e["key"] for e in encoding.metadata["vl"]["extractions"])
-            texts.add(encoding.chat)
-        if pending and (len(pending) >= spec.batch_size or not _compatible(pending[0], (cell, init, encoding))):
-            flush()
-            yield sweep
-        pending.append((cell, init, encoding))
-    if pending:
-        flush()
-    count()
-    yield sweep
-
-
-def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image=None,
-              should_stop=None, only: set | None = None) -> SweepResult:
-    """Run the whole sweep (or until `should_stop()`, or just the cells in `only`); returns the
-    finished cells and the counts."""
-    sweep = None
-    for sweep in iter_sweep(manager, spec, base, references, structure_image, should_stop, only):
-        pass
+        if cell.image is None:
+            cell.image = Image.open(folder / cell_name(cell.index)).convert("RGB")
+    caption = next((c.row.get("caption") for c in cells if c.row.get("caption")), None)
+    sweep = SweepResult(spec.axes(), cells, sweep_counts(len(study.cells()), per_process, study.batch_size),
+                        caption, stopped, int(spec.diff_base))
+    sweep.outputs = save_sweep(sweep, folder)
     return sweep
 
 
-def _against_references(image, references: list, request: VLRequest, scorer) -> dict:
-    """Palette distance (and with a scorer, style similarity) to each reference of the blend: with
-    several, one column each (`_ref0`, `_ref1`, ...) and their mean weighted by `reference_weights`
-    under the plain name; prompt similarity once."""
-    per = []
-    for reference in references:
-        scores = {"palette_distance": round(palette_distance(image, reference), 4)}
-        if scorer is not None:
-            scores.update(scorer.score(image, reference, request.prompt))
-        per.append(scores)
-    if len(per) == 1:
-        return per[0]
-    weights = parse_weights(request.reference_weights, len(per))
-    out = {}
-    for name in ("palette_distance", "style_similarity"):
-        if name in per[0]:
-            out.update({f"{name}_ref{i}": scores[name] for i, scores in enumerate(per)})
-            out[name] = round(sum(w * s[name] for w, s in zip(weights, per)) / sum(weights), 4)
-    if "prompt_similarity" in per[0]:
-        out["prompt_similarity"] = per[0]["prompt_similarity"]
-    return out
+def iter_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, folder: str | Path,
+               structure_image=None, should_stop=None, session: str = ""):
+    """Run a sweep into a new study `folder` (its uploaded references stored beside it, under
+    `references/`), yielding the sweep after each finished cell (or batch), then once more when the
+    folder is finished (grids, tables: `outputs`). Stopping (`should_stop()` true) keeps what was
+    finished; a closed generator leaves the folder to `close_sweep` or `llm-dit study resume`."""
+    folder = Path(folder)
+    study = sweep_study(manager, spec, base, references, folder.parent / "references", structure_image)
+    create(manager, study, folder, session)
+    axes, found, images = spec.axes(), {}, {}
+    sweep = SweepResult(axes, [], {"cells": len(study.cells()), "finished": 0}, diff_base=int(spec.diff_base))
+    run = run_cells(manager, study, folder, should_stop=should_stop)
+    while True:
+        try:
+            cell, row, result = next(run)
+        except StopIteration as stop:
+            counts = stop.value
+            break
+        found[cell.index], images[cell.index] = row, result
+        sweep.cells = sweep_cells(study, spec, found, images)
+        sweep.caption = sweep.caption or result.metadata.get("caption")
+        sweep.counts = {"cells": len(study.cells()), "finished": len(found)}
+        yield sweep
+    yield close_sweep(folder, spec, [counts], images=images, stopped=len(found) < len(study.cells()))
 
 
-def _text_request(request: VLRequest, caption: str) -> GenerationRequest:
-    """The text route: the prompt plus the VL caption, as a plain generation request."""
-    plain, _ = GenerationRequest.from_dict({**request.to_dict(), "prompt": f"{request.prompt}\n\nThe image's look: {caption}"})
-    return plain
-
-
-def _compatible(a, b) -> bool:
-    (ca, ia, _), (cb, ib, _) = a, b
-    same = all(getattr(ca.request, k) == getattr(cb.request, k) for k in BATCH_KEY)
-    return same and (ia is None) == (ib is None) and ca.request.strength == cb.request.strength
-
-
-def save_outputs(sweep: SweepResult, folder: str | Path, stem: str, saved: dict | None = None,
-                 grids: bool = True) -> dict:
-    """Grids (PNG; not with `grids=False`), each cell's PNG with full metadata, and the table as
-    CSV and JSON. Tables are rewritten under fixed names; a cell already in `saved` (index -> path)
-    is not written again, so saving after every cell stays linear, and a UI that passes
-    `grids=False` until the last cell draws each grid once."""
-    folder = Path(getattr(folder, "path", folder))
-    folder.mkdir(parents=True, exist_ok=True)
-    saved = {} if saved is None else saved
-    drawn = []
-    for kind, images in (("grid", sweep.grids()), ("diff", sweep.grids(diff=True))) if grids else ():
-        for i, grid in enumerate(images):
-            path = folder / f"{stem}-{kind}{i}.png"
-            grid.save(path)
-            drawn.append(str(path))
-    for c in sweep.finished():
-        if c.index not in saved:
-            saved[c.index] = str(c.result.save(folder / f"{stem}-cells", name=f"cell{c.index:03d}"))
-    cells = [saved[c.index] for c in sweep.finished()]
-    (folder / f"{stem}.csv").write_text(sweep.table_csv())
-    (folder / f"{stem}.json").write_text(sweep.table_json())
-    return {"grids": drawn, "cells": cells, "csv": str(folder / f"{stem}.csv"), "json": str(folder / f"{stem}.json")}
-
+def run_sweep(manager, spec: SweepSpec, base: VLRequest, references: list, folder: str | Path,
+              structure_image=None, should_stop=None) -> SweepResult:
+    """Run the whole sweep (or until `should_stop()`) into `folder`; the finished sweep."""
+    sweep = None
+    for sweep in iter_sweep(manager, spec, base, references, folder, structure_image, should_stop):
+        pass
+    return sweep
 
 
 def load_sweeps(folder: Path | None = None) -> dict[str, dict]:

@@ -1,13 +1,13 @@
-"""Sweeps split over several processes (one per GPU) with accelerate, gathered on the main process.
+"""Studies and sweeps split over several processes (one per GPU) with accelerate.
 
-`accelerate launch --num_processes N -m llm_dit sweep ...` starts N copies of the command line.
-Each process loads its own models on its own device (accelerate makes `cuda` mean this process's
-GPU), takes a contiguous share of the cells (`PartialState.split_between_processes`), and shares
-extractions and prompt encodings among its cells through its manager's caches. The main process
-then gathers every finished cell and writes one labelled grid per Z value, one table and the cell
-PNGs under the same names a single-process run uses. A cell depends only on its own request and
-seed, so with batch_size 1 each cell is bit-identical to the single-process run on the CPU (GPU
-kernels may differ in the last bits). Without `accelerate launch` this is the plain one-process
+`accelerate launch --num_processes N -m llm_dit sweep|study ...` starts N copies of the command
+line. Each process loads its own models on its own device (accelerate makes `cuda` mean this
+process's GPU), takes a contiguous share of the unfinished cells
+(`PartialState.split_between_processes`), shares extractions and prompt encodings among its cells
+through its manager's caches, and appends its own rows to the study folder; the main process then
+merges them and writes the grids and tables under the names a single-process run uses. A cell
+depends only on its own request and seed, so with batch_size 1 each cell is bit-identical to the
+single-process run on the CPU (GPU kernels may differ in the last bits). Without `accelerate launch` this is the plain one-process
 sweep. ZeroGPU Spaces stay single-process: each call there gets one GPU in a forked worker.
 """
 
@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .compare import SweepResult, SweepSpec, iter_sweep, plan, save_outputs
-from ..pipelines.generate import resolve_seed
-from ..core.request import VLRequest, validate
-
-COUNTED = ("extractions_run", "encodes_run", "vl_loads", "load_seconds")  # summed over the processes
+from ..core.request import VLRequest
+from .compare import SweepSpec, close_sweep, sweep_study
+from .runner import read_info
 
 
 def _uses_gpu(settings) -> bool:
@@ -48,50 +47,31 @@ def _launch(settings):
             state.destroy_process_group()
 
 
-def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image, output_dir: str,
-          stem: str) -> dict | None:
-    """Run the sweep over every process of the launch; the main process saves the outputs and
-    returns their summary (other processes return None)."""
+def sweep(manager, spec: SweepSpec, base: VLRequest, references: list, structure_image, folder: str) -> dict | None:
+    """Run the sweep as a study in `folder`, its cells split over every process of the launch; the
+    main process finishes the folder and returns its files and counts (other processes return None)."""
+    from accelerate.utils import broadcast_object_list
+
     with _launch(manager.settings) as state:
-        return _sweep(state, manager, spec, base, references, structure_image, output_dir, stem)
-
-
-def _sweep(state, manager, spec, base, references, structure_image, output_dir, stem):
-    from accelerate.utils import broadcast_object_list, gather_object
-
-    # One seed for every process: a drawn seed (-1) is drawn once, on the main process.
-    with state.main_process_first():  # checkpoints that are built (tiny) or fetched on first use: once
-        manager.zimage_source, manager.vl_source
-    base = [resolve_seed(validate(base, img2img=base.strength < 1.0, policy=manager.policy))
-            if state.is_main_process else None]
-    if state.num_processes > 1:
-        broadcast_object_list(base)
-    base = base[0]
-    axes, cells = plan(spec, base)
-    with state.split_between_processes(list(range(len(cells)))) as share:
-        mine = set(share)
-    result = None
-    with tqdm(total=len(mine), desc=f"sweep (process {state.process_index + 1}/{state.num_processes})",
-              unit="cell", position=state.process_index) as bar:
-        for result in iter_sweep(manager, spec, base, references, structure_image, only=mine):
-            bar.update(len(result.finished()) - bar.n)
-    # each process reports its own share: the cells it was given, and what it ran for them
-    finished, counts, caption = result.finished(), [{**result.counts, "cells": len(mine)}], result.caption
-    if state.num_processes > 1:
-        finished, counts = gather_object(finished), gather_object(counts)
-        caption = next((c for c in gather_object([caption]) if c), None)
-    if not state.is_main_process:
-        return None
-    by_index = {c.index: c for c in finished}
-    for cell in cells:  # the main process's cell list, filled with every process's results
-        if cell.index in by_index:
-            cell.result, cell.metrics = by_index[cell.index].result, by_index[cell.index].metrics
-    total = {"cells": len(cells), "finished": len(by_index), "processes": state.num_processes,
-             "batch_size": spec.batch_size, **{k: sum(c[k] for c in counts) for k in COUNTED}}
-    total.update(counts[0] if state.num_processes == 1 else {"per_process": counts})
-    gathered = SweepResult(axes, cells, total, caption, diff_base=int(spec.diff_base))
-    outputs = save_outputs(gathered, output_dir, stem)
-    return {**outputs, "counts": total, "caption": caption, "seed": base.seed}
+        where = [str(folder)]  # the main process's name (a default name has the time in it)
+        if state.num_processes > 1:
+            broadcast_object_list(where)
+        folder = where[0]
+        study, problem = None, None
+        if state.is_main_process:  # one study (its drawn seed) for every process: the main process's
+            try:
+                if Path(folder).exists():  # never a new table over old cells: a sweep's files are all its own
+                    raise ValueError(f"--name: {folder} exists: choose another name, or `llm-dit study resume "
+                                     f"{folder}` to finish that sweep.")
+                study = sweep_study(manager, spec, base, references, Path(folder).parent / "references",
+                                    structure_image)
+            except ValueError as err:  # every process stops with it (none waits for the others forever)
+                problem = str(err)
+        if _study(state, manager, folder, study, problem) is None:
+            return None
+    result = close_sweep(folder, spec, read_info(folder)["runs"][-1]["per_process"], finished=True)
+    return {**result.outputs, "counts": result.counts, "caption": result.caption,
+            "seed": result.cells[0].row["seed"] if result.cells else None}
 
 
 def launch_command(num_processes: int, port: int = 29500) -> list[str]:
@@ -112,15 +92,15 @@ def study(manager, folder: str, study=None) -> dict | None:
         return _study(state, manager, folder, study)
 
 
-def _study(state, manager, folder, study):
+def _study(state, manager, folder, study, problem: str | None = None):
     from accelerate.utils import broadcast_object_list, gather_object
 
     from .runner import create, finish, load_folder_study, rows, run_cells
 
     with state.main_process_first():  # checkpoints that are built (tiny) or fetched on first use: once
         manager.zimage_source, manager.vl_source
-    error = [None]
-    if state.is_main_process and study is not None:
+    error = [problem if state.is_main_process else None]
+    if state.is_main_process and study is not None and problem is None:
         try:  # the main process's study (its drawn seeds) is the one every process runs
             create(manager, study, folder)
         except ValueError as err:

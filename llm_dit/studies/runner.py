@@ -32,15 +32,16 @@ import numpy as np
 from PIL import Image
 
 from ..core.images import load_image
-from ..core.request import VLRequest
-from ..pipelines.generate import _versions, run
+from ..core.request import VLRequest, parse_weights
+from ..pipelines.generate import BATCH_KEY, _versions, run, run_batch
 from ..pipelines.recipe import condition, prefetch
 from ..serving import cancel
-from .compare import _caption, _text_request
+from .routes import caption, text_request
 from .metrics import palette_distance, ssim
 from .study import Study, file_sha256
 
 ROW_FIELDS = [f.name for f in fields(VLRequest) if f.name != "seed"]
+SHARED_STAGES = ("vae_encode", "denoise", "decode")  # one pipeline call for every cell of a batch
 
 
 def cell_name(index: int) -> str:
@@ -127,7 +128,7 @@ def read_info(folder: str | Path) -> dict:
 def load_folder_study(folder: str | Path) -> Study:
     """The study of a folder, its references checked against the recorded sha256."""
     study = Study.from_dict(read_info(folder)["study"])
-    for ref in study.references:
+    for ref in [*study.references, *filter(None, (study.control_image, study.mask_image))]:
         if not Path(ref.path).is_file() or file_sha256(ref.path) != ref.sha256:
             raise ValueError(f"reference {ref.name!r} ({ref.path}) is missing or changed since the study ran "
                              f"(sha256 {ref.sha256[:12]}…): put the original file back.")
@@ -151,48 +152,109 @@ def rows(folder: str | Path) -> dict[int, dict]:
     return found
 
 
-def _scores(image, reference, init, prompt: str, study: Study, scorer) -> dict:
-    scores = {}
-    if "palette_distance" in study.metrics:
-        scores["palette_distance"] = round(palette_distance(image, reference), 4)
+def _scores(image, references: list, init, request: VLRequest, study: Study, scorer) -> dict:
+    """The study's metrics against the cell's reference; against a blended set, one column per
+    reference (`_ref0`, `_ref1`, ...) and their mean weighted by `reference_weights` under the
+    plain name. SSIM against the init image (img2img) or the first reference."""
+    per = []
+    for reference in references:
+        scores = {}
+        if "palette_distance" in study.metrics:
+            scores["palette_distance"] = round(palette_distance(image, reference), 4)
+        if scorer is not None and any(m in study.metrics for m in ("style_similarity", "prompt_similarity")):
+            scores.update({k: v for k, v in scorer.score(image, reference, request.prompt).items()
+                           if k in study.metrics})
+        per.append(scores)
+    out = per[0]
+    if len(per) > 1:
+        weights = parse_weights(request.reference_weights, len(per))
+        out = {}
+        for name in ("palette_distance", "style_similarity"):
+            if name in per[0]:
+                out.update({f"{name}_ref{i}": scores[name] for i, scores in enumerate(per)})
+                out[name] = round(sum(w * s[name] for w, s in zip(weights, per)) / sum(weights), 4)
+        if "prompt_similarity" in per[0]:
+            out["prompt_similarity"] = per[0]["prompt_similarity"]
     if "ssim" in study.metrics:
-        scores["ssim"] = round(ssim(image, init or reference), 4)
-    if scorer is not None and any(m in study.metrics for m in ("style_similarity", "prompt_similarity")):
-        scores.update({k: v for k, v in scorer.score(image, reference, prompt).items() if k in study.metrics})
-    return scores
+        out["ssim"] = round(ssim(image, init or references[0]), 4)
+    return out
 
 
-def _row(cell, result, scores: dict, timings: dict) -> dict:
+def _row(cell, result, scores: dict, extract_seconds: float) -> dict:
     meta = result.metadata
     vl = meta.get("vl", {})
+    timings, size = meta["timings"], meta.get("batch_size", 1)
+    # the pipeline call is shared by the batch; model loading is the run's (counts), not a cell's
+    shared = sum(timings.get(k, 0.0) for k in SHARED_STAGES)
+    own = timings["total"] - shared - timings.get("load", 0.0)
     return {"file_name": cell_name(cell.index), "cell": cell.index, "reference": cell.reference.name,
             "reference_sha256": cell.reference.sha256, "seed": cell.seed, "route": cell.route,
             **{k: getattr(cell.request, k) for k in ROW_FIELDS},
             "vl_share": vl.get("effective_alpha", 0.0 if cell.route == "text" else None),
-            **timings, "forwards": meta["forwards"], **scores, "warnings": list(meta.get("warnings", []))}
+            "extract_seconds": extract_seconds, "generate_seconds": round(own + shared / size, 4),
+            "batch_size": size, "batch_seconds": round(shared, 4), "forwards": meta["forwards"], **scores,
+            **({"caption": meta["caption"]} if cell.route == "text" else {}), "warnings": list(meta.get("warnings", []))}
+
+
+def _compatible(a, b) -> bool:
+    """Two (cell, init, encoding) that one pipeline call can generate together."""
+    (ca, ia, _), (cb, ib, _) = a, b
+    same = all(getattr(ca.request, k) == getattr(cb.request, k) for k in BATCH_KEY)
+    return same and (ia is None) == (ib is None) and ca.request.strength == cb.request.strength
 
 
 def run_cells(manager, study: Study, folder: str | Path, only: set | None = None, process: int = 0,
               should_stop=None):
     """Run the study's unfinished cells (just those in `only`, when given), appending each row to
-    this process's progress file; yields (cell, row, image) after each. Extractions and captions
-    come first, in one VL session (the VL model loads once). Returns this process's counts, with
-    the model loading time apart from any cell's (`load_seconds`)."""
+    this process's progress file; yields (cell, row, result) after each, in cell order (compatible
+    cells of a `batch_size` over 1 share one pipeline call). Extractions and captions come first,
+    in one VL session (the VL model loads once); `should_stop()` is asked before each cell (or
+    batch) and ends the run with what finished. Returns this process's counts: what the manager's
+    caches ran for these cells against the distinct keys they needed, and the model loading time
+    apart from any cell's (`load_seconds`)."""
     folder = Path(folder)
     cells = study.check(manager.policy)
     done = rows(folder)
     todo = [c for c in cells if c.index not in done and (only is None or c.index in only)]
-    counts = {"process": process, "cells": len(todo), "finished": 0, "load_seconds": {}}
+    before = {"extractions": manager.vl_cache.misses, "encodes": manager.text_cache.misses,
+              "vl_loads": manager.load_counts["vl"]}
+    counts = {"process": process, "cells": len(todo), "finished": 0, "load_seconds": {},
+              "batch_size": study.batch_size}
+    keys, texts = set(), set()
+
+    def count():
+        counts.update({"distinct_extractions": len(keys), "distinct_texts": len(texts),
+                       "extractions_run": manager.vl_cache.misses - before["extractions"],
+                       "encodes_run": manager.text_cache.misses - before["encodes"],
+                       "vl_loads": manager.load_counts["vl"] - before["vl_loads"]})
+
+    count()
     if not todo:
         return counts
     images = {r.name: load_image(r.path, field=f"reference {r.name}") for r in study.references}
+
+    def images_of(cell) -> list:
+        return [images[r.name] for r in study.members(cell.reference)]
+
     structure = load_image(study.structure_image, field="structure_image") if study.structure_image else None
+    control, mask = (load_image(r.path, field=name) if r else None for r, name in (
+        (study.control_image, "control_image"), (study.mask_image, "mask_image")))
     scorer = manager.scorer()
     extract_seconds, captions = {}, {}
+
+    def uncached(cell) -> bool:
+        try:
+            prefetch(manager, cell.request, images_of(cell), cache_only=True)
+        except LookupError:
+            return True
+        return False
+
+    probed = manager.vl_cache.misses
+    local_captions = study.captioner.get("backend", "qwen3_vl") == "qwen3_vl"
+    needs_vl = not manager.remote_vl and any(uncached(c) if c.route == "embedding" else local_captions for c in todo)
+    before["extractions"] += manager.vl_cache.misses - probed  # lookups only: they ran nothing
     with manager.vl_session():
-        local_captions = study.captioner.get("backend", "qwen3_vl") == "qwen3_vl"
-        if not manager.remote_vl and any(c.request.alpha > 0 if c.route == "embedding" else local_captions
-                                         for c in todo):
+        if needs_vl:  # loaded apart from any cell's time (already cached: not at all)
             start = time.perf_counter()
             with manager.vl_model():
                 counts["load_seconds"]["vl"] = round(time.perf_counter() - start, 4)
@@ -201,10 +263,10 @@ def run_cells(manager, study: Study, folder: str | Path, only: set | None = None
             start = time.perf_counter()
             if cell.route == "text":
                 if cell.reference.name not in captions:
-                    captions[cell.reference.name] = _caption(manager, images[cell.reference.name], cell.request,
+                    captions[cell.reference.name] = caption(manager, images_of(cell)[0], cell.request,
                                                              study.captioner)
             else:
-                prefetch(manager, cell.request, [images[cell.reference.name]])
+                prefetch(manager, cell.request, images_of(cell))
             extract_seconds[cell.index] = round(time.perf_counter() - start, 4)
     start = time.perf_counter()
     manager.pipeline()
@@ -215,43 +277,65 @@ def run_cells(manager, study: Study, folder: str | Path, only: set | None = None
         with open(progress, "a", encoding="utf-8") as f:  # a row cut short by a kill stays on its own line
             f.write("\n")
     made = {}  # text-route cells whose generation is the same (only VL fields differ): made once
+
+    def generate(batch) -> list:
+        """[(cell, init, encoding)] -> their results (text-route cells: one each, the same made once)."""
+        cell, init, _ = batch[0]
+        if cell.route == "text":
+            request = text_request(cell.request, captions[cell.reference.name])
+            key = (cell.reference.name, json.dumps(request.to_dict(), sort_keys=True))
+            made[key] = made.get(key) or run(manager, request, init, control_image=control, mask_image=mask)
+            result = made[key]
+            result.metadata.update(route="text", caption=captions[cell.reference.name])
+            return [result]
+        return run_batch(manager, [c.request for c, _, _ in batch], [i for _, i, _ in batch],
+                         [e for _, _, e in batch], control, mask)
+
+    def save(batch):
+        for (cell, init, _), result in zip(batch, generate(batch)):
+            result.metadata["study"] = {"cell": cell.index, "reference": vars(cell.reference), "coords": cell.coords}
+            path = folder / cell_name(cell.index)
+            path.unlink(missing_ok=True)  # a PNG without its row (killed between the two) is redone
+            result.save(folder / "cells", name=path.stem)
+            row = _row(cell, result, _scores(result.image, images_of(cell), init, cell.request, study, scorer),
+                       extract_seconds[cell.index])
+            with open(progress, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row, default=str) + "\n")
+            counts["finished"] += 1
+            count()
+            yield cell, row, result
+
+    pending = []
     for cell in todo:
         cancel.check()
+        if pending and (len(pending) >= study.batch_size or pending[0][0].route == "text"):
+            yield from save(pending)
+            pending = []
         if should_stop is not None and should_stop():
             break
-        reference = images[cell.reference.name]
-        init = (structure or reference) if cell.request.strength < 1.0 else None
-        start = time.perf_counter()
+        init = (structure or images_of(cell)[0]) if cell.request.strength < 1.0 else None
         if cell.route == "text":
-            request = _text_request(cell.request, captions[cell.reference.name])
-            key = (cell.reference.name, json.dumps(request.to_dict(), sort_keys=True))
-            result = made.get(key) or run(manager, request, init)
-            made[key] = result
+            encoding = None
+            texts.add(text_request(cell.request, captions[cell.reference.name]).prompt)
         else:
             try:  # prefetched above; only a VL cache smaller than the study's keys can miss
-                encoding = condition(manager, cell.request, [reference], cache_only=True).encoding
+                encoding = condition(manager, cell.request, images_of(cell), cache_only=True).encoding
             except LookupError:
-                encoding = condition(manager, cell.request, [reference]).encoding
-            result = run(manager, cell.request, init, encoding=encoding)
-        timings = {"extract_seconds": extract_seconds[cell.index],
-                   "generate_seconds": round(time.perf_counter() - start, 4)}
-        if cell.route == "text":
-            result.metadata["route"] = "text"
-            result.metadata["caption"] = captions[cell.reference.name]
-        result.metadata["study"] = {"cell": cell.index, "reference": vars(cell.reference), "coords": cell.coords}
-        path = folder / cell_name(cell.index)
-        path.unlink(missing_ok=True)  # a PNG without its row (killed between the two) is redone
-        result.save(folder / "cells", name=path.stem)
-        row = _row(cell, result, _scores(result.image, reference, init, cell.request.prompt, study, scorer), timings)
-        with open(progress, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, default=str) + "\n")
-        counts["finished"] += 1
-        yield cell, row, result.image
+                encoding = condition(manager, cell.request, images_of(cell)).encoding
+            keys.update(e["key"] for e in encoding.metadata["vl"]["extractions"])
+            texts.add(encoding.chat)
+        entry = (cell, init, encoding)
+        if pending and (cell.route == "text" or not _compatible(pending[0], entry)):
+            yield from save(pending)
+            pending = []
+        pending.append(entry)
+    if pending:  # the last batch (after a stop too: its cells were begun)
+        yield from save(pending)
     return counts
 
 
-def finish(folder: str | Path, study: Study, counts: dict | None = None) -> dict:
-    """Merge every row into metadata.jsonl (by cell), write summary.csv, the grids and the plots,
+def finish(folder: str | Path, study: Study, counts: dict | None = None, plots: bool = True) -> dict:
+    """Merge every row into metadata.jsonl (by cell), write summary.csv, the grids and (`plots`) the plots,
     and close study.json (status `finished`, or `incomplete` with cells missing)."""
     from .summary import plot_summary, summarize, write_summary
 
@@ -266,7 +350,7 @@ def finish(folder: str | Path, study: Study, counts: dict | None = None) -> dict
         (folder / "progress").rmdir()
     table = summarize([found[i] for i in sorted(found)], study)
     write_summary(table, folder / "summary.csv")
-    plots = plot_summary(folder / "summary.csv", folder / "plots")
+    drawn = plot_summary(folder / "summary.csv", folder / "plots") if plots else []
     grids = draw_grids(folder, study, found)
     info = read_info(folder)
     total = len(study.cells())
@@ -277,36 +361,38 @@ def finish(folder: str | Path, study: Study, counts: dict | None = None) -> dict
     _write_json(folder / "study.json", info)
     return {"folder": str(folder), "status": info["status"], "cells": total, "finished": len(found),
             "metadata": str(folder / "metadata.jsonl"), "summary": str(folder / "summary.csv"),
-            "grids": [str(g) for g in grids], "plots": [str(p) for p in plots]}
+            "grids": [str(g) for g in grids], "plots": [str(p) for p in drawn]}
 
 
 def draw_grids(folder: Path, study: Study, found: dict) -> list[Path]:
-    """One labelled grid per reference (first axis across, second axis, or else the seeds, down;
-    the first seed when the seeds are not on the grid, one grid per value of any further axis),
-    drawn once (its cells shrunk to keep it bounded: `grid.draw_grid`)."""
+    """One labelled grid per reference (set): the first axis across, the second axis (or else the
+    seeds, when there are several) down; the first seed when the seeds are not on the grid; one
+    grid per value of any further axis. Drawn once (its cells shrunk to keep it bounded:
+    `grid.draw_grid`); named grid-RR-CC.png (reference, further-axis combination)."""
     from .grid import axis_label, draw_grid
 
     axes = study.axes or [("reference", [None])]
+    seed_axis = any(a == "seed" for a, _ in axes)
     x_axis, xs = axes[0]
-    y_axis, ys = axes[1] if len(axes) > 1 else ("seed", study.seeds)
+    y_axis, ys = axes[1] if len(axes) > 1 else (("seed", study.seeds) if len(study.seeds) > 1 else ("", [None]))
     rest = axes[2:]
     out = folder / "grids"
     out.mkdir(exist_ok=True)
     by_key = {}
     for cell in study.cells():
         if cell.index in found:
-            key = (cell.reference.name, tuple(cell.coords.get(a) for a, _ in rest),
-                   cell.coords.get(x_axis), cell.seed if y_axis == "seed" else cell.coords.get(y_axis))
-            if y_axis == "seed" or cell.seed == study.seeds[0]:
+            y = cell.seed if y_axis == "seed" and not seed_axis else cell.coords.get(y_axis)
+            key = (cell.reference.name, tuple(cell.coords.get(a) for a, _ in rest), cell.coords.get(x_axis), y)
+            if y_axis == "seed" or seed_axis or cell.seed == study.seeds[0]:
                 by_key[key] = cell.index
     written = []
-    for r, ref in enumerate(study.references):
+    for r, ref in enumerate(study.reference_sets()):
         combos = sorted({k[1] for k in by_key if k[0] == ref.name}, key=repr)
         for c, combo in enumerate(combos):
             images = {(x, y): Image.open(folder / cell_name(i)).convert("RGB")
                       for (name, rest_key, x, y), i in by_key.items() if name == ref.name and rest_key == combo}
             title = " · ".join([f"{ref.name} ({ref.sha256[:12]})"] + [axis_label(a, v) for (a, _), v in zip(rest, combo)]
-                               + ([f"seed: {study.seeds[0]}"] if y_axis != "seed" else []))
+                               + ([f"seed: {study.seeds[0]}"] if y_axis != "seed" and not seed_axis else []))
             path = out / f"grid-{r:02d}-{c:02d}.png"
             draw_grid(images, x_axis, xs, y_axis, ys, title).save(path)
             written.append(path)
@@ -350,13 +436,14 @@ def rerun(manager, folder: str | Path, index: int) -> dict:
 
 
 def session_key(session: str) -> str:
-    """What a study folder records of the browser session that started it (a hash, never the id)."""
+    """What a study folder records of who started it (hosted: the visitor's owner token,
+    `ui/owners.py`; a hash, never the token)."""
     return hashlib.sha256(session.encode("utf-8", "replace")).hexdigest()[:16] if session else ""
 
 
 def list_studies(root: str | Path, session: str | None = None) -> list[dict]:
     """The study folders directly in `root`, newest first: name, started, status, cells, size.
-    With `session` (hosted), only the studies that session started."""
+    With `session` (hosted: an owner token), only the studies that owner started."""
     root = Path(root)
     found = []
     for folder in sorted(root.iterdir()) if root.is_dir() else ():

@@ -1,18 +1,27 @@
-"""Blend comparison tab: sweeps over the VL tab's settings -> labelled grids, cells and a table."""
+"""Blend comparison tab: sweeps over the VL tab's settings -> labelled grids, cells and a table.
+
+Each sweep is a study (`llm_dit.studies.compare`) written to `<output dir>/studies/<name>/`: it
+appears in the Studies tab, where it can be opened, resumed after a stop, and re-run."""
 
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
-from llm_dit.studies.compare import AXES, EXAMPLE_VALUES, SweepResult, SweepSpec, iter_sweep, load_sweeps, plan, save_outputs
 from llm_dit.core.request import CONTROL_FIELDS, VLRequest, validate
+from llm_dit.studies.compare import (AXES, EXAMPLE_VALUES, SweepResult, SweepSpec, close_sweep, iter_sweep, load_sweeps,
+                                     sweep_cells, to_study)
+from llm_dit.studies.runner import cell_name, read_info
+from llm_dit.studies.study import Reference, Study
 
 from ..common import Endpoint
 from ..guard import message_box
 from ..fields import FieldDropdown, FieldNumber, FieldSlider
 from ..gpu import gpu_seconds, on_gpu
+from ..owners import OWNERS
 from ..stops import CLICK_TIME_JS, Stops
 from ..studio import GPU
 from .vl import check as check_vl
@@ -31,10 +40,15 @@ def _spec(values: dict) -> SweepSpec:
 STOPS = Stops()  # per browser session: "stop after this cell"
 
 
+def _cells(request, spec: dict) -> list:
+    """The sweep's cells (their requests), before any reference is stored."""
+    return to_study(_spec(spec), request, [Reference("check", "", "")]).cells()
+
+
 def check(request, references, structure_image, policy, **spec) -> None:
     """Before the queue: the base request, the references and the sweep's cells."""
     check_vl(request, references, policy, structure_image)
-    cells = plan(_spec(spec), request)[1]
+    cells = _cells(request, spec)
     policy.budgets.check_cells(len(cells))  # before checking each of them
     for cell in cells:
         validate(cell.request, img2img=cell.request.strength < 1.0, policy=policy)
@@ -46,19 +60,22 @@ VALUES_INFO = "comma-separated (vl_text: |-separated; prompt: one per line or |-
 
 def build(studio, vl_tab) -> None:
     manager, output_dir = studio.manager, studio.outputs
+    root = Path(studio.settings.output_dir) / "studies"  # where the Studies tab lists them
     presets = load_sweeps()
 
-    def sweep(request, references, structure_image, **spec):
-        """The GPU side: yields only what is new (finished cells), so ZeroGPU pickles each once."""
+    def sweep(request, references, structure_image, folder: str, session: str, **spec):
+        """The GPU side: runs the sweep into its study folder; yields only what is new (finished
+        cells' rows, their images are in the folder), then the folder's files."""
         sent = set()
-        for result in iter_sweep(manager, _spec(spec), request, references or [], structure_image):
-            new = [c for c in result.finished() if c.index not in sent]
-            sent.update(c.index for c in new)
-            yield new, result.counts, result.caption
+        for result in iter_sweep(manager, _spec(spec), request, references or [], folder, structure_image,
+                                 session=session):
+            new = [(c.index, c.row) for c in result.cells if c.index not in sent]
+            sent.update(i for i, _ in new)
+            yield new, result.counts, result.caption, result.outputs
 
-    def seconds(request, references, structure_image, **spec):
+    def seconds(request, references, structure_image, folder: str, session: str, **spec):
         try:
-            axes, cells = plan(_spec(spec), request)
+            cells = _cells(request, spec)
         except ValueError:  # a bad spec fails fast anyway
             return gpu_seconds(request)
         extracting = {(c.request.vl_hidden_layer, c.request.vl_text_hidden_layer, c.request.token_mode,
@@ -116,42 +133,42 @@ def build(studio, vl_tab) -> None:
         def action(request, references, structure_image, session=None, **spec):
             session_hash = getattr(session, "session_hash", None)
             clicked = STOPS.started(session_hash)
-            stem = output_dir.stem("compare")
+            folder = root / output_dir.stem("compare")
             chosen = _spec(spec)
-            axes = chosen.axes()
-            done, saved = [], {}
-            chunks = gpu_sweep(request, references, structure_image, **spec)
-            for new, counts, caption in chunks:
-                done += new
-                stopping = STOPS.stopped(session_hash, clicked)  # read once: the page and what happens agree
-                result = SweepResult(axes, done, counts, caption, stopped=stopping,
-                                     diff_base=int(chosen.diff_base))
+            found, images, study = {}, {}, None
+            chunks = gpu_sweep(request, references, structure_image, str(folder), OWNERS.owner(session), **spec)
+            for new, counts, caption, outputs in chunks:
+                study = study or Study.from_dict(read_info(folder)["study"])
+                for index, row in new:
+                    found[index] = row
+                    images[index] = Image.open(folder / cell_name(index)).convert("RGB")
+                stopping = not outputs and STOPS.stopped(session_hash, clicked)  # read once: page and run agree
+                if stopping:  # stop after the cell that just finished; keep everything so far, resumable
+                    chunks.close()
+                    result = close_sweep(folder, chosen, [{"process": 0, "cells": counts["cells"], "finished": len(found),
+                                                           "load_seconds": {}, "stopped": True}],
+                                         images=images, stopped=True)
+                    outputs = result.outputs
+                else:
+                    result = SweepResult(chosen.axes(), sweep_cells(study, chosen, found, images), counts, caption,
+                                         diff_base=int(chosen.diff_base))
                 # The grids are drawn once, after the last cell (or a stop): while it runs, the page
                 # shows the cells' thumbnails and the table, and nothing grows with the cells squared.
-                last = stopping or len(done) >= counts["cells"]
-                try:
-                    out = save_outputs(result, output_dir, stem, saved, grids=last)
-                    output_dir.prune(protect=stem)
-                    files = out["grids"] + [out["csv"], out["json"]] + out["cells"] if last else gr.skip()
-                    indexes = sorted(saved)
-                except OSError as err:  # full or read-only disk: show the sweep, keep serving
-                    gr.Warning(f"output_dir: could not save the sweep in {output_dir.shown_as} "
-                               f"({err.strerror or type(err).__name__}): free space or point --output-dir elsewhere.")
-                    out = {"grids": result.grids() if last else [], "cells": [c.result.image for c in result.finished()]}
-                    files, indexes = None, [c.index for c in result.finished()]
-                text = f"**{len(done)} / {counts['cells']} cells**" + (" — stopped" if result.stopped else "")
+                text = (f"**{len(found)} / {counts['cells']} cells**" + (" — stopped" if stopping else "") +
+                        f" · study `{folder.name}` (Studies tab: open, resume, re-run)")
                 if caption:
                     text += f"\n\nText-route caption: _{caption[:300]}_"
                 rows = result.rows()
                 captions = result.captions() + result.captions(diff=True)
                 # The grids arrive once, with the last value (what an API client gets back);
                 # `open_grid` below then shows the first one large.
-                shown = list(zip(out["grids"], captions)) if last else gr.skip()
+                shown = list(zip(outputs["grids"], captions)) if outputs else gr.skip()
+                files = outputs["grids"] + [outputs["csv"], outputs["json"]] + outputs["cells"] if outputs else gr.skip()
                 yield (text, shown,
                        {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]} if rows else None,
-                       [(p, f"cell {i}") for i, p in zip(indexes, out["cells"])], files, counts)
-                if stopping:  # stop after the cell that just finished; keep everything so far
-                    chunks.close()
+                       [(str(folder / cell_name(c.index)), f"cell {c.index}") for c in result.cells], files,
+                       result.counts)
+                if stopping:
                     break
 
         def open_grid():
