@@ -147,3 +147,17 @@ def test_each_reference_of_a_blend_gets_its_own_score(manager, tmp_path):
     own = [round(palette_distance(image, r), 4) for r in (REF, other)]
     assert [row["palette_distance_ref0"], row["palette_distance_ref1"]] == own and own[0] != own[1]
     assert row["palette_distance"] == pytest.approx((own[0] + 3 * own[1]) / 4, abs=1e-4)
+
+
+def test_two_uploads_of_the_same_name_are_both_references(tmp_path):
+    """Two uploads are often both `image.png`: a sweep blends them, each labelled apart."""
+    from llm_dit.studies.compare import store_references
+
+    paths = []
+    for i, colour in enumerate([(200, 60, 30), (20, 40, 220)]):
+        (tmp_path / str(i)).mkdir()
+        Image.new("RGB", (32, 32), colour).save(tmp_path / str(i) / "image.png")
+        paths.append(str(tmp_path / str(i) / "image.png"))
+    refs = store_references(paths + [paths[0]], tmp_path / "store")
+    assert [r.name for r in refs] == ["image.png", "image (2).png", "image (3).png"]
+    assert refs[0].sha256 == refs[2].sha256 != refs[1].sha256

@@ -196,6 +196,39 @@ def test_fresh_session_hashes_and_call_do_not_make_a_new_client(app):
     assert polite.result(timeout=300)[2]["forwards"] == 8
 
 
+def test_a_burst_of_parallel_joins_gets_no_more_than_its_share(app):
+    """Gradio runs the validators of simultaneous joins side by side and records the events after:
+    30 joins at once from one address (fresh session each) got 22 through a limit of 8 when only
+    gradio's record was counted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, manager = app["url"], app["manager"]
+    _small(Client(url, verbose=False))
+    calls = _forwards(manager)
+    index = _index(url, "txt2img")
+    slow = _txt2img_data(prompt="slow", height=512, width=512, num_inference_steps=100, seed=1)
+    blocker = httpx.post(url + "gradio_api/queue/join", timeout=30, headers={"X-Forwarded-For": "192.0.2.2"},
+                         json={"data": slow, "fn_index": index, "session_hash": "burst-blocker"})
+    assert blocker.status_code == 200, blocker.text
+    _wait(lambda: len(calls) >= 1, what="the blocker to hold the GPU slot")
+
+    def join(i):
+        return f"burst-{i}", httpx.post(url + "gradio_api/queue/join", timeout=60,
+                                        headers={"X-Forwarded-For": "203.0.113.77"},
+                                        json={"data": slow, "fn_index": index, "session_hash": f"burst-{i}"})
+
+    with ThreadPoolExecutor(30) as pool:
+        replies = list(pool.map(join, range(30)))
+    accepted = [(session, r.json()["event_id"]) for session, r in replies if r.status_code == 200]
+    try:
+        assert len(accepted) == 8, [r.text[:120] for _, r in replies if r.status_code != 200][:3]
+    finally:
+        for session, event_id in accepted + [("burst-blocker", blocker.json()["event_id"])]:
+            httpx.post(url + "gradio_api/cancel", timeout=30,
+                       json={"session_hash": session, "event_id": event_id, "fn_index": index})
+    _wait(lambda: not manager.generation_lock.locked(), what="the GPU slot to be free")
+
+
 def _scope_request(peer: str, forwarded: str | None) -> Request:
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
     return Request({"type": "http", "client": (peer, 50000), "headers": headers, "method": "POST", "path": "/"})

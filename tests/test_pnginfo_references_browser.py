@@ -67,4 +67,4 @@ def test_png_info_names_a_missing_reference_and_marks_the_field(page, manager, t
     _shot(page, "missing")
     page.get_by_role("tab", name="PNG info").click()
     expect(page.locator("#pnginfo-report")).to_contain_text("Missing reference 1")
-    expect(page.locator("#pnginfo-report")).to_contain_text("upload it again in Reference image(s)")
+    expect(page.locator("#pnginfo-report")).to_contain_text("Upload it again in Reference image(s)")

@@ -134,16 +134,21 @@ class Endpoint:
         return request, extra, session
 
     def problem(self, *args, **kwargs) -> str | None:
-        """What refuses these values (the request's checks, then this session's pending limit), or None."""
+        """What refuses these values (the request's checks, then this session's pending limit), or
+        None. A page's pre-check asks this; it holds no place in the queue."""
+        return self._problem(args, kwargs, hold=False)
+
+    def _problem(self, args, kwargs, hold: bool) -> str | None:
         try:
             _, _, session = self._prepare(args, kwargs)
         except (ValueError, ModelLoadError) as err:
             return str(err)
-        return self.studio.admission.refuse(session)
+        return self.studio.admission.refuse(session, hold=hold)
 
     def _validate(self, *args, **kwargs):
-        """Before the queue: the request's checks and this session's pending limit."""
-        problem = self.problem(*args, **kwargs)
+        """Before the queue: the request's checks and this session's pending limit (an admitted job
+        holds its place until gradio records it)."""
+        problem = self._problem(args, kwargs, hold=True)
         if problem:
             return self._invalid(problem)
         return [gr.validate(True, "") for _ in self.api_params]
@@ -156,6 +161,7 @@ class Endpoint:
 
     # ---- running it -----------------------------------------------------------------------------
     async def _handle(self, *args, **kwargs):
+        self.studio.admission.started(self.signature.bind(*args, **kwargs).arguments.get("session"))
         try:  # off the event loop: the checks may decode images
             request, extra, session = await asyncio.to_thread(self._prepare, args, kwargs)
         except (ValueError, ModelLoadError) as err:

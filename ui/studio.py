@@ -37,51 +37,54 @@ class Admission:
         self.demo = None  # set once the Blocks exist
         # Gradio runs the validators of a burst of joins side by side and records their events only
         # afterwards, so counting its record alone let 22 of 60 parallel joins through a limit of 8.
-        # An admission is therefore held here until an event of its session or client shows up.
+        # An admission is therefore held here, by its HTTP request, until gradio records its event,
+        # its handler starts (`started`), or ADMISSION_HELD_S passes (a join that failed after it).
         self._lock = threading.Lock()
-        self._held: dict = {}  # ("session" | "client", key) -> times of admissions gradio does not show yet
-        self._seen: dict = {}  # the same keys -> the job event ids gradio showed at the last look
+        self._held: list = []  # [admitted at, the HTTP request, its keys]
 
-    def _count(self, key, ids: set, now: float) -> int:
-        """Jobs of `key`: the events gradio holds, and the admissions it does not hold yet (each new
-        event takes the place of the oldest admission; one not seen within ADMISSION_HELD_S lapses)."""
-        appeared = len(ids - self._seen.get(key, set()))
-        held = [t for t in self._held.get(key, ()) if now - t < ADMISSION_HELD_S][appeared:]
-        self._seen[key], self._held[key] = ids, held
-        if not ids and not held:
-            del self._seen[key], self._held[key]
-        return len(ids) + len(held)
+    def _keys(self, session) -> list:
+        keys = [("session", session.session_hash)] if self.limit else []
+        if self.client_limit:
+            keys.append(("client", client_address(session, self.trusted_proxy)))
+        return keys
 
-    def refuse(self, session) -> str | None:
+    def refuse(self, session, hold: bool = True) -> str | None:
         """Why this session may not queue another job, or None. Jobs are the events that have a
-        validator (a page's pre-checks are not jobs); None holds the job's place until gradio
-        records its event, so the validators of a burst cannot all see the same free places."""
+        validator (a page's pre-checks are not jobs); with `hold`, None holds the job's place until
+        gradio records its event, so the validators of a burst cannot all see the same free places."""
         if self.demo is None or session is None:
             return None
         queue, now = self.demo._queue, time.monotonic()
-        jobs = {i: e for i, e in list(queue.event_ids_to_events.items())
-                if getattr(getattr(e, "fn", None), "validator", None) is not None}
+        jobs = [e for e in list(queue.event_ids_to_events.values())
+                if getattr(getattr(e, "fn", None), "validator", None) is not None]
+        keys = self._keys(session)
         with self._lock:
-            keys = []
-            if self.limit:
-                keys.append(("session", session.session_hash))
-                ids = set(queue.pending_event_ids_session.get(session.session_hash, ())) & set(jobs)
-                pending = self._count(keys[-1], ids, now)
-                if pending >= self.limit:
+            recorded = {id(e.request) for e in jobs}
+            self._held = [h for h in self._held if now - h[0] < ADMISSION_HELD_S and id(h[1]) not in recorded]
+            for kind, key in keys:
+                if kind == "session":
+                    pending = sum(e.session_hash == key for e in jobs)
+                    limit = self.limit
+                else:
+                    pending = sum(client_address(e.request, self.trusted_proxy) == key for e in jobs)
+                    limit = self.client_limit
+                pending += sum((kind, key) in h[2] for h in self._held)
+                if pending >= limit and kind == "session":
                     return (f"queue: you already have {pending} job(s) waiting or running here (the limit is "
-                            f"{self.limit}): wait for one to finish, or cancel one.")
-            if self.client_limit:
-                client = client_address(session, self.trusted_proxy)
-                keys.append(("client", client))
-                ids = {i for i, e in jobs.items() if client_address(e.request, self.trusted_proxy) == client}
-                mine = self._count(keys[-1], ids, now)
-                if mine >= self.client_limit:
-                    return (f"queue: your address already has {mine} job(s) waiting or running here, over all "
-                            f"its sessions (the limit is {self.client_limit} per client): wait for one to finish.")
-            for key in keys:
-                self._held.setdefault(key, []).append(now)
-                self._seen.setdefault(key, set())
+                            f"{limit}): wait for one to finish, or cancel one.")
+                if pending >= limit:
+                    return (f"queue: your address already has {pending} job(s) waiting or running here, over all "
+                            f"its sessions (the limit is {limit} per client): wait for one to finish.")
+            if hold:
+                self._held.append([now, session.request, keys])
         return None
+
+    def started(self, session) -> None:
+        """A job's handler runs: gradio has recorded its event, so its admission is no longer held
+        (an event may start and end between two looks at gradio's record)."""
+        if session is not None:
+            with self._lock:
+                self._held = [h for h in self._held if h[1] is not session.request]
 
     def connected(self, session) -> bool:
         """Whether the client that sent this job still listens. When a session's event stream

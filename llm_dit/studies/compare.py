@@ -246,10 +246,19 @@ def store_references(references: list, store: str | Path) -> list[Reference]:
             path = folder / f"reference{i}.png"
             if not path.exists():
                 path.write_bytes(data.getvalue())
-        refs.append(Reference(path.name, str(path), file_sha256(path)))
-    if len({r.name for r in refs}) != len(refs):
-        raise ValueError("references: two files share a name: the name labels a reference, rename one.")
+        refs.append(Reference(_label(path.name, [r.name for r in refs]), str(path), file_sha256(path)))
     return refs
+
+
+def _label(name: str, taken: list) -> str:
+    """A reference's label: its file name, numbered when an earlier reference of the blend has it
+    (two uploads are often both `image.png`)."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    label, n = name, 1
+    while label in taken:
+        n += 1
+        label = f"{stem} ({n}){suffix}"
+    return label
 
 
 def to_study(spec: SweepSpec, base: VLRequest, references: list[Reference], structure_image: str = "",
