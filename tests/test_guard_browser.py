@@ -160,3 +160,24 @@ def test_the_size_sliders_end_at_the_dits_maximum(page, manager):
     for label in ("Width", "Height"):
         expect(tab.get_by_label(f"range slider for {label}")).to_have_attribute("max", "2048")
     _shot(page, "size")
+
+
+def test_stop_hides_when_the_job_fails(page, manager, monkeypatch):
+    """A job that passes its checks and then fails (here the pipeline cannot load) leaves no Stop
+    behind: the error toast says what happened, and the next click works."""
+    from llm_dit.core.devices import ModelLoadError
+
+    def broken():
+        raise ModelLoadError("transformer: cannot load (a test's broken checkpoint)")
+
+    _open(page, "txt2img")
+    tab = page.locator("#txt2img")
+    stop = page.locator("#txt2img-stop")
+    tab.locator("textarea").first.fill("a job that fails")
+    _set_size(page, "txt2img", 64)
+    monkeypatch.setattr(manager, "pipeline", broken)
+    page.locator("#txt2img-generate").click()
+    expect(page.get_by_text("a test's broken checkpoint").first).to_be_visible(timeout=30_000)
+    expect(stop).to_be_hidden(timeout=10_000)
+    _shot(page, "failed-job")
+    monkeypatch.undo()

@@ -134,7 +134,9 @@ class Guards:
         self.guards.append(Guard(endpoint, message, places, checked, location))
         if stop is not None:
             private = {"api_visibility": "private", "queue": False}
+            # after the job, however it ended (gradio's `then` skips a job that raised: `failure` too)
             event.then(lambda: gr.Button(visible=False), None, stop, **private)
+            event.failure(lambda: gr.Button(visible=False), None, stop, **private)
 
             def stopped():
                 return gr.Markdown(STOPPED, visible=True), gr.Button(visible=False)
