@@ -36,14 +36,20 @@ def _pixels(result):
     return np.asarray(result.image, dtype=np.int16)
 
 
-def test_single_file_in_the_original_layout_is_the_folder_bit_for_bit(manager, settings, zimage_dir, files):
+def test_single_file_in_the_original_layout_loads_the_folders_weights_bit_for_bit(manager, settings, zimage_dir,
+                                                                                    files):
     keys = set(checkpoints._safetensors_header(files["single"]))
     assert "model.diffusion_model.layers.0.attention.qkv.weight" in keys  # the fused layout, not diffusers'
     assert not any("to_q" in k for k in keys)
     single = _manager(settings, zimage_dir, files["single"])
     ours, theirs = single.pipeline().transformer.state_dict(), manager.pipeline().transformer.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    assert np.array_equal(_pixels(txt2img(single, small())), _pixels(txt2img(manager, small())))
+    # The same weights, but not at the same addresses: diffusers' conversion splits the fused qkv into
+    # views of one tensor, the folder's weights are views into its mmapped shards. The CPU matmul
+    # kernels split their sums by the data's alignment, so the DiT's output may move in the last
+    # float bit (seen: 5e-7, one pixel one level apart, on some machines and not others).
+    image, folder = _pixels(txt2img(single, small())), _pixels(txt2img(manager, small()))
+    assert np.abs(image - folder).max() <= 1 and (image != folder).mean() < 0.01
 
 
 def test_gguf_q8_0_stays_quantized_and_is_close(manager, settings, zimage_dir, files):

@@ -22,12 +22,18 @@ SAMPLE = """async () => {
 
 def test_the_progress_bar_stays_on_screen_while_the_job_runs(page):
     page.get_by_role("tab", name="txt2img").click()
-    _set_size(page, "txt2img", 512)
+    # 1024² and 100 steps: longer than the 2 s of samples on any machine (at 512² and 60 steps a fast
+    # one finished after 8 samples); Stop then ends it.
+    _set_size(page, "txt2img", 1024)
     tab = page.locator("#txt2img")
-    tab.get_by_label("number input for Steps").fill("60")
+    tab.get_by_label("number input for Steps").fill("100")
     tab.get_by_label("number input for Steps").press("Enter")
     tab.locator("textarea").first.fill("a long job to watch")
     page.locator("#txt2img-generate").click()
     seen = page.evaluate(SAMPLE)  # 40 samples over 2 s, from the bar's first appearance
+    page.locator("#txt2img-stop").click()
     expect(page.locator("#txt2img-generate")).to_be_enabled(timeout=120_000)
+    expect(page.locator("#txt2img-stop")).to_be_hidden(timeout=60_000)
+    tab.get_by_label("number input for Steps").fill("8")
+    tab.get_by_label("number input for Steps").press("Enter")
     assert len(seen) >= 10 and all(seen), f"the bar was on screen in {sum(seen)} of {len(seen)} samples"
