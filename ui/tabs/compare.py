@@ -60,7 +60,7 @@ VALUES_INFO = "comma-separated (vl_text: |-separated; prompt: one per line or |-
 
 def build(studio, vl_tab) -> None:
     manager, output_dir = studio.manager, studio.outputs
-    root = Path(studio.settings.output_dir) / "studies"  # where the Studies tab lists them
+    root = studio.outputs.path / "studies"  # where the Studies tab lists them (resolved once, at start)
     presets = load_sweeps()
 
     def sweep(request, references, structure_image, folder: str, session: str, **spec):

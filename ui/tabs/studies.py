@@ -1,31 +1,61 @@
 """Studies tab: the study folders under `<output dir>/studies/` — run a study file over uploaded
 references, list, open (grids, summary table, plots), resume an unfinished one. Hosted, a visitor
-sees only their own studies (`ui/owners.py`: a token their browser keeps, so a reload keeps them)."""
+sees only their own studies (`ui/owners.py`: a token their browser keeps, so a reload keeps them).
+
+Running or resuming a study is a job like any other: its validator runs the cheap checks (nothing
+stored, nothing loaded) and then the hosted admission (`ui.studio.Admission`), before the queue;
+the handler runs it with `ui.common.run_cancellable`, so a cancel (Stop), or a client that leaves,
+stops it at its next step (the cells finished are kept: Resume finishes it). Uploaded references
+are stored under `studies/references/` only once the run starts. Hosted, messages name files by
+their base name only."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import re
 import shutil
 import tomllib
 from pathlib import Path
 
 import gradio as gr
 
+from llm_dit.runtime.models import ModelLoadError
 from llm_dit.studies.compare import MAX_CELLS
 from llm_dit.studies.runner import cell_name, list_studies, load_folder_study, read_info, resume, run_study
 from llm_dit.studies.study import file_sha256, parse_study
 from llm_dit.studies.summary import figure, numeric_axes, read_summary
 
+from ..common import run_cancellable
 from ..gpu import gpu_seconds, on_gpu
 from ..owners import OWNERS
 from ..studio import GPU
 
 COLUMNS = ["name", "started", "status", "cells", "size_mb"]
 THUMBNAILS = 8  # while a study resumes: its newest cells, small (the grids are drawn once, at the end)
+STOPPED = "Stopped at its next step: the cells it finished are kept; choose it and click Resume to finish it."
+# An absolute path in a message (after a space, quote, bracket or `=`): hosted, only its base name is shown
+SERVER_PATH = re.compile(r"(?<![\w.~*/:-])(?:/[^/\s'\"()\[\],;]+)+/([^/\s'\"()\[\],;]+)")
+PATH_KEYS = ("structure_image", "control_image", "mask_image")  # files a study names by path: hosted, none
+
+
+def _base_names(message: str) -> str:
+    """`message` with every absolute path replaced by its base name."""
+    return SERVER_PATH.sub(r"\1", message)
 
 
 def build(studio, demo: gr.Blocks) -> None:
     manager = studio.manager
-    root = Path(studio.settings.output_dir) / "studies"
+    # resolved once, when the app is built (the output folder is), whatever the working folder later
+    root = studio.outputs.path / "studies"
+    here = Path.cwd()  # where a study text's relative paths start (locally; hosted, no path is read)
+
+    def shown(message: str) -> str:
+        """A message for the visitor: hosted, files named by their base name only."""
+        return _base_names(message) if studio.hosted else message
+
+    def refused(err: Exception) -> gr.Error:
+        return gr.Error(shown(str(err)))
 
     def visible(session) -> dict[str, dict]:
         """The studies this visitor may see, by name (hosted: their own only: `ui/owners.py`)."""
@@ -97,13 +127,37 @@ def build(studio, demo: gr.Blocks) -> None:
             shown = [(str(folder / cell_name(i)), f"cell {i}") for i in done[-THUMBNAILS:]]
             yield f"**{folder.name}**: cell {event} done ({len(done)} this run, {total} in all)", shown
 
-    def resume_study(name, session: gr.Request):
+    async def _running(job, session):
+        """Run `job()` (a generator of updates) off the event loop; a cancel or a departed client
+        stops it at its next step, and the GPU slot frees only once it has stopped."""
+        try:
+            async for item in run_cancellable(job, True, lambda: studio.admission.connected(session)):
+                yield item
+        except (ValueError, ModelLoadError) as err:  # a load problem's message stays until closed
+            raise gr.Error(shown(str(err)), duration=None if isinstance(err, ModelLoadError) else 10) from None
+
+    def _resumable(name, session) -> tuple[Path, int]:
         folder = folder_of(name, session)
         try:
-            study = load_folder_study(folder)
+            return folder, len(load_folder_study(folder).cells())
         except ValueError as err:
-            raise gr.Error(str(err)) from None
-        yield from _progress(folder, gpu_work(str(folder)), len(study.cells()))
+            raise refused(err) from None
+
+    def resume_study_validator(name, session: gr.Request):
+        """Before the queue: the study is this visitor's and resumable; then the admission. (One
+        input: gradio takes one gr.validate, not a list of one.)"""
+        try:
+            _resumable(name, session)
+        except gr.Error as err:
+            return gr.validate(False, err.message)
+        problem = studio.admission.refuse(session, hold=True)
+        return gr.validate(problem is None, problem or "")
+
+    async def resume_study(name, session: gr.Request):
+        studio.admission.started(session)
+        folder, total = await asyncio.to_thread(_resumable, name, session)
+        async for item in _running(lambda: _progress(folder, gpu_work(str(folder)), total), session):
+            yield item
 
     def _stored(upload) -> str:
         """An uploaded reference, kept under studies/references/<sha256>/ (uploads are temporary;
@@ -116,15 +170,18 @@ def build(studio, demo: gr.Blocks) -> None:
             shutil.copyfile(path, target)
         return str(target)
 
-    def _checked(data: dict, where: Path, name: str, references, store: bool = True):
-        """A study from parsed TOML over the uploaded references, checked as a sweep is: every
-        cell's request, the cell count and the hosted budgets (cells × steps × pixels). With
-        `store`, the uploads are kept under studies/references/ (a check alone stores nothing)."""
-        if studio.hosted and ("structure_image" in data or not references):
-            raise ValueError("references: upload the reference images (a hosted app reads no server paths; "
-                             "structure_image is not available here).")
+    def _checked(data: dict, where: Path, name: str, references):
+        """A study from parsed TOML over the uploaded references (where they are uploaded), checked
+        as a sweep is: every cell's request, the cell count and the hosted budgets (cells × steps ×
+        pixels). Stores nothing: `_kept` stores the uploads once the run starts."""
+        named = [k for k in PATH_KEYS if k in data]
+        if studio.hosted and (named or not references):
+            raise ValueError(f"references: upload the reference images (a hosted app reads no server paths; "
+                             f"{', '.join(named or PATH_KEYS)} {'is' if len(named) == 1 else 'are'} not available "
+                             f"here).")
+        data = dict(data)
         if references:
-            data["references"] = [_stored(r) if store else str(Path(r)) for r in references]
+            data["references"] = [str(Path(r)) for r in references]
         study = parse_study(data, where, name, scorer=bool(studio.settings.metrics_model))
         cells = study.check(studio.policy)
         if len(cells) > MAX_CELLS:
@@ -133,23 +190,60 @@ def build(studio, demo: gr.Blocks) -> None:
         studio.policy.budgets.check_sweep([c.request for c in cells])
         return study, cells
 
-    def _run(data: dict, where: Path, name: str, references, session):
-        try:
-            study, cells = _checked(data, where, name, references)
-        except ValueError as err:
-            raise gr.Error(str(err)) from None
-        folder = root / studio.outputs.stem("study")
-        yield from _progress(folder, gpu_work(str(folder), study, OWNERS.owner(session)), len(cells))
+    def _kept(study):
+        """The checked study with its uploaded references stored (they outlive the upload)."""
+        return dataclasses.replace(study, references=[dataclasses.replace(r, path=_stored(r.path))
+                                                      for r in study.references])
 
-    def run_study_file(study_file, references, session: gr.Request):
-        """Run an uploaded study file (TOML) over the uploaded references into a new study folder."""
+    async def _run(read, references, session):
+        """A run's handler: `read()` gives (parsed TOML, its folder, its name); checked again (a raw
+        call skips no check), the uploads stored, then the cells run."""
+        studio.admission.started(session)
+
+        def prepare():
+            try:
+                study, cells = _checked(*read(), references)
+                return (_kept(study) if references else study), len(cells)
+            except ValueError as err:
+                raise refused(err) from None
+
+        study, total = await asyncio.to_thread(prepare)
+        folder = root / studio.outputs.stem("study")
+        owner = OWNERS.owner(session)
+        async for item in _running(lambda: _progress(folder, gpu_work(str(folder), study, owner), total), session):
+            yield item
+
+    def _read_file(study_file) -> tuple[dict, Path, str]:
         if not study_file:
-            raise gr.Error("study_file: none uploaded: upload a study file (TOML), e.g. one of presets/studies/.")
+            raise ValueError("study_file: none uploaded: upload a study file (TOML), e.g. one of presets/studies/.")
         try:
             data = tomllib.loads(Path(study_file).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-            raise gr.Error(f"study_file: not a readable TOML file ({err}).") from None
-        yield from _run(data, Path(study_file).parent, Path(study_file).stem, references, session)
+            reason = err.strerror if isinstance(err, OSError) else err  # an OSError's text names the path
+            raise ValueError(f"study_file: {Path(study_file).name} is not a readable TOML file ({reason}).") from None
+        return data, Path(study_file).parent, Path(study_file).stem
+
+    def _admitted(check, session) -> list:
+        """A run validator's answer for (the study, the references): `check()`'s refusal on the
+        references when it names them, else on the study; then this session's pending limit (an
+        admitted job holds its place until gradio records it: `ui.studio.Admission`)."""
+        try:
+            check()
+        except (ValueError, ModelLoadError) as err:
+            on = 1 if str(err).startswith("references") else 0
+            return [gr.validate(i != on, shown(str(err)) if i == on else "") for i in range(2)]
+        problem = studio.admission.refuse(session, hold=True)
+        return [gr.validate(problem is None, problem or ""), gr.validate(True, "")]
+
+    def run_study_file_validator(study_file, references, session: gr.Request):
+        """Before the queue: the study file, its cells, count and budgets (nothing stored, nothing
+        loaded); then this visitor's pending limit."""
+        return _admitted(lambda: _checked(*_read_file(study_file), references), session)
+
+    async def run_study_file(study_file, references, session: gr.Request):
+        """Run an uploaded study file (TOML) over the uploaded references into a new study folder."""
+        async for item in _run(lambda: _read_file(study_file), references, session):
+            yield item
 
     def _parsed(study_toml: str) -> dict:
         try:
@@ -160,23 +254,16 @@ def build(studio, demo: gr.Blocks) -> None:
             raise ValueError("study_toml is empty: give a study in TOML, e.g. the text of presets/studies/*.toml.")
         return data
 
-    def run_study_text(study_toml: str, references: list, session: gr.Request):
+    async def run_study_text(study_toml: str, references: list, session: gr.Request):
         """Run a study given as TOML text (the format of presets/studies/*.toml) over the uploaded
         references into a new study folder under studies/; streams (progress, newest cells)."""
-        try:
-            data = _parsed(study_toml)
-        except ValueError as err:
-            raise gr.Error(str(err)) from None
-        yield from _run(data, Path.cwd(), "study", references, session)
+        async for item in _run(lambda: (_parsed(study_toml), here, "study"), references, session):
+            yield item
 
-    def run_study_text_validator(study_toml: str, references: list):
-        """Before the queue: the study's cells, count and budgets (nothing stored, nothing loaded)."""
-        try:
-            _checked(_parsed(study_toml), Path.cwd(), "study", references, store=False)
-        except ValueError as err:
-            where = "references" if str(err).startswith("references") else "study_toml"
-            return [gr.validate(where != "study_toml", str(err)), gr.validate(where != "references", str(err))]
-        return [gr.validate(True, ""), gr.validate(True, "")]
+    def run_study_text_validator(study_toml: str, references: list, session: gr.Request):
+        """Before the queue: the study's cells, count and budgets (nothing stored, nothing loaded);
+        then this visitor's pending limit."""
+        return _admitted(lambda: _checked(_parsed(study_toml), here, "study", references), session)
 
     def list_my_studies(session: gr.Request) -> list[dict]:
         """The study folders this caller may see (hosted: those its session started), newest first:
@@ -213,6 +300,7 @@ def build(studio, demo: gr.Blocks) -> None:
             chosen = gr.Dropdown(choices=[], label="Study", elem_id="studies-chosen", scale=2)
             show = gr.Button("Open", variant="primary", elem_id="studies-open")
             again = gr.Button("Resume", elem_id="studies-resume")
+            stop = gr.Button("Stop", variant="stop", elem_id="studies-stop")
         listing = gr.Dataframe(headers=COLUMNS, label="Studies", interactive=False, elem_id="studies-list")
         info = gr.Markdown(elem_id="studies-info")
         progress = gr.Gallery(label="Newest cells", columns=THUMBNAILS, height=140, elem_id="studies-progress")
@@ -239,13 +327,21 @@ def build(studio, demo: gr.Blocks) -> None:
     show.click(open_study, chosen, [info, grids, table, value, axis, plot, files], api_name="open_study", **private)
     gr.on([value.input, axis.input], study_plot, [chosen, value, axis], plot, api_name="study_plot", queue=False,
           **private)
-    start.click(run_study_file, [study_file, uploads], [info, progress], api_name="run_study_file",
-                concurrency_id=GPU, **private).then(list_after_run, None, [listing, chosen], api_name="list_after_run",
-                                                    **private)
+    ran = start.click(run_study_file, [study_file, uploads], [info, progress], api_name="run_study_file",
+                      validator=run_study_file_validator, concurrency_id=GPU, **private)
+    ran.then(list_after_run, None, [listing, chosen], api_name="list_after_run", **private)
     # The public API: run a study from its TOML text, list the caller's studies, read one.
-    api_run.click(run_study_text, [study_toml, api_refs], [info, progress], api_name="run_study_text",
-                  validator=run_study_text_validator, concurrency_id=GPU)
+    api_ran = api_run.click(run_study_text, [study_toml, api_refs], [info, progress], api_name="run_study_text",
+                            validator=run_study_text_validator, concurrency_id=GPU)
     api_list.click(list_my_studies, None, study_json, api_name="list_my_studies", queue=False)
     api_read.click(read_study, study_name, [study_json, files], api_name="read_study")
-    again.click(resume_study, chosen, [info, progress], api_name="resume_study", concurrency_id=GPU, **private).then(
-        reopen_study, chosen, [info, grids, table, value, axis, plot, files], api_name="reopen_study", **private)
+    resumed = again.click(resume_study, chosen, [info, progress], api_name="resume_study",
+                          validator=resume_study_validator, concurrency_id=GPU, **private)
+    resumed.then(reopen_study, chosen, [info, grids, table, value, axis, plot, files], api_name="reopen_study",
+                 **private)
+
+    def stop_study():
+        """Stop: the page's running study (or resume) ends at its next step; its finished cells are kept."""
+        return STOPPED
+
+    stop.click(stop_study, None, info, api_name="stop_study", cancels=[ran, resumed, api_ran], queue=False, **private)
