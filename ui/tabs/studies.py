@@ -118,7 +118,7 @@ def build(studio, demo: gr.Blocks) -> None:
 
     def _checked(data: dict, where: Path, name: str, references, store: bool = True):
         """A study from parsed TOML over the uploaded references, checked as a sweep is: every
-        cell's request, the cell count and the hosted budgets (cells × steps × pixels). With
+        cell's request, the cell count and the hosted budgets (cells × steps × pixels; a batch's pixels). With
         `store`, the uploads are kept under studies/references/ (a check alone stores nothing)."""
         if studio.hosted and ("structure_image" in data or not references):
             raise ValueError("references: upload the reference images (a hosted app reads no server paths; "
@@ -130,7 +130,7 @@ def build(studio, demo: gr.Blocks) -> None:
         if len(cells) > MAX_CELLS:
             raise ValueError(f"the study has {len(cells)} cells, more than {MAX_CELLS}: use fewer references, "
                              f"values or seeds.")
-        studio.policy.budgets.check_sweep([c.request for c in cells])
+        studio.policy.budgets.check_sweep([c.request for c in cells], study.batch_size, "study")
         return study, cells
 
     def _run(data: dict, where: Path, name: str, references, session):
