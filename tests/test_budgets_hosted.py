@@ -22,6 +22,7 @@ from llm_dit.core.request import VLRequest
 from llm_dit.runtime.models import ModelManager
 from llm_dit.runtime.settings import Settings
 from llm_dit.serving.budgets import HOSTED, LOCAL, MAX_REFERENCES, MULTIPART_SLACK
+from llm_dit.serving.outputs import OutputFolder
 from llm_dit.serving.policy import from_settings
 from ui import build_demo, launch_options
 
@@ -179,3 +180,35 @@ def test_an_upload_without_a_declared_length_is_counted_as_it_streams(hosted):
     assert reply.status_code == 413, reply.text
     assert f"budget of {UPLOAD_BUDGET:,} bytes per upload request" in reply.json()["detail"]
     assert _uploaded([name for name, _ in files]) == []
+
+
+# ---- --output-keep over the study folders -------------------------------------------------------------
+def test_pruning_removes_whole_finished_study_folders_oldest_first_never_a_running_one(tmp_path):
+    studies = tmp_path / "studies"
+    running = _study_folder(studies, "20240101-000000-study-aaaaaa", "running", 5, 1_700_000_000)
+    oldest = _study_folder(studies, "20240101-000001-compare-bbbbbb", "finished", 5, 1_700_000_100)
+    newer = _study_folder(studies, "20240101-000002-study-cccccc", "incomplete", 5, 1_700_000_200)
+    mine = _study_folder(studies, "my-own-study", "finished", 5, 1_600_000_000)  # the operator's: never touched
+    outputs = OutputFolder(tmp_path, keep=12)
+    png = outputs.write("20240101-000003-txt2img-7.png", lambda tmp: Path(tmp).write_bytes(b"png"))
+    # 5 + 5 + 5 + 1 = 16 files over a keep of 12: the oldest finished study goes, whole
+    assert not oldest.exists()
+    assert running.is_dir() and newer.is_dir() and mine.is_dir() and png.is_file()
+    # one more write: 12 files; still within the keep
+    outputs.write("20240101-000004-txt2img-8.png", lambda tmp: Path(tmp).write_bytes(b"png"))
+    assert newer.is_dir()
+    # a keep of 3: every finished study goes (then the oldest PNGs), the running one stays
+    assert [p.name for p in OutputFolder(tmp_path, keep=3).prune()][0] == newer.name
+    assert running.is_dir() and not newer.exists() and mine.is_dir()
+
+
+def test_a_hosted_sweep_prunes_finished_studies_over_the_keep(hosted):
+    assert (hosted["studies"] / OLD_FINISHED).is_dir()
+    progress, *_ = hosted["client"].predict(
+        references=[handle_file(str(hosted["root"] / "ref.png"))], x_axis="seed", x_values="1, 2", cell_limit=2,
+        prompt="a pond", height=64, width=64, num_inference_steps=2, api_name="/compare")
+    assert "2 / 2 cells" in progress
+    assert not (hosted["studies"] / OLD_FINISHED).exists()  # 30 files of a finished sweep over a keep of 20
+    assert (hosted["studies"] / OLD_RUNNING).is_dir()  # a running study is never pruned
+    new = [p for p in hosted["studies"].iterdir() if "-compare-" in p.name]
+    assert len(new) == 1 and json.loads((new[0] / "study.json").read_text())["status"] == "finished"

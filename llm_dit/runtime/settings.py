@@ -196,9 +196,10 @@ _HELP = {
     "rewrite_servers": "TOML file of OpenAI-compatible rewrite servers ([servers.NAME] base_url, api_key_env, "
                        "models) that clients choose by name",
     "lora_dir": "folder of .safetensors LoRAs that clients choose by name",
-    "output_keep": "how many files to keep in the output folder (PNGs, exports, sweep tables and cells; files "
-                   "of yours there are never touched), oldest deleted first (-1 = 500 when hosted, all locally; "
-                   "0 = all)",
+    "output_keep": "how many files to keep in the output folder (PNGs, exports, sweep tables and cells, and "
+                   "every file of the sweep and study folders under studies/, each folder removed whole once "
+                   "finished, never while it runs; files of yours there are never touched), oldest deleted first "
+                   "(-1 = 500 when hosted, all locally; 0 = all)",
     "max_upload_mb": "largest upload accepted, in MB, per file; hosted, one upload request may carry 8 such "
                      "files (the most references one generation takes) + 1 MB, all its files together",
     "max_pending": "hosted: jobs one browser session may have waiting or running at once",

@@ -134,6 +134,7 @@ def build(studio, vl_tab) -> None:
         def action(request, references, structure_image, session=None, **spec):
             session_hash = getattr(session, "session_hash", None)
             clicked = STOPS.started(session_hash)
+            output_dir.prune()  # finished studies over --output-keep go before this one adds its cells
             folder = root / output_dir.stem("compare")
             chosen = _spec(spec)
             found, images, study = {}, {}, None

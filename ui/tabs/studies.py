@@ -138,6 +138,7 @@ def build(studio, demo: gr.Blocks) -> None:
             study, cells = _checked(data, where, name, references)
         except ValueError as err:
             raise gr.Error(str(err)) from None
+        studio.outputs.prune()  # finished studies over --output-keep go before this one adds its cells
         folder = root / studio.outputs.stem("study")
         yield from _progress(folder, gpu_work(str(folder), study, OWNERS.owner(session)), len(cells))
 
