@@ -86,7 +86,7 @@ def test_a_hosted_study_is_checked_against_the_budgets_before_the_queue(tiny_cac
     try:
         big = STUDY.replace("height = 64\nwidth = 64", "height = 1024\nwidth = 1024").replace(
             "num_inference_steps = 2", "num_inference_steps = 50").replace("seeds = [1]", "seeds = [1, 2, 3, 4, 5]")
-        with pytest.raises(Exception, match=r"this sweep's 10 cells are \d+ megapixel-steps of work, over this app's budget of 400"):
+        with pytest.raises(Exception, match=r"study: this study's 10 cells are \d+ megapixel-steps of work, over this app's budget of 400"):
             client.predict(big, [handle_file(str(tmp_path / "ref.png"))], api_name="/run_study_text")
         assert not (tmp_path / "outputs" / "studies").exists() or not any(
             p.name != "references" for p in (tmp_path / "outputs" / "studies").iterdir())

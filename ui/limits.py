@@ -38,18 +38,37 @@ def client_address(request, trusted_proxy: str = "") -> str:
 
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes is answered 413 before gradio reads it,
-    so an inline `data:` URL cannot carry more than an upload may. Uploads are left to gradio's
-    own cap on each file."""
+    so an inline `data:` URL cannot carry more than an upload may. An upload request (gradio caps
+    each of its files itself) is held to `upload_limit` bytes, all its files together, answered 413
+    before gradio writes any of them to disk (0: only gradio's cap on each file)."""
 
-    def __init__(self, app, limit: int, upload_mb: int):
-        self.app, self.limit, self.upload_mb = app, limit, upload_mb
+    def __init__(self, app, limit: int, upload_mb: int, upload_limit: int = 0):
+        self.app, self.limit, self.upload_mb, self.upload_limit = app, limit, upload_mb, upload_limit
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.limit or scope["path"].endswith(UPLOAD_PATH):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
-            return await self._refuse(send, int(length))
+        upload = scope["path"].endswith(UPLOAD_PATH)
+        limit = self.upload_limit if upload else self.limit
+        if not limit:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or ())
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            return await self._refuse(send, int(length), upload)
+        if upload and length.isdigit() and b"transfer-encoding" not in headers:
+            # a declared length within the budget: the server reads no byte past it, so the files
+            # stream on to gradio's parser as they come (not held in memory here); counted all the
+            # same, and cut off (a disconnect, to gradio) should more ever come
+            counted = 0
+
+            async def counting():
+                nonlocal counted
+                message = await receive()
+                counted += len(message.get("body", b""))
+                return {"type": "http.disconnect"} if counted > limit else message
+
+            return await self.app(scope, counting, send)
         messages, size = [], 0
         while True:  # read up to the limit (a body without a declared length is counted as it comes)
             message = await receive()
@@ -57,8 +76,8 @@ class BodyLimit:
                 messages.append(message)
                 break
             size += len(message.get("body", b""))
-            if size > self.limit:
-                return await self._refuse(send, size)
+            if size > limit:
+                return await self._refuse(send, size, upload)
             messages.append(message)
             if not message.get("more_body"):
                 break
@@ -68,10 +87,15 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _refuse(self, send, size: int) -> None:
-        detail = (f"request body: {size:,} bytes is over this app's budget of {self.limit:,} bytes per request "
-                  f"(inline data: URLs count): upload large images as files (up to {self.upload_mb} MB each) "
-                  f"or send smaller ones.")
+    async def _refuse(self, send, size: int, upload: bool = False) -> None:
+        if upload:
+            detail = (f"upload request: {size:,} bytes is over this app's budget of {self.upload_limit:,} bytes "
+                      f"per upload request (all its files together; each file up to {self.upload_mb} MB): upload "
+                      f"fewer or smaller files in one request, or send the rest in another.")
+        else:
+            detail = (f"request body: {size:,} bytes is over this app's budget of {self.limit:,} bytes per request "
+                      f"(inline data: URLs count): upload large images as files (up to {self.upload_mb} MB each) "
+                      f"or send smaller ones.")
         body = json.dumps({"detail": detail, "error": detail}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

@@ -79,6 +79,7 @@ class Settings:
     max_steps: int = -1
     max_cells: int = -1
     max_work: int = -1  # megapixel-steps: height × width / 2**20 × steps × cells
+    max_batch_pixels: int = -1  # output pixels of one batch: batch_size × height × width
     max_body_mb: int = -1  # -1 = room for an inline data: URL of the largest upload
     text_encoder_url: str = ""  # another running instance encodes prompts (no local Qwen3-4B)
     vl_url: str = ""  # another running instance runs the VL extractions (no local Qwen3-VL)
@@ -118,7 +119,8 @@ class Settings:
             )
         if self.hosting not in HOSTING:
             raise ValueError(f"hosting={self.hosting!r} is unknown: use one of {', '.join(HOSTING)}.")
-        for name in ("max_image_pixels", "max_output_pixels", "max_steps", "max_cells", "max_work", "max_body_mb"):
+        for name in ("max_image_pixels", "max_output_pixels", "max_steps", "max_cells", "max_work", "max_batch_pixels",
+                     "max_body_mb"):
             if getattr(self, name) < -1:
                 raise ValueError(f"{name}={getattr(self, name)}: use -1 (the mode's default), 0 (no budget) or a "
                                  f"positive budget.")
@@ -194,10 +196,12 @@ _HELP = {
     "rewrite_servers": "TOML file of OpenAI-compatible rewrite servers ([servers.NAME] base_url, api_key_env, "
                        "models) that clients choose by name",
     "lora_dir": "folder of .safetensors LoRAs that clients choose by name",
-    "output_keep": "how many files to keep in the output folder (PNGs, exports, sweep tables and cells; files "
-                   "of yours there are never touched), oldest deleted first (-1 = 500 when hosted, all locally; "
-                   "0 = all)",
-    "max_upload_mb": "largest upload accepted, in MB",
+    "output_keep": "how many files to keep in the output folder (PNGs, exports, sweep tables and cells, and "
+                   "every file of the sweep and study folders under studies/, each folder removed whole once "
+                   "finished, never while it runs; files of yours there are never touched), oldest deleted first "
+                   "(-1 = 500 when hosted, all locally; 0 = all)",
+    "max_upload_mb": "largest upload accepted, in MB, per file; hosted, one upload request may carry 8 such "
+                     "files (the most references one generation takes) + 1 MB, all its files together",
     "max_pending": "hosted: jobs one browser session may have waiting or running at once",
     "max_pending_client": "hosted: jobs one client (peer address, or the forwarded one behind --trusted-proxy) "
                           "may have waiting or running at once, over all its sessions",
@@ -210,6 +214,8 @@ _HELP = {
     "max_cells": "most cells in one sweep or study (-1 = 64 hosted, none locally)",
     "max_work": "most megapixel-steps (height × width / 2**20 × steps × cells) in one request (-1 = 400 hosted, "
                 "none locally)",
+    "max_batch_pixels": "most output pixels generated together in one batch: a sweep's or study's batch_size × "
+                        "height × width (-1 = 4,194,304 hosted, as one largest image; none locally)",
     "max_body_mb": "largest HTTP request body in MB, inline data: URLs included (-1 = the upload cap × 4/3 + 1, "
                    "room for one upload-sized image as base64; 0 = none)",
     "text_encoder_url": "URL of another running instance that encodes prompts for this one (it then loads no "

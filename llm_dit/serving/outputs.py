@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -12,16 +13,20 @@ import time
 from pathlib import Path
 
 # the names the app gives: a time stamp, what made it, a seed or a random part; PNGs, exports,
-# sweep tables and a sweep's cell folder (no suffix). An operator's own files never match.
-MADE_HERE = re.compile(r"\d{8}-\d{6}-(?:txt2img|img2img|vl|compare)-[0-9a-z-]+(?:\.(?:png|safetensors|csv|json))?")
+# sweep tables and a sweep's cell folder (no suffix); under studies/, the study folders of sweeps
+# (compare) and studies (study). An operator's own files never match.
+MADE_HERE = re.compile(r"\d{8}-\d{6}-(?:txt2img|img2img|vl|compare|study)-[0-9a-z-]+(?:\.(?:png|safetensors|csv|json))?")
 RANDOM_PART = re.compile(r"-[0-9a-f]{16}(?:-|\.|$)")  # what every hosted name carries
 UMASK = os.umask(0o022)  # read once, at import (os.umask both sets and returns it), and put back
 os.umask(UMASK)
+STUDIES = "studies"  # <output>/studies/<name>/: the study folders of sweeps and studies (llm_dit.studies.runner)
+STUDY_INFO = "study.json"  # a study folder's record; its "status" is "running" until the runner finishes it
 
 
 class OutputFolder:
     """Where generated files go. `keep` > 0 keeps at most `keep` of the files the app wrote (PNGs,
-    exported embeddings, sweep tables, a sweep's cells), oldest deleted first."""
+    exported embeddings, sweep tables, a sweep's cells, the study folders of sweeps and studies
+    under `studies/`), oldest deleted first."""
 
     def __init__(self, path: str | Path, keep: int = 0, shown_as: str | None = None, unguessable: bool = False):
         self.path = Path(path).expanduser().resolve()
@@ -82,27 +87,29 @@ class OutputFolder:
 
     def prune(self, protect: str = "") -> list[Path]:
         """Delete the oldest entries while more than `keep` files remain. Every kind the app writes
-        counts, a sweep's cell folder by the files in it (on a hosted Space, repeated exports or
-        sweeps must not fill the disk), and only names the app gives (`made_here`): an
-        operator's own files in the folder are never touched. Names starting with `protect` (a
-        sweep still being written) stay. Returns what was deleted."""
+        counts, a sweep's cell folder by the files in it, and a study folder under `studies/` by
+        every file in it, removed whole (on a hosted Space, repeated exports, sweeps or studies
+        must not fill the disk); only names the app gives (`made_here`): an operator's own files
+        in the folder are never touched. A study still running (its study.json says so) and names
+        starting with `protect` (a sweep still being written) stay. Returns what was deleted."""
         if self.keep <= 0:
             return []
         with self._lock:
-            entries = []
+            entries = []  # (time, path, files, removable)
             for path in self.path.iterdir() if self.path.is_dir() else ():
                 try:
                     if self.made_here(path.name) and not path.is_symlink():
                         files = sum(1 for _ in path.iterdir()) if path.is_dir() else 1
-                        entries.append((path.stat().st_mtime_ns, path, max(1, files)))
+                        entries.append((path.stat().st_mtime_ns, path, max(1, files), True))
                 except OSError:  # deleted meanwhile
                     continue
+            entries += self._studies()
             entries.sort()
-            total, doomed = sum(files for *_, files in entries), []
-            for _, path, files in entries:
+            total, doomed = sum(files for _, _, files, _ in entries), []
+            for _, path, files, removable in entries:
                 if total <= self.keep:
                     break
-                if protect and path.name.startswith(protect):
+                if not removable or (protect and path.name.startswith(protect)):
                     continue
                 doomed.append(path)
                 total -= files
@@ -112,3 +119,21 @@ class OutputFolder:
                 else:
                     path.unlink(missing_ok=True)
         return doomed
+
+    def _studies(self) -> list[tuple]:
+        """The study folders the app made under `studies/`: (when last written, folder, its files,
+        whether it may go: not while its study.json says `running`). A folder without a readable
+        study.json (one being created) is left alone and not counted."""
+        found = []
+        root = self.path / STUDIES
+        for folder in root.iterdir() if root.is_dir() and not root.is_symlink() else ():
+            try:
+                if not self.made_here(folder.name) or folder.is_symlink() or not folder.is_dir():
+                    continue
+                info = folder / STUDY_INFO
+                status = json.loads(info.read_text(encoding="utf-8")).get("status", "running")
+                files = sum(1 for p in folder.rglob("*") if p.is_file())
+                found.append((info.stat().st_mtime_ns, folder, max(1, files), status != "running"))
+            except (OSError, ValueError, AttributeError):  # being written, deleted meanwhile, or not a study
+                continue
+        return found

@@ -188,7 +188,7 @@ def from_settings(settings, environ=None) -> Policy:
     upload = settings.max_upload_mb * 2**20
     body = settings.max_body_mb * 2**20 if settings.max_body_mb >= 0 else upload * 4 // 3 + 2**20
     budgets = choose(hosted, settings.max_image_pixels, settings.max_output_pixels, settings.max_steps,
-                     settings.max_cells, settings.max_work, body)
+                     settings.max_cells, settings.max_work, body, settings.max_batch_pixels, upload)
     return Policy(hosted=hosted, reason=reason, rewrite_servers=load_rewrite_servers(settings.rewrite_servers),
                   lora_dir=Path(settings.lora_dir).expanduser() if settings.lora_dir else None,
                   output_keep=keep, max_upload_bytes=upload,

@@ -49,10 +49,11 @@ def check(request, references, structure_image, policy, **spec) -> None:
     """Before the queue: the base request, the references and the sweep's cells."""
     check_vl(request, references, policy, structure_image)
     cells = _cells(request, spec)
-    policy.budgets.check_cells(len(cells))  # before checking each of them
+    policy.budgets.check_cells(len(cells), "sweep")  # before checking each of them
     for cell in cells:
         validate(cell.request, img2img=cell.request.strength < 1.0, policy=policy)
-    policy.budgets.check_sweep([cell.request for cell in cells])  # the cells' work together
+    # the cells' work together, and the output pixels of one batch of them
+    policy.budgets.check_sweep([cell.request for cell in cells], _spec(spec).batch_size, "sweep")
 
 
 VALUES_INFO = "comma-separated (vl_text: |-separated; prompt: one per line or |-separated)"
@@ -133,6 +134,7 @@ def build(studio, vl_tab) -> None:
         def action(request, references, structure_image, session=None, **spec):
             session_hash = getattr(session, "session_hash", None)
             clicked = STOPS.started(session_hash)
+            output_dir.prune()  # finished studies over --output-keep go before this one adds its cells
             folder = root / output_dir.stem("compare")
             chosen = _spec(spec)
             found, images, study = {}, {}, None

@@ -173,7 +173,7 @@ def build(studio, demo: gr.Blocks) -> None:
     def _checked(data: dict, where: Path, name: str, references):
         """A study from parsed TOML over the uploaded references (where they are uploaded), checked
         as a sweep is: every cell's request, the cell count and the hosted budgets (cells × steps ×
-        pixels). Stores nothing: `_kept` stores the uploads once the run starts."""
+        pixels, a batch's pixels). Stores nothing: `_kept` stores the uploads once the run starts."""
         named = [k for k in PATH_KEYS if k in data]
         if studio.hosted and (named or not references):
             raise ValueError(f"references: upload the reference images (a hosted app reads no server paths; "
@@ -187,7 +187,7 @@ def build(studio, demo: gr.Blocks) -> None:
         if len(cells) > MAX_CELLS:
             raise ValueError(f"the study has {len(cells)} cells, more than {MAX_CELLS}: use fewer references, "
                              f"values or seeds.")
-        studio.policy.budgets.check_sweep([c.request for c in cells])
+        studio.policy.budgets.check_sweep([c.request for c in cells], study.batch_size, "study")
         return study, cells
 
     def _kept(study):
@@ -208,6 +208,7 @@ def build(studio, demo: gr.Blocks) -> None:
                 raise refused(err) from None
 
         study, total = await asyncio.to_thread(prepare)
+        studio.outputs.prune()  # finished studies over --output-keep go before this one adds its cells
         folder = root / studio.outputs.stem("study")
         owner = OWNERS.owner(session)
         async for item in _running(lambda: _progress(folder, gpu_work(str(folder), study, owner), total), session):

@@ -17,6 +17,7 @@ from llm_dit.conditioning import layerscan
 from llm_dit.core.images import image_size
 from llm_dit.conditioning.vl import check_aspect
 from llm_dit.core.request import VLRequest, field_meta, parse_weights, validate
+from llm_dit.serving.budgets import MAX_REFERENCES
 
 from ..common import Endpoint, control, image_input, saved
 from ..guard import message_box, stop_button
@@ -80,7 +81,6 @@ def scan_outputs(rows: list[dict], csv_path: str):
     return frame, frame, csv_path, note, best
 
 
-MAX_REFERENCES = 8
 REFERENCES_HEIGHT = 150  # px: the references, the prompt, alpha, strength and the preset fit above the fold
 
 
