@@ -321,3 +321,36 @@ def test_controlnet_settings_and_the_inpaint_mask_are_study_axes(settings, tmp_p
     with pytest.raises(ValueError, match=r"mask_image: inpainting redraws part of an init image"):
         parse_study({**data, "axes": {"guidance_scale": [0.0]}, "control_image": "", "mask_image": "layout.png"},
                     tmp_path).check()
+
+
+def test_a_cancelled_study_says_stopped_and_can_be_pruned(finished, manager, tmp_path):
+    """A study cancelled mid-way (a client gone, Stop) keeps its finished cells and says `stopped`,
+    not `running` for ever: the list counts its cells, --output-keep may prune it, resume finishes it."""
+    import threading
+
+    from llm_dit.serving import cancel
+    from llm_dit.serving.outputs import OutputFolder
+    from llm_dit.studies.runner import list_studies, resume
+
+    root, _, _ = finished
+    out = tmp_path / "outputs"
+    outputs = OutputFolder(str(out), keep=1)  # study folders are pruned only under names the app gives
+    folder = out / "studies" / outputs.stem("study")
+    stop = threading.Event()
+    with cancel.scope(stop), pytest.raises(cancel.Cancelled):
+        for done, _ in enumerate(run_study(manager, load_study(root / "study.toml"), folder), 1):
+            if done == 2:
+                stop.set()
+    assert read_info(folder)["status"] == "stopped"
+    (listed,) = list_studies(out / "studies")
+    assert listed["status"] == "stopped" and listed["cells"] == "2 / 8"
+    *_, summary = resume(manager, folder)
+    assert summary["status"] == "finished" and summary["finished"] == 8
+    copies = {}
+    for status in ("stopped", "running"):
+        copies[status] = out / "studies" / outputs.stem("study")
+        shutil.copytree(folder, copies[status])
+        (copies[status] / "study.json").write_text(
+            (folder / "study.json").read_text().replace('"finished"', f'"{status}"'))
+    outputs.prune()  # stopped or finished: done, so pruned; running: kept
+    assert sorted((out / "studies").iterdir()) == [copies["running"]]

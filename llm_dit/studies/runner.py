@@ -402,15 +402,32 @@ def draw_grids(folder: Path, study: Study, found: dict) -> list[Path]:
 def run_study(manager, study: Study, folder: str | Path, session: str = "", should_stop=None):
     """Create the folder, run every cell, finish; yields (cell, row, image) per cell, then the summary."""
     create(manager, study, folder, session)
-    counts = yield from run_cells(manager, study, folder, should_stop=should_stop)
+    counts = yield from _stopped_on_error(folder, run_cells(manager, study, folder, should_stop=should_stop))
     yield finish(folder, study, {"processes": 1, "per_process": [counts]})
 
 
 def resume(manager, folder: str | Path, should_stop=None):
     """Run the cells a study folder lacks (finished cells untouched), then finish it."""
     study = load_folder_study(folder)
-    counts = yield from run_cells(manager, study, folder, should_stop=should_stop)
+    _mark(folder, "running")
+    counts = yield from _stopped_on_error(folder, run_cells(manager, study, folder, should_stop=should_stop))
     yield finish(folder, study, {"processes": 1, "per_process": [counts]})
+
+
+def _stopped_on_error(folder, cells):
+    """`cells`, and when they end in an exception (a cancel, a client gone, a failure), study.json says
+    `stopped` (its finished cells kept; `resume` goes on) instead of `running` for ever."""
+    try:
+        return (yield from cells)
+    except BaseException:
+        _mark(folder, "stopped")
+        raise
+
+
+def _mark(folder, status: str) -> None:
+    info = read_info(folder)
+    info.update(status=status, finished_cells=len(rows(Path(folder))))
+    _write_json(Path(folder) / "study.json", info)
 
 
 def rerun(manager, folder: str | Path, index: int) -> dict:
@@ -457,7 +474,7 @@ def list_studies(root: str | Path, session: str | None = None) -> list[dict]:
             continue  # hosted: a visitor's own studies only (none without a session)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         status = info.get("status", "running")
-        done = info.get("finished_cells", len(rows(folder)) if status == "running" else 0)
+        done = len(rows(folder)) if status == "running" else info.get("finished_cells", 0)
         found.append({"name": folder.name, "started": info.get("started", ""), "status": status,
                       "cells": f"{done} / {info.get('cells', '?')}", "size_mb": round(size / 2**20, 2)})
     return sorted(found, key=lambda s: s["started"], reverse=True)
