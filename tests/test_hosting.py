@@ -487,6 +487,36 @@ def test_an_inline_data_url_over_the_body_budget_is_refused(hosted, tmp_path):
     assert join(small.read_bytes()).status_code == 200
 
 
+def test_a_long_session_hash_is_refused_before_gradio_keeps_it(hosted):
+    """Gradio keeps each session's state by its hash: a 1 MB hash was 1 MB held per request. A hash
+    over 128 characters is refused (400) in a body, a query and the heartbeat's path; a normal one
+    is served."""
+    index = next(d["id"] for d in _config(hosted["url"])["dependencies"] if d.get("api_name") == "txt2img")
+    long = "x" * 129
+    joined = httpx.post(hosted["url"] + "gradio_api/queue/join", timeout=30,
+                        json={"data": [], "fn_index": index, "session_hash": long})
+    assert joined.status_code == 400 and "session_hash: longer than 128 characters" in joined.text
+    streamed = httpx.get(hosted["url"] + "gradio_api/queue/data", params={"session_hash": long}, timeout=30)
+    assert streamed.status_code == 400
+    beat = httpx.get(hosted["url"] + f"gradio_api/heartbeat/{long}", timeout=30)
+    assert beat.status_code == 400
+    templates = next(d["id"] for d in _config(hosted["url"])["dependencies"] if d.get("api_name") == "templates")
+    fine = httpx.post(hosted["url"] + "gradio_api/run/predict", timeout=30,
+                      json={"data": [], "fn_index": templates, "session_hash": "a" * 128})
+    assert fine.status_code == 200, fine.text
+
+
+def test_every_queued_event_without_a_validator_is_a_pre_check(hosted):
+    """A queued event takes one of the queue's 32 places, and only a validator can refuse a client
+    over its share: 1,447 joins of the validator-less read_study filled the queue. Every queued
+    event has a validator, but the page's pre-checks (their own unlimited group, answered at once)."""
+    fns = hosted["demo"].fns.values()
+    queued = [fn for fn in fns if fn.fn is not None and fn.queue is not False]
+    unguarded = sorted(fn.api_name for fn in queued if fn.validator is None and fn.concurrency_id != "checks")
+    assert unguarded == []
+    assert {fn.api_name for fn in queued if fn.concurrency_id == "checks"} >= {"txt2img_check", "compare_check"}
+
+
 # ---- a broken checkpoint -------------------------------------------------------------------------------
 def test_a_truncated_shard_does_not_stop_start_up(zimage_dir, manager, tmp_path):
     """An interrupted download (a DiT shard cut in half): the app starts, the plan names the file,

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
+from urllib.parse import parse_qs
 
 UPLOAD_PATH = "/upload"  # gradio's multipart upload route: it caps each file itself (max_file_size)
+SESSION_HASH_CHARS = 128  # a page's session hash is 11 characters, gradio_client's a uuid (36)
+LONG_SESSION_HASH = re.compile(rb'"session_hash"\s*:\s*"[^"]{%d}' % (SESSION_HASH_CHARS + 1))
 
 
 def _from_proxy(peer: str, trusted_proxy: str) -> bool:
@@ -52,6 +56,8 @@ class BodyLimit:
         limit = self.upload_limit if upload else self.limit
         if not limit:
             return await self.app(scope, receive, send)
+        if self._long_session_hash(scope):
+            return await self._refuse_session_hash(send)
         headers = dict(scope.get("headers") or ())
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
@@ -82,10 +88,26 @@ class BodyLimit:
             if not message.get("more_body"):
                 break
 
+        if LONG_SESSION_HASH.search(b"".join(m.get("body", b"") for m in messages)):
+            return await self._refuse_session_hash(send)
+
         async def replay():
             return messages.pop(0) if messages else await receive()
 
         return await self.app(scope, replay, send)
+
+    @staticmethod
+    def _long_session_hash(scope) -> bool:
+        """A session hash in the query or the path (`/heartbeat/<hash>`) over SESSION_HASH_CHARS:
+        gradio keeps every session's state by its hash, so a megabyte hash is a megabyte held."""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        path = scope["path"]
+        return any(len(v) > SESSION_HASH_CHARS for v in query.get("session_hash", ())) or \
+            ("/heartbeat/" in path and len(path.rsplit("/", 1)[-1]) > SESSION_HASH_CHARS)
+
+    async def _refuse_session_hash(self, send) -> None:
+        await self._answer(send, 400, f"session_hash: longer than {SESSION_HASH_CHARS} characters: a session "
+                                      f"hash names a session (a page's is 11 characters); send a short one.")
 
     async def _refuse(self, send, size: int, upload: bool = False) -> None:
         if upload:
@@ -96,7 +118,11 @@ class BodyLimit:
             detail = (f"request body: {size:,} bytes is over this app's budget of {self.limit:,} bytes per request "
                       f"(inline data: URLs count): upload large images as files (up to {self.upload_mb} MB each) "
                       f"or send smaller ones.")
+        await self._answer(send, 413, detail)
+
+    @staticmethod
+    async def _answer(send, status: int, detail: str) -> None:
         body = json.dumps({"detail": detail, "error": detail}).encode()
-        await send({"type": "http.response.start", "status": 413,
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -97,5 +97,5 @@ def build(studio) -> dict:
                              template_info, api_visibility="private", queue=False)
         c["thinking"].change(lambda on: list(SAMPLING_PRESETS["thinking" if on else "instruct"].values()),
                              c["thinking"], [c[f] for f in SAMPLING], api_visibility="private", queue=False)
-        gr.api(list_templates, api_name="templates")
+        gr.api(list_templates, api_name="templates", queue=False)  # quick, no GPU: never a queue place
     return {"result": result, "uses": uses}

@@ -323,23 +323,26 @@ def build(studio, demo: gr.Blocks) -> None:
 
     # The tab's own events; an API client reads a study folder with `datasets` instead (private,
     # like the other UI helpers: the public API stays what examples/client_guide.py drives).
+    # Reads of the folder are unqueued: quick, no GPU, and a queued event without a validator was a
+    # way to fill the queue and pile up results for a session that never listens.
     private = {"api_visibility": "private"}
     refresh.click(show_studies, None, [listing, chosen], api_name="show_studies", queue=False, **private)
-    show.click(open_study, chosen, [info, grids, table, value, axis, plot, files], api_name="open_study", **private)
+    show.click(open_study, chosen, [info, grids, table, value, axis, plot, files], api_name="open_study", queue=False,
+               **private)
     gr.on([value.input, axis.input], study_plot, [chosen, value, axis], plot, api_name="study_plot", queue=False,
           **private)
     ran = start.click(run_study_file, [study_file, uploads], [info, progress], api_name="run_study_file",
                       validator=run_study_file_validator, concurrency_id=GPU, **private)
-    ran.then(list_after_run, None, [listing, chosen], api_name="list_after_run", **private)
+    ran.then(list_after_run, None, [listing, chosen], api_name="list_after_run", queue=False, **private)
     # The public API: run a study from its TOML text, list the caller's studies, read one.
     api_ran = api_run.click(run_study_text, [study_toml, api_refs], [info, progress], api_name="run_study_text",
                             validator=run_study_text_validator, concurrency_id=GPU)
     api_list.click(list_my_studies, None, study_json, api_name="list_my_studies", queue=False)
-    api_read.click(read_study, study_name, [study_json, files], api_name="read_study")
+    api_read.click(read_study, study_name, [study_json, files], api_name="read_study", queue=False)
     resumed = again.click(resume_study, chosen, [info, progress], api_name="resume_study",
                           validator=resume_study_validator, concurrency_id=GPU, **private)
     resumed.then(reopen_study, chosen, [info, grids, table, value, axis, plot, files], api_name="reopen_study",
-                 **private)
+                 queue=False, **private)
 
     def stop_study():
         """Stop: the page's running study (or resume) ends at its next step; its finished cells are kept."""
