@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+# gradio's upload cache of this test run alone (its default, /tmp/gradio, is shared by every gradio
+# process on the machine: a test that measures what a request adds to it saw others' files)
+if "GRADIO_TEMP_DIR" not in os.environ:
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="gradio-tests-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], True)
 
 from llm_dit.runtime.models import ModelManager  # noqa: E402
 from llm_dit.core.request import GenerationRequest  # noqa: E402
