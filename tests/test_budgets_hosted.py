@@ -212,3 +212,26 @@ def test_a_hosted_sweep_prunes_finished_studies_over_the_keep(hosted):
     assert (hosted["studies"] / OLD_RUNNING).is_dir()  # a running study is never pruned
     new = [p for p in hosted["studies"].iterdir() if "-compare-" in p.name]
     assert len(new) == 1 and json.loads((new[0] / "study.json").read_text())["status"] == "finished"
+
+
+def test_stored_references_go_when_no_study_names_them(tmp_path):
+    """Stored uploads (studies/references/<sha>-<random>/) were never pruned: one client could store
+    3.2 GB a study for good. Once no study.json names one, and it is ORPHAN_AGE_S old, it goes."""
+    from llm_dit.serving.outputs import ORPHAN_AGE_S
+
+    studies = tmp_path / "studies"
+    store = studies / "references"
+    named, orphan, fresh = (store / f"{'ab' * 16}-{n}" for n in ("1111111111111111", "2222222222222222",
+                                                                  "3333333333333333"))
+    for folder in (named, orphan, fresh):
+        folder.mkdir(parents=True)
+        (folder / "ref.png").write_bytes(b"png")
+    study = _study_folder(studies, "20240101-000000-study-aaaaaa", "finished", 1, 1_700_000_000)
+    (study / "study.json").write_text(json.dumps({"status": "finished", "study": {"references": [
+        {"name": "ref.png", "path": str(named / "ref.png"), "sha256": "ab" * 32}]}}))
+    old = os.stat(fresh).st_mtime - ORPHAN_AGE_S - 60
+    for folder in (named, orphan):
+        os.utime(folder, (old, old))
+    gone = OutputFolder(tmp_path, keep=100).prune()
+    assert gone == [orphan]
+    assert named.is_dir() and fresh.is_dir() and study.is_dir()  # named by a study / maybe a run starting

@@ -21,6 +21,8 @@ UMASK = os.umask(0o022)  # read once, at import (os.umask both sets and returns 
 os.umask(UMASK)
 STUDIES = "studies"  # <output>/studies/<name>/: the study folders of sweeps and studies (llm_dit.studies.runner)
 STUDY_INFO = "study.json"  # a study folder's record; its "status" is "running" until the runner finishes it
+REFERENCES = "references"  # <output>/studies/references/<sha256>-<random>/: stored uploads studies name
+ORPHAN_AGE_S = 600  # a stored reference no study names is pruned once this old (a run may be starting)
 
 
 class OutputFolder:
@@ -118,7 +120,27 @@ class OutputFolder:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
+            doomed += self._orphan_references()
         return doomed
+
+    def _orphan_references(self) -> list[Path]:
+        """Delete the stored references (studies/references/*/) that no study folder's study.json
+        names any more (their studies were pruned), once ORPHAN_AGE_S old."""
+        store = self.path / STUDIES / REFERENCES
+        if not store.is_dir() or store.is_symlink():
+            return []
+        named = "".join(info.read_text(encoding="utf-8", errors="replace")
+                        for info in (self.path / STUDIES).glob(f"*/{STUDY_INFO}"))
+        gone = []
+        for folder in store.iterdir():
+            try:
+                old = time.time() - folder.stat().st_mtime > ORPHAN_AGE_S
+            except OSError:
+                continue
+            if old and folder.is_dir() and not folder.is_symlink() and f"/{folder.name}/" not in named:
+                shutil.rmtree(folder, ignore_errors=True)
+                gone.append(folder)
+        return gone
 
     def _studies(self) -> list[tuple]:
         """The study folders the app made under `studies/`: (when last written, folder, its files,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import secrets
 import shutil
 import tomllib
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import gradio as gr
 
 from llm_dit.runtime.models import ModelLoadError
+from llm_dit.serving.outputs import REFERENCES
 from llm_dit.studies.compare import MAX_CELLS
 from llm_dit.studies.runner import cell_name, list_studies, load_folder_study, read_info, resume, run_study
 from llm_dit.studies.study import file_sha256, parse_study
@@ -160,14 +162,15 @@ def build(studio, demo: gr.Blocks) -> None:
             yield item
 
     def _stored(upload) -> str:
-        """An uploaded reference, kept under studies/references/<sha256>/ (uploads are temporary;
-        a study resumed or re-run later needs the same file)."""
+        """An uploaded reference, kept under studies/references/<sha256>-<random>/ (uploads are
+        temporary; a study resumed or re-run later needs the same file). The random part keeps a
+        visitor's reference from being fetched by whoever holds the same image (the folder is
+        served); a stored reference no study names any more is pruned with the studies."""
         path = Path(upload)
-        store = root / "references" / file_sha256(path)[:32]
-        store.mkdir(parents=True, exist_ok=True)
+        store = root / REFERENCES / f"{file_sha256(path)[:32]}-{secrets.token_hex(8)}"
+        store.mkdir(parents=True)
         target = store / path.name
-        if not target.exists():
-            shutil.copyfile(path, target)
+        shutil.copyfile(path, target)
         return str(target)
 
     def _checked(data: dict, where: Path, name: str, references):
