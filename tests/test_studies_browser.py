@@ -45,12 +45,19 @@ def test_the_studies_tab_opens_a_finished_study(page, manager, settings, tmp_pat
 
 
 def test_the_studies_tab_runs_an_uploaded_study_file(page, tmp_path):
+    """A study file without a prompt (as the presets are) runs with the tab's Prompt; afterwards the
+    new study is listed, chosen and opened (its grids shown)."""
     study = study_file(tmp_path)
+    study.write_text(study.read_text().replace('prompt = "a lighthouse"\n', ""))
     page.get_by_role("tab", name="Studies").click()
     page.get_by_text("Run a study file").click()
     page.locator("#studies-file input[type=file]").set_input_files(str(study))
     page.locator("#studies-references input[type=file]").set_input_files(
         [str(tmp_path / "refs" / "house.png"), str(tmp_path / "refs" / "noir.png")])
     page.locator("#studies-run").click()
-    expect(page.locator("#studies-info")).to_contain_text("8 / 8 cells · finished", timeout=180_000)
+    expect(page.get_by_text("The study sets no prompt").first).to_be_visible(timeout=30_000)  # on the file
+    page.locator("#studies-prompt textarea").fill("a lighthouse")
+    page.locator("#studies-run").click()
+    expect(page.locator("#studies-info")).to_contain_text("finished · 8 / 8 cells", timeout=180_000)
     expect(page.locator("#studies-list")).to_contain_text("-study-")  # the list, with the new study in it
+    expect(page.locator("#studies-grids img").first).to_be_visible()

@@ -133,7 +133,7 @@ def test_a_client_at_its_pending_limit_is_refused_a_study_before_the_queue(app, 
             data = [STUDY, [reference]]
         elif api_name == "run_study_file":
             (tmp_path / "study.toml").write_text(STUDY)
-            data = [_upload(url, tmp_path / "study.toml"), [reference]]
+            data = [_upload(url, tmp_path / "study.toml"), [reference], ""]  # no Prompt: the file's
         else:  # as the page does: Refresh lists this session's studies (the dropdown's choices), then Resume
             listed = httpx.post(url + "gradio_api/run/predict", timeout=30, headers={"X-Forwarded-For": address},
                                 json={"fn_index": _index(url, "show_studies"), "data": [], "session_hash": session})
@@ -164,7 +164,7 @@ def test_an_invalid_study_file_stores_none_of_its_uploads(app, tmp_path, study, 
     big = tmp_path / "big.png"
     Image.effect_noise((512, 512), 64).convert("RGB").save(big)  # a fresh file: its hash was never stored
     (tmp_path / "study.toml").write_text(study)
-    reply = _join(url, "run_study_file", [_upload(url, tmp_path / "study.toml"), [_upload(url, big)]],
+    reply = _join(url, "run_study_file", [_upload(url, tmp_path / "study.toml"), [_upload(url, big)], ""],
                   "invalid-study", "198.51.100.20")
     if reply.status_code == 200:  # queued after all: wait for its end, then see what it left
         with httpx.stream("GET", url + "gradio_api/queue/data", params={"session_hash": "invalid-study"},

@@ -74,8 +74,10 @@ def build(studio, demo: gr.Blocks) -> None:
         return {"headers": COLUMNS, "data": rows}, gr.Dropdown(choices=list(studies), value=None)
 
     def list_after_run(session: gr.Request):
-        """After a run: the list, with the new study in it."""
-        return show_studies(session)
+        """After a run: the list, with the new study (the newest) chosen."""
+        listing, _ = show_studies(session)
+        newest = listing["data"][0][0] if listing["data"] else None
+        return listing, gr.Dropdown(choices=[row[0] for row in listing["data"]], value=newest)
 
     def open_study(name, session: gr.Request):
         folder = folder_of(name, session)
@@ -186,7 +188,13 @@ def build(studio, demo: gr.Blocks) -> None:
         if references:
             data["references"] = [str(Path(r)) for r in references]
         study = parse_study(data, where, name, scorer=bool(studio.settings.metrics_model))
-        cells = study.check(studio.policy)
+        try:
+            cells = study.check(studio.policy)
+        except ValueError as err:
+            if "prompt is empty" not in str(err):
+                raise
+            raise ValueError(f"{err} The study sets no prompt: put `prompt = \"...\"` under [base] (on the "
+                             f"Studies tab, the Prompt box above Run study fills it in).") from None
         if len(cells) > MAX_CELLS:
             raise ValueError(f"the study has {len(cells)} cells, more than {MAX_CELLS}: use fewer references, "
                              f"values or seeds.")
@@ -217,7 +225,9 @@ def build(studio, demo: gr.Blocks) -> None:
         async for item in _running(lambda: _progress(folder, gpu_work(str(folder), study, owner), total), session):
             yield item
 
-    def _read_file(study_file) -> tuple[dict, Path, str]:
+    def _read_file(study_file, prompt: str = "") -> tuple[dict, Path, str]:
+        """The study file's TOML, its folder and name; the tab's Prompt fills `base.prompt` where the
+        file sets none (the presets in presets/studies/ leave it to you)."""
         if not study_file:
             raise ValueError("study_file: none uploaded: upload a study file (TOML), e.g. one of presets/studies/.")
         try:
@@ -225,9 +235,12 @@ def build(studio, demo: gr.Blocks) -> None:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
             reason = err.strerror if isinstance(err, OSError) else err  # an OSError's text names the path
             raise ValueError(f"study_file: {Path(study_file).name} is not a readable TOML file ({reason}).") from None
+        prompt = (prompt or "").strip()
+        if prompt and not (data.get("base") or {}).get("prompt") and "prompt" not in (data.get("axes") or {}):
+            data["base"] = {**(data.get("base") or {}), "prompt": prompt}
         return data, Path(study_file).parent, Path(study_file).stem
 
-    def _admitted(check, session) -> list:
+    def _admitted(check, session, extra: int = 0) -> list:
         """A run validator's answer for (the study, the references): `check()`'s refusal on the
         references when it names them, else on the study; then this session's pending limit (an
         admitted job holds its place until gradio records it: `ui.studio.Admission`)."""
@@ -235,18 +248,19 @@ def build(studio, demo: gr.Blocks) -> None:
             check()
         except (ValueError, ModelLoadError) as err:
             on = 1 if str(err).startswith("references") else 0
-            return [gr.validate(i != on, shown(str(err)) if i == on else "") for i in range(2)]
+            return [gr.validate(i != on, shown(str(err)) if i == on else "") for i in range(2)] + \
+                [gr.validate(True, "")] * extra
         problem = studio.admission.refuse(session, hold=True)
-        return [gr.validate(problem is None, problem or ""), gr.validate(True, "")]
+        return [gr.validate(problem is None, problem or ""), gr.validate(True, "")] + [gr.validate(True, "")] * extra
 
-    def run_study_file_validator(study_file, references, session: gr.Request):
+    def run_study_file_validator(study_file, references, prompt, session: gr.Request):
         """Before the queue: the study file, its cells, count and budgets (nothing stored, nothing
         loaded); then this visitor's pending limit."""
-        return _admitted(lambda: _checked(*_read_file(study_file), references), session)
+        return _admitted(lambda: _checked(*_read_file(study_file, prompt), references), session, extra=1)
 
-    async def run_study_file(study_file, references, session: gr.Request):
+    async def run_study_file(study_file, references, prompt, session: gr.Request):
         """Run an uploaded study file (TOML) over the uploaded references into a new study folder."""
-        async for item in _run(lambda: _read_file(study_file), references, session):
+        async for item in _run(lambda: _read_file(study_file, prompt), references, session):
             yield item
 
     def _parsed(study_toml: str) -> dict:
@@ -287,7 +301,7 @@ def build(studio, demo: gr.Blocks) -> None:
         files = [str(folder / n) for n in ("metadata.jsonl", "summary.csv", "study.json") if (folder / n).is_file()]
         return {"info": info, "summary": summary}, files + sorted(str(p) for p in (folder / "grids").glob("*.png"))
 
-    with gr.Tab("Studies", id="studies", elem_id="studies"):
+    with gr.Tab("Studies", id="studies", elem_id="studies") as tab:
         OWNERS.wire(demo)  # its BrowserState inside a tab: a component directly in gr.Tabs shows as a tab
         gr.Markdown("Study folders in the output folder's `studies/` (run one with `llm-dit study run FILE.toml "
                     "--output-dir <output dir>/studies/NAME`; each folder loads with `datasets.load_dataset("
@@ -298,6 +312,8 @@ def build(studio, demo: gr.Blocks) -> None:
                 study_file = gr.File(label="Study file (TOML)", file_types=[".toml"], elem_id="studies-file")
                 uploads = gr.File(label="References (instead of the file's)", file_count="multiple",
                                   file_types=["image"], elem_id="studies-references")
+            prompt = gr.Textbox(label="Prompt (for a study file that sets none, as the presets do)", lines=2,
+                                elem_id="studies-prompt")
             start = gr.Button("Run study", variant="primary", elem_id="studies-run")
         with gr.Row():
             refresh = gr.Button("Refresh", elem_id="studies-refresh")
@@ -334,9 +350,12 @@ def build(studio, demo: gr.Blocks) -> None:
                **private)
     gr.on([value.input, axis.input], study_plot, [chosen, value, axis], plot, api_name="study_plot", queue=False,
           **private)
-    ran = start.click(run_study_file, [study_file, uploads], [info, progress], api_name="run_study_file",
+    ran = start.click(run_study_file, [study_file, uploads, prompt], [info, progress], api_name="run_study_file",
                       validator=run_study_file_validator, concurrency_id=GPU, **private)
-    ran.then(list_after_run, None, [listing, chosen], api_name="list_after_run", queue=False, **private)
+    # after a run: the list with the new study chosen and opened (the newest this visitor may see)
+    ran.then(list_after_run, None, [listing, chosen], api_name="list_after_run", queue=False, **private).then(
+        reopen_study, chosen, [info, grids, table, value, axis, plot, files], queue=False, **private)
+    tab.select(show_studies, None, [listing, chosen], queue=False, **private)  # the list as the tab opens
     # The public API: run a study from its TOML text, list the caller's studies, read one.
     api_ran = api_run.click(run_study_text, [study_toml, api_refs], [info, progress], api_name="run_study_text",
                             validator=run_study_text_validator, concurrency_id=GPU)
