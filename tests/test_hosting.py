@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -515,6 +516,22 @@ def test_every_queued_event_without_a_validator_is_a_pre_check(hosted):
     unguarded = sorted(fn.api_name for fn in queued if fn.validator is None and fn.concurrency_id != "checks")
     assert unguarded == []
     assert {fn.api_name for fn in queued if fn.concurrency_id == "checks"} >= {"txt2img_check", "compare_check"}
+
+
+def test_a_visitor_never_finds_another_visitors_prompt_in_the_cache(hosted):
+    """A shared text cache told a visitor that someone else had sent a prompt (its encode took
+    0.0002 s instead of a fresh one's 0.3-1 s). Hosted, each visitor's encodes are their own: the
+    same prompt from another session is encoded again; from the same session it is found."""
+    cache = hosted["manager"].text_cache
+    secret = f"a private prompt {uuid.uuid4().hex}"
+    victim, attacker = hosted["client"], Client(hosted["url"], verbose=False)
+    _txt2img(victim, prompt=secret)
+    misses = cache.misses
+    _txt2img(victim, prompt=secret)
+    assert cache.misses == misses  # the visitor's own repeat: found
+    *_, meta = _txt2img(attacker, prompt=secret)
+    assert cache.misses == misses + 1  # another visitor: encoded afresh
+    assert meta["timeline"]
 
 
 # ---- a broken checkpoint -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import gradio as gr
 
 from llm_dit.serving import cancel
 from llm_dit.core.attention import attention_backends
+from llm_dit.runtime.cache import partition as cache_partition
 from llm_dit.runtime.models import ModelLoadError
 from llm_dit.core.request import GenerationRequest, field_meta
 from llm_dit.core.templates import names as template_names
@@ -168,14 +169,15 @@ class Endpoint:
             raise gr.Error(str(err)) from err
         try:
             async for item in run_cancellable(lambda: self.action(request, **extra), self.stream,
-                                              lambda: self.studio.admission.connected(session)):
+                                              lambda: self.studio.admission.connected(session),
+                                              self.studio.cache_partition(session)):
                 self.studio.note_result(session, item)
                 yield item
         except (ValueError, ModelLoadError) as err:  # a load problem's toast stays until closed
             raise gr.Error(str(err), duration=None if isinstance(err, ModelLoadError) else 10) from err
 
 
-async def run_cancellable(job, stream: bool, connected=lambda: True):
+async def run_cancellable(job, stream: bool, connected=lambda: True, partition: str = ""):
     """Run `job()` (returning a value, or with `stream` a generator) in a worker thread and yield
     what it produces. The job stops at its next step (`llm_dit.serving.cancel`), and its result is
     dropped, when the client cancels (gradio cancels the task awaiting this generator: the stop
@@ -186,7 +188,10 @@ async def run_cancellable(job, stream: bool, connected=lambda: True):
     progress bar hides on every one (a heartbeat of empty updates made it flicker). A stream
     yields at most one update per HEARTBEAT_S: each item is the whole state so far (a reply's
     text, a sweep's cells), so only the newest one is sent. Per token, a browser would re-render
-    every output each time and, on a shared CPU, slow the model it is watching."""
+    every output each time and, on a shared CPU, slow the model it is watching.
+
+    `partition` is the visitor's share of the embedding caches (`Studio.cache_partition`: hosted,
+    no visitor finds what another one encoded)."""
     loop = asyncio.get_running_loop()
     items: asyncio.Queue = asyncio.Queue()
     stop = threading.Event()
@@ -199,7 +204,7 @@ async def run_cancellable(job, stream: bool, connected=lambda: True):
             stop.set()
 
     def work():
-        with cancel.scope(stop):
+        with cancel.scope(stop), cache_partition(partition):
             try:
                 if stream:
                     for item in job():

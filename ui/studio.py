@@ -147,3 +147,9 @@ class Studio:
     @property
     def hosted(self) -> bool:
         return self.policy.hosted
+
+    def cache_partition(self, session) -> str:
+        """The embedding caches' partition for this visitor's jobs (`llm_dit.runtime.cache`): hosted,
+        their session (another visitor's prompt or reference never comes back from the cache, so
+        its timing tells nothing); locally one partition for all."""
+        return (getattr(session, "session_hash", None) or "") if self.hosted else ""

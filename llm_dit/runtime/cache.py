@@ -1,9 +1,29 @@
-"""A small LRU cache for embeddings (VL extractions, text encodings)."""
+"""A small LRU cache for embeddings (VL extractions, text encodings), partitioned by visitor.
+
+Hosted, a visitor must not learn what another one asked for: a prompt or a reference someone else
+sent came back from the cache in 0.2 ms instead of a fresh encode's 0.3-1 s. Whoever runs a job
+for a visitor names its partition (`partition(name)`, a context like `llm_dit.serving.cancel`'s
+scope); entries are found only within it. Locally every job is in one partition ("").
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_partition: ContextVar[str] = ContextVar("llm_dit_cache_partition", default="")
+
+
+@contextmanager
+def partition(name: str):
+    """Within this block (this thread's context), the caches find only entries put under `name`."""
+    token = _partition.set(name or "")
+    try:
+        yield
+    finally:
+        _partition.reset(token)
 
 
 class LRUCache:
@@ -16,6 +36,7 @@ class LRUCache:
         self.hits = self.misses = 0
 
     def get(self, key):
+        key = (_partition.get(), key)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -25,6 +46,7 @@ class LRUCache:
             return None
 
     def put(self, key, value) -> None:
+        key = (_partition.get(), key)
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)

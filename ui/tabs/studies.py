@@ -135,7 +135,8 @@ def build(studio, demo: gr.Blocks) -> None:
         """Run `job()` (a generator of updates) off the event loop; a cancel or a departed client
         stops it at its next step, and the GPU slot frees only once it has stopped."""
         try:
-            async for item in run_cancellable(job, True, lambda: studio.admission.connected(session)):
+            async for item in run_cancellable(job, True, lambda: studio.admission.connected(session),
+                                              studio.cache_partition(session)):
                 yield item
         except (ValueError, ModelLoadError) as err:  # a load problem's message stays until closed
             raise gr.Error(shown(str(err)), duration=None if isinstance(err, ModelLoadError) else 10) from None
