@@ -26,29 +26,17 @@ from llm_dit.runtime.settings import Settings
 from ui import build_demo, launch_options
 
 from .test_export_text import TXT2IMG
+from .test_fairness import _wait as fair_wait
+from .test_study_api import STUDY as API_STUDY
 
-STUDY = """
-name = "hosted study"
-seeds = [1]
-[axes]
-alpha = [0.0, 0.5]
-[base]
-prompt = "a lighthouse"
-height = 64
-width = 64
-num_inference_steps = 2
-"""
+STUDY = API_STUDY.replace('"api study"', '"hosted study"')
 SLOW_STUDY = STUDY.replace("height = 64\nwidth = 64", "height = 512\nwidth = 512").replace(
     "num_inference_steps = 2", "num_inference_steps = 60")
 ABSOLUTE = re.compile(r"(?<![\w.])/(?:tmp|home|work|root|var|private|usr|etc)\b|[A-Za-z]:\\")
 
 
 def _wait(condition, seconds=120.0, what="the condition"):
-    end = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    fair_wait(condition, seconds, what)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ appears in the Studies tab, where it can be opened, resumed after a stop, and re
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 
 import gradio as gr
 from PIL import Image
