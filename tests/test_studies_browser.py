@@ -54,10 +54,14 @@ def test_the_studies_tab_runs_an_uploaded_study_file(page, tmp_path):
     page.locator("#studies-file input[type=file]").set_input_files(str(study))
     page.locator("#studies-references input[type=file]").set_input_files(
         [str(tmp_path / "refs" / "house.png"), str(tmp_path / "refs" / "noir.png")])
+    stop = page.locator("#studies-stop")
+    expect(stop).to_be_hidden()  # nothing runs
     page.locator("#studies-run").click()
     expect(page.get_by_text("The study sets no prompt").first).to_be_visible(timeout=30_000)  # on the file
+    expect(stop).to_be_hidden()  # refused: no Stop left behind
     page.locator("#studies-prompt textarea").fill("a lighthouse")
     page.locator("#studies-run").click()
     expect(page.locator("#studies-info")).to_contain_text("finished · 8 / 8 cells", timeout=180_000)
     expect(page.locator("#studies-list")).to_contain_text("-study-")  # the list, with the new study in it
     expect(page.locator("#studies-grids img").first).to_be_visible()
+    expect(stop).to_be_hidden()

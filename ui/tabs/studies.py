@@ -321,7 +321,7 @@ def build(studio, demo: gr.Blocks) -> None:
             chosen = gr.Dropdown(choices=[], label="Study", elem_id="studies-chosen", scale=2)
             show = gr.Button("Open", variant="primary", elem_id="studies-open")
             again = gr.Button("Resume", elem_id="studies-resume")
-            stop = gr.Button("Stop", variant="stop", elem_id="studies-stop")
+            stop = gr.Button("Stop", variant="stop", visible=False, elem_id="studies-stop")  # while one runs
         listing = gr.Dataframe(headers=COLUMNS, label="Studies", interactive=False, elem_id="studies-list")
         info = gr.Markdown(elem_id="studies-info")
         progress = gr.Gallery(label="Newest cells", columns=THUMBNAILS, height=140, elem_id="studies-progress")
@@ -341,6 +341,24 @@ def build(studio, demo: gr.Blocks) -> None:
             study_name = gr.Textbox(label="Study name")
             study_json = gr.JSON(label="Study")
 
+    def _stop_if(check, *args) -> gr.Button:
+        """Stop, shown when the job about to start passes its checks (a refused one never runs, and
+        gradio runs no `then` after a validator's refusal), and the pending limit (held by nobody)."""
+        try:
+            check(*args)
+        except (ValueError, ModelLoadError, gr.Error):
+            return gr.skip()
+        return gr.Button(visible=studio.admission.refuse(args[-1], hold=False) is None)
+
+    def show_run_stop(study_file, references, prompt, session: gr.Request):
+        return _stop_if(lambda f, r, p, _: _checked(*_read_file(f, p), r), study_file, references, prompt, session)
+
+    def show_resume_stop(name, session: gr.Request):
+        return _stop_if(_resumable, name, session)
+
+    def hide_stop():
+        return gr.Button(visible=False)
+
     # The tab's own events; an API client reads a study folder with `datasets` instead (private,
     # like the other UI helpers: the public API stays what examples/client_guide.py drives).
     # Reads of the folder are unqueued: quick, no GPU, and a queued event without a validator was a
@@ -351,8 +369,9 @@ def build(studio, demo: gr.Blocks) -> None:
                **private)
     gr.on([value.input, axis.input], study_plot, [chosen, value, axis], plot, api_name="study_plot", queue=False,
           **private)
-    ran = start.click(run_study_file, [study_file, uploads, prompt], [info, progress], api_name="run_study_file",
-                      validator=run_study_file_validator, concurrency_id=GPU, **private)
+    ran = start.click(show_run_stop, [study_file, uploads, prompt], stop, queue=False, **private).then(
+        run_study_file, [study_file, uploads, prompt], [info, progress], api_name="run_study_file",
+        validator=run_study_file_validator, concurrency_id=GPU, **private)
     # after a run: the list with the new study chosen and opened (the newest this visitor may see)
     ran.then(list_after_run, None, [listing, chosen], api_name="list_after_run", queue=False, **private).then(
         reopen_study, chosen, [info, grids, table, value, axis, plot, files], queue=False, **private)
@@ -362,8 +381,9 @@ def build(studio, demo: gr.Blocks) -> None:
                             validator=run_study_text_validator, concurrency_id=GPU)
     api_list.click(list_my_studies, None, study_json, api_name="list_my_studies", queue=False)
     api_read.click(read_study, study_name, [study_json, files], api_name="read_study", queue=False)
-    resumed = again.click(resume_study, chosen, [info, progress], api_name="resume_study",
-                          validator=resume_study_validator, concurrency_id=GPU, **private)
+    resumed = again.click(show_resume_stop, chosen, stop, queue=False, **private).then(
+        resume_study, chosen, [info, progress], api_name="resume_study", validator=resume_study_validator,
+        concurrency_id=GPU, **private)
     resumed.then(reopen_study, chosen, [info, grids, table, value, axis, plot, files], api_name="reopen_study",
                  queue=False, **private)
 
@@ -372,3 +392,8 @@ def build(studio, demo: gr.Blocks) -> None:
         return STOPPED
 
     stop.click(stop_study, None, info, api_name="stop_study", cancels=[ran, resumed, api_ran], queue=False, **private)
+    # Stop shows while the page's run or resume is under way (shown first, then the job); gone however
+    # it ended (gradio's `then` skips an event that raised: `failure` too)
+    for event in (ran, resumed):
+        for after in (event.then, event.failure):
+            after(hide_stop, None, stop, queue=False, **private)
