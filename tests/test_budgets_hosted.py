@@ -52,7 +52,7 @@ def hosted(tiny_cache, tmp_path_factory):
     _study_folder(studies, OLD_RUNNING, "running", 30, 1_500_000_000)
     Image.new("RGB", (64, 64), (30, 120, 200)).save(root / "ref.png")
     settings = Settings(tiny=True, cache_dir=str(tiny_cache), output_dir=str(root / "outputs"), hosting="hosted",
-                        max_upload_mb=UPLOAD_MB, output_keep=KEEP)
+                        max_upload_mb=UPLOAD_MB, output_keep=KEEP, trusted_proxy="127.0.0.1")
     demo = build_demo(settings, ModelManager(settings))
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(settings, environ={}))
     yield {"url": url, "client": Client(url, verbose=False), "root": root, "studies": studies}
@@ -180,6 +180,42 @@ def test_an_upload_without_a_declared_length_is_counted_as_it_streams(hosted):
     assert reply.status_code == 413, reply.text
     assert f"budget of {UPLOAD_BUDGET:,} bytes per upload request" in reply.json()["detail"]
     assert _uploaded([name for name, _ in files]) == []
+
+
+def test_one_address_cannot_fill_the_upload_cache_with_many_requests(hosted):
+    """gradio keeps every upload a day: 4 requests of 8 files put 336 MB on disk in 1.9 s. One
+    address may have 2 full upload requests' worth in the cache; then 413, naming the budget and
+    the wait; another address is not held up. Counted before gradio writes a byte."""
+    from llm_dit.serving.budgets import CLIENT_UPLOADS
+
+    def upload(address, tag):
+        return httpx.post(hosted["url"] + "gradio_api/upload", timeout=60, headers={"X-Forwarded-For": address},
+                          files=[("files", (n, d, "image/png")) for n, d in _files(MAX_REFERENCES, tag)])
+
+    greedy, other = f"203.0.113.{uuid.uuid4().int % 250}", "198.51.100.77"
+    assert CLIENT_UPLOADS == 2
+    for _ in range(CLIENT_UPLOADS):
+        assert upload(greedy, uuid.uuid4().hex).status_code == 200
+    tag = f"over-{uuid.uuid4().hex}"
+    refused = upload(greedy, tag)
+    assert refused.status_code == 413, refused.text
+    detail = refused.json()["detail"]
+    assert detail.startswith("uploads: your address has sent") and "reuse the files you uploaded" in detail
+    assert f"budget is {CLIENT_UPLOADS * UPLOAD_BUDGET / 2**20:,.0f} MB per client" in detail
+    assert _uploaded([f"{tag}-{i}.png" for i in range(MAX_REFERENCES)]) == []
+    assert upload(other, uuid.uuid4().hex).status_code == 200
+
+
+def test_the_upload_ledger_forgets_what_the_cache_has_deleted():
+    import time
+
+    from ui.limits import UploadLedger
+
+    ledger = UploadLedger(limit=100, window_s=0.2)
+    assert ledger.take("a", 60) is None and ledger.take("b", 60) is None
+    assert "your address has sent" in ledger.take("a", 60)
+    time.sleep(0.25)  # the cache has deleted those uploads by now: the address may send again
+    assert ledger.take("a", 60) is None
 
 
 # ---- --output-keep over the study folders -------------------------------------------------------------

@@ -88,7 +88,9 @@ def launch_options(settings: Settings, environ=None) -> dict:
                          "a departed client's job would run on. Serve MCP only where you alone reach the app "
                          "(--hosting local on loopback), or leave out --mcp-server.")
     body = [Middleware(BodyLimit, limit=policy.budgets.body_bytes, upload_mb=settings.max_upload_mb,
-                       upload_limit=policy.budgets.upload_bytes)]
+                       upload_limit=policy.budgets.upload_bytes,
+                       client_upload_limit=policy.budgets.client_upload_bytes, window_s=policy.cache_max_age_s,
+                       trusted_proxy=settings.trusted_proxy if policy.hosted else "")]
     if policy.hosted:  # uvicorn (gradio's server) rewrites the peer from X-Forwarded-For sent by any
         # loopback peer (its default), before the per-client limits see it: a tunnel, a share link or a
         # local proxy would let each request name its own address. Only --trusted-proxy is believed.

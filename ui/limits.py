@@ -13,7 +13,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import threading
+import time
+from collections import OrderedDict, deque
 from urllib.parse import parse_qs
+
+from starlette.requests import Request
 
 UPLOAD_PATH = "/upload"  # gradio's multipart upload route: it caps each file itself (max_file_size)
 SESSION_HASH_CHARS = 128  # a page's session hash is 11 characters, gradio_client's a uuid (36)
@@ -40,14 +45,51 @@ def client_address(request, trusted_proxy: str = "") -> str:
     return peer
 
 
+class UploadLedger:
+    """The bytes each client address uploaded within the last `window_s` (gradio keeps every upload
+    that long), held to `limit`: many small upload requests filled the disk at 175 MB/s. A request
+    counts by its declared length (else the most one request may carry), before gradio writes it."""
+
+    ADDRESSES = 100_000  # addresses remembered, the least recent forgotten first
+
+    def __init__(self, limit: int, window_s: float):
+        self.limit, self.window_s = limit, window_s
+        self._sent: OrderedDict[str, deque] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, address: str, size: int) -> str | None:
+        """Count `size` bytes for `address`, or say why not (nothing counted)."""
+        now = time.monotonic()
+        with self._lock:
+            sent = self._sent.setdefault(address, deque())
+            self._sent.move_to_end(address)
+            while sent and now - sent[0][0] > self.window_s:
+                sent.popleft()
+            held = sum(n for _, n in sent)
+            if held + size > self.limit:
+                wait = self.window_s - (now - sent[0][0]) if sent else self.window_s
+                return (f"uploads: your address has sent {held / 2**20:,.1f} MB that the upload cache still keeps "
+                        f"(this app's budget is {self.limit / 2**20:,.0f} MB per client while uploads are kept, "
+                        f"{self.window_s / 3600:,.0f} h); this upload of {size / 2**20:,.1f} MB would go over it: "
+                        f"reuse the files you uploaded, or try again in {wait / 60:,.0f} minutes.")
+            sent.append((now, size))
+            while len(self._sent) > self.ADDRESSES:
+                self._sent.popitem(last=False)
+        return None
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes is answered 413 before gradio reads it,
     so an inline `data:` URL cannot carry more than an upload may. An upload request (gradio caps
     each of its files itself) is held to `upload_limit` bytes, all its files together, answered 413
     before gradio writes any of them to disk (0: only gradio's cap on each file)."""
 
-    def __init__(self, app, limit: int, upload_mb: int, upload_limit: int = 0):
+    def __init__(self, app, limit: int, upload_mb: int, upload_limit: int = 0, client_upload_limit: int = 0,
+                 window_s: float = 0, trusted_proxy: str = ""):
         self.app, self.limit, self.upload_mb, self.upload_limit = app, limit, upload_mb, upload_limit
+        # a client's uploads stay in gradio's cache for `window_s`: what each address sent then
+        self.uploads = UploadLedger(client_upload_limit, window_s) if client_upload_limit and window_s else None
+        self.trusted_proxy = trusted_proxy
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -62,6 +104,11 @@ class BodyLimit:
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
             return await self._refuse(send, int(length), upload)
+        if upload and self.uploads is not None:
+            refusal = self.uploads.take(client_address(Request(scope), self.trusted_proxy),
+                                        int(length) if length.isdigit() else limit)
+            if refusal:
+                return await self._answer(send, 413, refusal)
         if upload and length.isdigit() and b"transfer-encoding" not in headers:
             # a declared length within the budget: the server reads no byte past it, so the files
             # stream on to gradio's parser as they come (not held in memory here); counted all the

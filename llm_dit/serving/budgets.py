@@ -45,6 +45,9 @@ class Budgets:
     # hold their latents and activations at once (peak memory grows with the batch)
     batch_pixels: int = 0
     upload_bytes: int = 0  # one upload request's whole body, all its files together
+    # the bytes one client address may have uploaded within the upload cache's lifetime (gradio keeps
+    # every upload that long): many small upload requests filled the disk at 175 MB/s
+    client_upload_bytes: int = 0
 
     def describe(self) -> str:
         """One line for the status tab and the start-up log."""
@@ -55,7 +58,9 @@ class Budgets:
                  (self.batch_pixels, f"batches up to {_mp(self.batch_pixels)} of output"),
                  (self.work, f"up to {self.work:,} megapixel-steps per request"),
                  (self.body_bytes, f"request bodies up to {self.body_bytes / 2**20:,.1f} MB"),
-                 (self.upload_bytes, f"upload requests up to {self.upload_bytes / 2**20:,.1f} MB")]
+                 (self.upload_bytes, f"upload requests up to {self.upload_bytes / 2**20:,.1f} MB"),
+                 (self.client_upload_bytes, f"uploads up to {self.client_upload_bytes / 2**20:,.0f} MB per client "
+                                            f"while the upload cache keeps them")]
         return "Budgets: " + (" · ".join(text for value, text in parts if value) or "none")
 
     def check_image(self, field: str, name: str, width: int, height: int) -> None:
@@ -131,6 +136,7 @@ class Budgets:
                              f"cells per {kind}: use {fewer}{limit}.")
 
 
+CLIENT_UPLOADS = 2  # hosted: full upload requests one client may have in the upload cache at once
 # hosted: one batch may hold as many output pixels as one largest image (4 cells of 1024×1024)
 HOSTED = Budgets(image_pixels=4096 * 4096, output_pixels=2048 * 2048, steps=50, cells=64, work=400,
                  batch_pixels=2048 * 2048)
@@ -147,4 +153,5 @@ def choose(hosted: bool, image_pixels: int = -1, output_pixels: int = -1, steps:
              "work": work, "batch_pixels": batch_pixels}
     values = {k: getattr(default, k) if v < 0 else v for k, v in given.items()}
     upload = upload_file_bytes * MAX_REFERENCES + MULTIPART_SLACK if hosted and upload_file_bytes else 0
-    return Budgets(**values, body_bytes=body_bytes, upload_bytes=upload)
+    return Budgets(**values, body_bytes=body_bytes, upload_bytes=upload,
+                   client_upload_bytes=CLIENT_UPLOADS * upload if hosted else 0)
