@@ -208,3 +208,30 @@ def test_stop_after_this_cell_keeps_the_finished_ones(page):
     expect(page.locator("#compare-progress")).to_contain_text("stopped", timeout=60_000)
     done = int(page.locator("#compare-progress").inner_text().split("/")[0].strip(" *"))
     assert 1 <= done < 16
+
+
+def test_every_reference_thumbnail_and_its_weight_are_in_view(page, tmp_path):
+    """Two references, one with a long name: each picture and its weight show whole inside the
+    thumbnails' box without scrolling it (the second was cut off below it, with no scroll bar)."""
+    from PIL import Image
+
+    names = ["a-style-reference-with-a-rather-long-file-name.png", "noir.png"]
+    for name, colour in zip(names, [(200, 40, 40), (20, 20, 20)]):
+        Image.new("RGB", (128, 128), colour).save(tmp_path / name)
+    page.get_by_role("tab", name="VL conditioning").click()
+    page.locator("#vl-references input[type=file]").set_input_files([str(tmp_path / n) for n in names])
+    box = page.locator("#vl-reference-thumbs .reference-thumbs")
+    figures = box.locator("figure")
+    expect(figures.filter(has_text="noir.png")).to_have_count(1, timeout=30_000)
+    shown = page.locator("#vl-reference-thumbs")  # the component's box: what overflows it is cut off
+    for name in names:
+        figure = figures.filter(has=page.locator(f'img[alt^="{name}"]')).last
+        outer = shown.bounding_box()
+        for part in (figure.locator("img"), figure.locator("figcaption")):
+            inner = part.bounding_box()
+            inside = (outer["y"] <= inner["y"] and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 1
+                      and outer["x"] <= inner["x"] and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 1)
+            assert inside, f"{name}: {inner} is not inside the thumbnails' box {outer}"
+        expect(figure.locator("figcaption")).to_contain_text("weight")
+    if os.environ.get("TEST_ARTIFACTS"):
+        page.screenshot(path=os.path.join(os.environ["TEST_ARTIFACTS"], "vl-reference-thumbs.png"))

@@ -106,8 +106,10 @@ def reference_thumbs(files, weights: str) -> list:
 def thumbs_html(files, weights: str) -> str:
     """The reference thumbnails as plain images with their captions (served by gradio from its
     upload cache; a gallery re-scrolled the page on each update)."""
-    figures = [f'<figure><img src="gradio_api/file={quote(p)}" alt="{escape(c)}"><figcaption>{escape(c)}'
-               f"</figcaption></figure>" for p, c in reference_thumbs(files, weights)]
+    figures = [f'<figure><img src="gradio_api/file={quote(p)}" alt="{escape(c)}" title="{escape(c)}"><figcaption>'
+               + "".join(f"<span>{escape(part)}</span>" for part in c.replace(" · ", "\0 · ", 1).split("\0"))
+               + "</figcaption></figure>"
+               for p, c in reference_thumbs(files, weights)]
     return f'<div class="reference-thumbs">{"".join(figures)}</div>' if figures else ""
 
 
@@ -204,8 +206,10 @@ def build(studio) -> TabParts:
                 with gr.Row(equal_height=True):
                     references = gr.File(label="Reference image(s)", file_count="multiple", file_types=["image"],
                                          type="filepath", elem_id="vl-references", height=REFERENCES_HEIGHT,
-                                         scale=3)
-                    thumbs = gr.HTML(elem_id="vl-reference-thumbs", scale=2, max_height=REFERENCES_HEIGHT - 8)
+                                         scale=1)
+                    # half the row: three thumbnails side by side, more scrolled sideways
+                    thumbs = gr.HTML(elem_id="vl-reference-thumbs", scale=1, min_width=200,
+                                     max_height=REFERENCES_HEIGHT - 8)
                 form = generation_form(FIELDS, studio, preset_file="vl.toml", main=main, extra=extras)
                 c = form.controls
                 with gr.Accordion("Structure image (optional: init latents instead of the first reference)",
