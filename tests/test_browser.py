@@ -219,6 +219,10 @@ def test_every_reference_thumbnail_and_its_weight_are_in_view(page, tmp_path):
     for name, colour in zip(names, [(200, 40, 40), (20, 20, 20)]):
         Image.new("RGB", (128, 128), colour).save(tmp_path / name)
     page.get_by_role("tab", name="VL conditioning").click()
+    clear = page.locator("#vl-references").get_by_role("button", name="Clear")
+    if clear.count():  # earlier tests' references
+        clear.click()
+    expect(page.locator("#vl-reference-thumbs figure")).to_have_count(0)
     page.locator("#vl-references input[type=file]").set_input_files([str(tmp_path / n) for n in names])
     box = page.locator("#vl-reference-thumbs .reference-thumbs")
     figures = box.locator("figure")
