@@ -245,9 +245,11 @@ def test_a_forwarded_address_is_believed_only_from_the_trusted_proxy():
 
 
 def test_an_abandoned_vl_text_sweep_runs_no_extraction_after_its_close(app, tmp_path):
-    """A 16-value vl_text sweep's stream closes after its first extraction: its prefetch loop
-    stops (a few may be under way) instead of running every extraction, and the GPU slot is
-    released only after its worker stopped."""
+    """A 32-value vl_text sweep's stream closes after its first extraction: its prefetch loop
+    stops instead of running every extraction, and the GPU slot is released only after its worker
+    stopped. How many run meanwhile is a race between the tiny model's extractions (a few ms each)
+    and the server noticing the close (gradio's stream check, then our 0.1 s tick): 4 were seen on
+    a busy machine, so the bound is a third of the sweep, far from the 32 that ran before the fix."""
     from PIL import Image
 
     url, manager, demo = app["url"], app["manager"], app["demo"]
@@ -255,7 +257,7 @@ def test_an_abandoned_vl_text_sweep_runs_no_extraction_after_its_close(app, tmp_
     with open(tmp_path / "ref.png", "rb") as f:
         uploaded = httpx.post(url + "gradio_api/upload", files={"files": ("ref.png", f)}, timeout=30).json()[0]
     reference = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": "ref.png"}
-    spec = {"x_axis": "vl_text", "x_values": "|".join(f"style {i}" for i in range(16)), "y_axis": "", "y_values": "",
+    spec = {"x_axis": "vl_text", "x_values": "|".join(f"style {i}" for i in range(32)), "y_axis": "", "y_values": "",
             "z_axis": "", "z_values": "", "cell_limit": 64, "batch_size": 1, "diff_base": -1}
     values = {"prompt": "a sweep", "height": 64, "width": 64, "alpha": 0.5, "vl_use_prompt": False}
     data = [[reference], None] + [spec[k] for k in SPEC] + [values.get(f, field_meta(f)["default"])
@@ -274,7 +276,7 @@ def test_an_abandoned_vl_text_sweep_runs_no_extraction_after_its_close(app, tmp_
     at_close = manager.vl_cache.misses - before
     _wait(lambda: not any(demo._queue.active_jobs), what="the sweep to stop")
     after = manager.vl_cache.misses - before
-    assert after - at_close <= 3 and after < 16, f"{after - at_close} extractions ran after the close"
+    assert after - at_close <= 10, f"{after - at_close} of the {32 - at_close} extractions left ran after the close"
 
 
 def test_a_cancelled_handler_ends_only_after_its_worker_stopped():
