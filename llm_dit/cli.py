@@ -232,6 +232,7 @@ def _extract(args, manager, notes):
 
 def _sweep(args, manager, notes):
     from .studies.compare import SweepSpec, load_sweeps
+    from .serving.outputs import STUDIES
     from .studies.distributed import sweep as run_sweep
 
     spec_values, base = {}, {}
@@ -245,7 +246,7 @@ def _sweep(args, manager, notes):
             spec_values[f.name] = getattr(args, f.name)
     spec = SweepSpec(**spec_values)
     stem = args.name or f"{time.strftime('%Y%m%d-%H%M%S')}-sweep"
-    folder = Path(manager.settings.output_dir) / "studies" / stem  # a study folder, listed in the Studies tab
+    folder = Path(manager.settings.output_dir) / STUDIES / stem  # a study folder, listed in the Studies tab
     summary = run_sweep(manager, spec, _request(args, notes, base, manager), args.reference, args.structure_image,
                         str(folder))
     return None if summary is None else {**summary, **notes}

@@ -161,19 +161,27 @@ def _txt2img_data(**values) -> list:
     return [None] + [values.get(f, field_meta(f)["default"]) for f in TXT2IMG]  # no control image
 
 
+def _slot_held(app, address: str, session: str) -> tuple:
+    """A slow txt2img from `address` holding the GPU slot: (txt2img's fn_index, the slow job's
+    data, the blocker's join reply)."""
+    url = app["url"]
+    _small(Client(url, verbose=False))
+    calls = _forwards(app["manager"])
+    index = _index(url, "txt2img")
+    slow = _txt2img_data(prompt="slow", height=512, width=512, num_inference_steps=100, seed=1)
+    blocker = httpx.post(url + "gradio_api/queue/join", timeout=30, headers={"X-Forwarded-For": address},
+                         json={"data": slow, "fn_index": index, "session_hash": session})
+    assert blocker.status_code == 200, blocker.text
+    _wait(lambda: len(calls) >= 1, what="the blocker to hold the GPU slot")
+    return index, slow, blocker
+
+
 def test_fresh_session_hashes_and_call_do_not_make_a_new_client(app):
     """One address sends 31 slow jobs, each with a fresh session hash, by /queue/join and by
     /call: it gets its share (8 of the 32 places) and the rest is refused before the queue; a
     second client is then still admitted and served."""
-    url, manager = app["url"], app["manager"]
-    _small(Client(url, verbose=False))
-    calls = _forwards(manager)
-    index = _index(url, "txt2img")
-    slow = _txt2img_data(prompt="slow", height=512, width=512, num_inference_steps=100, seed=1)
-    blocker = httpx.post(url + "gradio_api/queue/join", timeout=30, headers={"X-Forwarded-For": "192.0.2.1"},
-                         json={"data": slow, "fn_index": index, "session_hash": "blocker"})
-    assert blocker.status_code == 200, blocker.text
-    _wait(lambda: len(calls) >= 1, what="the blocker to hold the GPU slot")
+    url = app["url"]
+    index, slow, blocker = _slot_held(app, "192.0.2.1", "blocker")
     greedy = {"X-Forwarded-For": "203.0.113.5"}
     replies = []
     for i in range(31):
@@ -203,14 +211,7 @@ def test_a_burst_of_parallel_joins_gets_no_more_than_its_share(app):
     from concurrent.futures import ThreadPoolExecutor
 
     url, manager = app["url"], app["manager"]
-    _small(Client(url, verbose=False))
-    calls = _forwards(manager)
-    index = _index(url, "txt2img")
-    slow = _txt2img_data(prompt="slow", height=512, width=512, num_inference_steps=100, seed=1)
-    blocker = httpx.post(url + "gradio_api/queue/join", timeout=30, headers={"X-Forwarded-For": "192.0.2.2"},
-                         json={"data": slow, "fn_index": index, "session_hash": "burst-blocker"})
-    assert blocker.status_code == 200, blocker.text
-    _wait(lambda: len(calls) >= 1, what="the blocker to hold the GPU slot")
+    index, slow, blocker = _slot_held(app, "192.0.2.2", "burst-blocker")
 
     def join(i):
         return f"burst-{i}", httpx.post(url + "gradio_api/queue/join", timeout=60,

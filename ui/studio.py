@@ -40,13 +40,23 @@ class Admission:
         # An admission is therefore held here, by its HTTP request, until gradio records its event,
         # its handler starts (`started`), or ADMISSION_HELD_S passes (a join that failed after it).
         self._lock = threading.Lock()
-        self._held: list = []  # [admitted at, the HTTP request, its keys]
+        self._held: list = []  # (admitted at, the HTTP request, its limits' keys)
 
-    def _keys(self, session) -> list:
-        keys = [("session", session.session_hash)] if self.limit else []
+    def _limits(self, session) -> list:
+        """The limits in force for `session`: (key, limit, whether an event counts against it, refusal)."""
+        limits = []
+        if self.limit:
+            limits.append((("session", session.session_hash), self.limit,
+                           lambda e, h=session.session_hash: e.session_hash == h,
+                           "queue: you already have {} job(s) waiting or running here (the limit is {}): wait "
+                           "for one to finish, or cancel one."))
         if self.client_limit:
-            keys.append(("client", client_address(session, self.trusted_proxy)))
-        return keys
+            client = client_address(session, self.trusted_proxy)
+            limits.append((("client", client), self.client_limit,
+                           lambda e: client_address(e.request, self.trusted_proxy) == client,
+                           "queue: your address already has {} job(s) waiting or running here, over all its "
+                           "sessions (the limit is {} per client): wait for one to finish."))
+        return limits
 
     def refuse(self, session, hold: bool = True) -> str | None:
         """Why this session may not queue another job, or None. Jobs are the events that have a
@@ -57,26 +67,16 @@ class Admission:
         queue, now = self.demo._queue, time.monotonic()
         jobs = [e for e in list(queue.event_ids_to_events.values())
                 if getattr(getattr(e, "fn", None), "validator", None) is not None]
-        keys = self._keys(session)
+        limits = self._limits(session)
         with self._lock:
             recorded = {id(e.request) for e in jobs}
             self._held = [h for h in self._held if now - h[0] < ADMISSION_HELD_S and id(h[1]) not in recorded]
-            for kind, key in keys:
-                if kind == "session":
-                    pending = sum(e.session_hash == key for e in jobs)
-                    limit = self.limit
-                else:
-                    pending = sum(client_address(e.request, self.trusted_proxy) == key for e in jobs)
-                    limit = self.client_limit
-                pending += sum((kind, key) in h[2] for h in self._held)
-                if pending >= limit and kind == "session":
-                    return (f"queue: you already have {pending} job(s) waiting or running here (the limit is "
-                            f"{limit}): wait for one to finish, or cancel one.")
+            for key, limit, counts, refusal in limits:
+                pending = sum(map(counts, jobs)) + sum(key in keys for _, _, keys in self._held)
                 if pending >= limit:
-                    return (f"queue: your address already has {pending} job(s) waiting or running here, over all "
-                            f"its sessions (the limit is {limit} per client): wait for one to finish.")
+                    return refusal.format(pending, limit)
             if hold:
-                self._held.append([now, session.request, keys])
+                self._held.append((now, session.request, [key for key, *_ in limits]))
         return None
 
     def started(self, session) -> None:

@@ -11,6 +11,7 @@ import gradio as gr
 from PIL import Image
 
 from llm_dit.core.request import CONTROL_FIELDS, VLRequest, validate
+from llm_dit.serving.outputs import STUDIES
 from llm_dit.studies.compare import (AXES, EXAMPLE_VALUES, SweepResult, SweepSpec, close_sweep, iter_sweep, load_sweeps,
                                      sweep_cells, to_study)
 from llm_dit.studies.runner import cell_name, read_info
@@ -60,7 +61,7 @@ VALUES_INFO = "comma-separated (vl_text: |-separated; prompt: one per line or |-
 
 def build(studio, vl_tab) -> None:
     manager, output_dir = studio.manager, studio.outputs
-    root = studio.outputs.path / "studies"  # where the Studies tab lists them (resolved once, at start)
+    root = studio.outputs.path / STUDIES  # where the Studies tab lists them (resolved once, at start)
     presets = load_sweeps()
 
     def sweep(request, references, structure_image, folder: str, session: str, **spec):

@@ -22,7 +22,7 @@ from pathlib import Path
 import gradio as gr
 
 from llm_dit.runtime.models import ModelLoadError
-from llm_dit.serving.outputs import REFERENCES
+from llm_dit.serving.outputs import REFERENCES, STUDIES
 from llm_dit.studies.compare import MAX_CELLS
 from llm_dit.studies.runner import cell_name, list_studies, load_folder_study, read_info, resume, run_study
 from llm_dit.studies.study import file_sha256, parse_study
@@ -49,7 +49,7 @@ def _base_names(message: str) -> str:
 def build(studio, demo: gr.Blocks) -> None:
     manager = studio.manager
     # resolved once, when the app is built (the output folder is), whatever the working folder later
-    root = studio.outputs.path / "studies"
+    root = studio.outputs.path / STUDIES
     here = Path.cwd()  # where a study text's relative paths start (locally; hosted, no path is read)
 
     def shown(message: str) -> str:
@@ -341,20 +341,20 @@ def build(studio, demo: gr.Blocks) -> None:
             study_name = gr.Textbox(label="Study name")
             study_json = gr.JSON(label="Study")
 
-    def _stop_if(check, *args) -> gr.Button:
-        """Stop, shown when the job about to start passes its checks (a refused one never runs, and
-        gradio runs no `then` after a validator's refusal), and the pending limit (held by nobody)."""
+    def _stop_if(check, session) -> gr.Button:
+        """Stop, shown when the job about to start passes `check()` and the pending limit (holding no
+        place): a refused job never runs, and gradio runs no `then` after a validator's refusal."""
         try:
-            check(*args)
+            check()
         except (ValueError, ModelLoadError, gr.Error):
             return gr.skip()
-        return gr.Button(visible=studio.admission.refuse(args[-1], hold=False) is None)
+        return gr.Button(visible=studio.admission.refuse(session, hold=False) is None)
 
     def show_run_stop(study_file, references, prompt, session: gr.Request):
-        return _stop_if(lambda f, r, p, _: _checked(*_read_file(f, p), r), study_file, references, prompt, session)
+        return _stop_if(lambda: _checked(*_read_file(study_file, prompt), references), session)
 
     def show_resume_stop(name, session: gr.Request):
-        return _stop_if(_resumable, name, session)
+        return _stop_if(lambda: _resumable(name, session), session)
 
     def hide_stop():
         return gr.Button(visible=False)

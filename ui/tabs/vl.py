@@ -106,10 +106,12 @@ def reference_thumbs(files, weights: str) -> list:
 def thumbs_html(files, weights: str) -> str:
     """The reference thumbnails as plain images with their captions (served by gradio from its
     upload cache; a gallery re-scrolled the page on each update)."""
-    figures = [f'<figure><img src="gradio_api/file={quote(p)}" alt="{escape(c)}" title="{escape(c)}"><figcaption>'
-               + "".join(f"<span>{escape(part)}</span>" for part in c.replace(" · ", "\0 · ", 1).split("\0"))
-               + "</figcaption></figure>"
-               for p, c in reference_thumbs(files, weights)]
+    figures = []
+    for path, caption in reference_thumbs(files, weights):
+        name, _, weight = caption.partition(" · ")  # a line each (the name cut to fit, whole in the title)
+        figures.append(f'<figure><img src="gradio_api/file={quote(path)}" alt="{escape(caption)}" '
+                       f'title="{escape(caption)}"><figcaption><span>{escape(name)}</span>'
+                       f"<span> · {escape(weight)}</span></figcaption></figure>")
     return f'<div class="reference-thumbs">{"".join(figures)}</div>' if figures else ""
 
 
